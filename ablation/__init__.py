@@ -1,0 +1,17 @@
+"""A test-first reproducibility and ablation suite for tiny CNNs on MNIST."""
+from .models import Net, count_parameters, normalize
+from .steps import FINAL_STEP, STEPS, Step, get_step
+from .train import train, train_many
+
+
+def build_model(step_name: str) -> Net:
+    """The step's network (one seed, PyTorch's default initialisation).
+
+    It takes images normalised with mean 0.1307 and std 0.3081 (see `normalize`), shape (N, 1, 28, 28),
+    and returns (N, 10) logits. A record's weights load with `model.load_state_dict(...)`.
+    """
+    step = get_step(step_name)
+    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout)
+
+
+__all__ = ["FINAL_STEP", "STEPS", "Net", "Step", "build_model", "count_parameters", "get_step", "normalize", "train", "train_many"]

@@ -1,0 +1,250 @@
+"""The command line: `python -m ablation {steps,summary,run,report,bench} --help`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .steps import STEPS, Step, get_step
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]; '3' -> [3]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += range(int(lo), int(hi) + 1) if hi else [int(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"malformed seeds {text!r}: need distinct non-negative integers")
+    return seeds
+
+
+def parse_steps(text: str) -> list[Step]:
+    if text == "all":
+        return list(STEPS.values())
+    try:
+        return [get_step(name.strip()) for name in text.split(",")]
+    except KeyError as e:
+        raise argparse.ArgumentTypeError(e.args[0]) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def step_name(text: str) -> Step:
+    return parse_steps(text)[0] if "," not in text else parse_steps(text)[0]
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def goals_text(step: Step) -> str:
+    g = step.goals
+    text = f"≤{g.max_params:,} params, ≥{g.accuracy_floor:g}% last {g.last_epochs}, ≤{g.max_epochs} ep"
+    return text + (f", mean ≥{g.mean_final_floor:g}%" if g.mean_final_floor else "")
+
+
+def cmd_steps(args) -> int:
+    from . import build_model, count_parameters
+
+    rows = []
+    for s in STEPS.values():
+        rows.append({"name": s.name, "parent": s.parent, "params": count_parameters(build_model(s.name)),
+                     "epochs": s.epochs, "batch_size": s.batch_size, "lr": s.describe_lr(),
+                     "augment": s.augment.describe(), "dropout": s.dropout, "seeds": list(s.seeds),
+                     "goals": {"max_params": s.goals.max_params, "accuracy_floor": s.goals.accuracy_floor,
+                               "last_epochs": s.goals.last_epochs, "max_epochs": s.goals.max_epochs,
+                               "mean_final_floor": s.goals.mean_final_floor},
+                     "known_miss": s.known_miss})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(table([[r["name"], f"{r['params']:,}", r["epochs"], r["batch_size"], r["lr"], r["augment"],
+                  goals_text(STEPS[r["name"]])] for r in rows],
+                ["step", "params", "epochs", "batch", "optimiser / lr / schedule", "augmentation", "goals"]))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from . import build_model
+    from .analysis import layer_table
+
+    rows = layer_table(build_model(args.step.name))
+    print(f"{args.step.name}: {args.step.layout}")
+    print(table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"], r["jump"]]
+                 for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{sum(r['macs'] for r in rows):,}", "", ""]],
+                ["layer", "output", "params", "MACs", "RF", "jump"]))
+    return 0
+
+
+class Progress:
+    """A tqdm bar over all images of a run on a terminal; one line per epoch otherwise (logs, CI)."""
+
+    def __init__(self, total_images: int, label: str):
+        self.bar = None
+        self.label = label
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_images, desc=label, unit="img", unit_scale=True, leave=False)
+
+    def batch(self, n: int) -> None:
+        if self.bar:
+            self.bar.update(n)
+
+    def epoch(self, seed: int, epoch: int, row: dict) -> None:
+        text = (f"{self.label} seed {seed} epoch {epoch:2d}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"
+                f"  test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}%  lr {row['lr']:.4g}  {row['seconds']:.1f}s")
+        if self.bar:
+            self.bar.write(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from . import records
+    from .analysis import step_summary
+    from .data import DataError, load_mnist
+    from .train import resolve_device, train_many
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        args.parser.error(str(e))
+    try:
+        data = load_mnist(args.data_dir)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    group = args.group or (len(args.seeds) if device.type == "cuda" else 1)
+    quick = dict(limit_train=2048, limit_test=1000) if args.quick else {}
+    epochs = 1 if args.quick and args.epochs is None else args.epochs
+    for step in args.steps:
+        for i in range(0, len(args.seeds), group):
+            seeds = args.seeds[i:i + group]
+            n_images = (quick.get("limit_train") or len(data.train_labels)) * (epochs or step.epochs) * len(seeds)
+            progress = Progress(n_images, f"{step.name} seeds {','.join(map(str, seeds))}")
+            try:
+                results = train_many(step, seeds, device=device, epochs=epochs, data=data, holdout=args.holdout,
+                                     threads=args.threads, on_epoch=progress.epoch, on_batch=progress.batch, **quick)
+            finally:
+                progress.close()
+            for r in results:
+                path = records.save(r, args.out)
+                print(f"wrote {path} ({r.finished - r.started:.0f} s)", file=sys.stderr, flush=True)
+    # The summary covers every record of the steps asked for, including earlier runs.
+    all_records = records.load_all(args.out)
+    rows = []
+    for step in args.steps:
+        recs = all_records.get(step.name, [])
+        if recs:
+            s = step_summary(recs, step.goals)
+            rows.append([step.name, s["n"], f"{recs[0]['params']:,}", f"{s['final_mean']:.2f} ± {s['final_std']:.2f}",
+                         f"{s['min_of_min_last']:.2f}", f"{s['seeds_meeting']}/{s['n']}"])
+    print(table(rows, ["step", "seeds", "params", "final test acc %", "min last-5 %", "goals met"]))
+    if not args.no_report and not args.holdout:
+        from .report import render_files
+
+        for path in render_files(args.out, Path("reports/ablation.html")):
+            print(f"wrote {path}", file=sys.stderr)
+    del torch
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import render_files
+
+    for path in render_files(args.runs, args.out, fmt=args.format):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ablation", description=__doc__.split(":")[0] + ": "
+                                     "train, test and report the MNIST <10k-parameter ablation, step by step.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("steps", help="print the registry of steps (the ablation as data)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=cmd_steps)
+
+    p = sub.add_parser("summary", help="per-layer table of a step's network: shapes, params, MACs, receptive field")
+    p.add_argument("step", type=step_name, help=f"a step name, e.g. {list(STEPS)[-1]}")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("run", help="train steps over seeds, write run records, print a summary, render the report")
+    p.add_argument("--steps", type=parse_steps, default="all", help="comma-separated step names, or 'all' (default)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4 (default) or 0,3")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override every step's epochs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
+    p.add_argument("--out", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
+    p.add_argument("--group", type=positive_int, default=None,
+                   help="seeds trained together in one pass (default: all on cuda, 1 on cpu, where grouping does not pay)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default $ABLATION_THREADS or 1)")
+    p.add_argument("--holdout", type=positive_int, default=0,
+                   help="evaluate on N images held out of the training set instead of the test set (for design choices)")
+    p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
+    p.add_argument("--no-report", action="store_true", help="do not render reports/ablation.html afterwards")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")
+    p.add_argument("--runs", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
+    p.add_argument("--out", type=Path, default=None, help="output file (default reports/ablation.html or .md)")
+    p.add_argument("--format", choices=["html", "md"], default="html")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="throughput against the reference notebook loop")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batches", type=positive_int, default=30, help="timed batches per engine (default 30)")
+    p.add_argument("--seeds", type=positive_int, default=4, help="seeds of the multi-seed engine (default 4)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.parser = parser
+    if args.command == "run" and args.quick and args.out == Path("reports/runs"):
+        parser.error("--quick runs are smoke tests: give them their own --out folder, not the reference records")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished records are kept; the run in progress wrote nothing", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

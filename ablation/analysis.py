@@ -1,0 +1,163 @@
+"""Numbers about steps and runs: goal verdicts, statistics over seeds, per-layer tables, receptive field."""
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+import torch.nn as nn
+
+from .models import GlobalAvgPool, Net, SeedDropout
+from .steps import Goals
+
+
+def last_epochs_at_or_above(history: list[dict], floor: float, last: int) -> bool:
+    """True when each of the last `last` epochs, as they came, has test accuracy >= floor."""
+    tail = [row["test_acc"] for row in history[-last:]]
+    return len(tail) == last and all(acc >= floor for acc in tail)
+
+
+def goal_verdicts(goals: Goals, params: int, history: list[dict], diverged_at: int | None = None) -> dict:
+    """Per-run verdicts of a step's goals; the evidence beside each."""
+    tail = [row["test_acc"] for row in history[-goals.last_epochs:]]
+    return {
+        "params": {"met": params <= goals.max_params, "value": params, "limit": goals.max_params},
+        "epochs": {"met": len(history) <= goals.max_epochs and diverged_at is None,
+                   "value": len(history), "limit": goals.max_epochs},
+        "floor": {"met": diverged_at is None and last_epochs_at_or_above(history, goals.accuracy_floor, goals.last_epochs),
+                  "min_last": min(tail) if tail else None, "floor": goals.accuracy_floor, "last": goals.last_epochs},
+        "diverged": {"met": diverged_at is None, "epoch": diverged_at},
+    }
+
+
+def run_meets_goals(record: dict) -> bool:
+    return all(v["met"] for v in record["verdicts"].values())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+# Two-sided 95 % Student-t quantiles by degrees of freedom (1..30); beyond that the normal 1.96 is close.
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def confidence_interval95(values: list[float]) -> tuple[float, float]:
+    """95 % confidence interval of the mean (Student t); (nan, nan) for fewer than two values."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    mean, std = mean_std(values)
+    t = _T95[len(values) - 2] if len(values) - 1 <= len(_T95) else 1.96
+    half = t * std / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def step_summary(records: list[dict], goals: Goals) -> dict:
+    """Statistics of one step over its seed records (diverged runs count as misses)."""
+    finals = [r["history"][-1]["test_acc"] for r in records if r["history"] and r["diverged_at"] is None]
+    min_last = [min(row["test_acc"] for row in r["history"][-goals.last_epochs:]) for r in records if r["history"]]
+    first_hit = [next((row["epoch"] for row in r["history"] if row["test_acc"] >= goals.accuracy_floor), None)
+                 for r in records]
+    hits = sorted(e for e in first_hit if e is not None)
+    mean, std = mean_std(finals)
+    seeds_meeting = sum(run_meets_goals(r) for r in records)
+    mean_ok = goals.mean_final_floor is None or (finals and mean >= goals.mean_final_floor)
+    return {
+        "n": len(records),
+        "final_mean": mean,
+        "final_std": std,
+        "final_ci95": confidence_interval95(finals),
+        "min_of_min_last": min(min_last) if min_last else math.nan,
+        "median_first_hit": statistics.median(hits) if hits else None,
+        "seeds_meeting": seeds_meeting,
+        "every_seed": bool(records) and seeds_meeting == len(records) and bool(mean_ok),
+        "diverged": [r["seed"] for r in records if r["diverged_at"] is not None],
+        "wall_seconds": statistics.fmean(r["provenance"]["wall_seconds"] for r in records) if records else math.nan,
+    }
+
+
+# --- the per-layer table and the receptive field -------------------------------------------------
+
+def layer_table(model: Net, image_size: int = 28) -> list[dict]:
+    """One row per layer of `model`: output shape, parameters, MACs, receptive field and jump.
+
+    MACs come from torch.utils.flop_counter on a one-image forward (FLOPs / 2); the receptive field
+    r and jump j follow r += (k - 1) * j, j *= stride, with global average pooling as a kernel the
+    size of its input map.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    x = torch.zeros(1, model.seeds, image_size, image_size)
+    r, j = 1, 1
+    model = model.eval()
+    for i, block in enumerate(model.features):
+        first = block[0] if isinstance(block, nn.Sequential) else block
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            y = block(x)
+        if isinstance(first, nn.Conv2d):
+            k, s = first.kernel_size[0], first.stride[0]
+            name = f"conv{k}x{k} {first.in_channels}→{first.out_channels}" + (" pad 1" if first.padding[0] else "")
+            extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
+                      for m in list(block)[1:]] if isinstance(block, nn.Sequential) else []
+            name += "".join(f", {e}" for e in extras)
+        elif isinstance(first, nn.MaxPool2d):
+            k, s, name = 2, 2, "max-pool 2x2"
+        elif isinstance(first, GlobalAvgPool):
+            k, s, name = x.shape[-1], 1, "global average pool"
+        else:
+            raise TypeError(f"no receptive-field rule for {type(first).__name__}")
+        r, j = r + (k - 1) * j, j * s
+        rows.append({"layer": name, "output": tuple(y.shape[1:]), "params": sum(p.numel() for p in block.parameters()),
+                     "macs": counter.get_total_flops() // 2, "rf": r, "jump": j})
+        x = y
+    return rows
+
+
+def receptive_field(model: Net) -> int:
+    return layer_table(model)[-1]["rf"]
+
+
+def receptive_field_probe(model: Net, image_size: int = 28) -> int:
+    """The receptive field measured: the side of the input box whose pixels move one output unit.
+
+    A geometric copy of the trunk (every convolution with all-ones weights, max-pool as average pool
+    so that every pixel of a window passes gradient, BatchNorm, ReLU and dropout dropped: they do not
+    change geometry) is run on a blank input much larger than the field; the gradient of the centre
+    unit of its last map is non-zero exactly on the pixels that unit sees. For a GAP network the probe
+    stops before the pooling, and the pooled map's extent is added as the formula does.
+    """
+    probe: list[nn.Module] = []
+    pooled_side = None
+    x = torch.zeros(1, model.seeds, image_size, image_size)
+    for block in model.features:
+        if isinstance(block, GlobalAvgPool):
+            pooled_side = x.shape[-1]
+            break
+        for m in (block if isinstance(block, nn.Sequential) else [block]):
+            if isinstance(m, nn.Conv2d):
+                conv = nn.Conv2d(1, 1, m.kernel_size, stride=m.stride, padding=m.padding, bias=False)
+                nn.init.ones_(conv.weight)
+                probe.append(conv)
+            elif isinstance(m, nn.MaxPool2d):
+                probe.append(nn.AvgPool2d(m.kernel_size, m.stride))
+        with torch.no_grad():
+            x = block.eval()(x)
+    trunk = nn.Sequential(*probe)
+
+    def seen_columns(col_offset: int) -> torch.Tensor:
+        inp = torch.zeros(1, 1, image_size * 4, image_size * 4, requires_grad=True)
+        out = trunk(inp)
+        h, w = out.shape[-2:]
+        out[0, 0, h // 2, w // 2 + col_offset].backward()
+        return inp.grad[0, 0].abs().sum(0).nonzero()
+
+    cols, next_cols = seen_columns(0), seen_columns(1)
+    field = int(cols.max() - cols.min() + 1)
+    if pooled_side is not None:
+        jump = int(next_cols.min() - cols.min())  # how far the field moves per unit of the map, measured
+        field += (pooled_side - 1) * jump
+    return field

@@ -1,0 +1,102 @@
+"""Batched, per-sample augmentation on the device, driven by an explicit torch.Generator.
+
+What the seed used, per image: ColorJitter then RandomRotation(±7°). Here each image of a batch
+draws its own parameters, and one grid_sample call rotates the whole batch.
+
+Against torchvision, for grey-scale images in [0, 1]:
+- rotation: the same inverse-affine sampling about the image centre as `F.rotate` on tensors
+  (grid_sample, align_corners=False, nearest by default, fill 0); a positive angle turns the image
+  counter-clockwise, as there. Optional translation is a fraction of the image size, as in
+  RandomAffine.
+- brightness: x * b, b ~ U[1-β, 1+β]; contrast: (x - m) * c + m with m the image's mean, c ~ U[1-γ, 1+γ];
+  both clamped to [0, 1], as `adjust_brightness`/`adjust_contrast` do.
+- ColorJitter applies its transforms in a random order per call; here per image, between the two
+  that matter (brightness first or contrast first, each with probability 1/2).
+- saturation and hue do nothing to a grey image (its saturation is 0 and its hue undefined), so they
+  are not parameters here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    rotation: float = 0.0  # degrees; angle ~ U[-rotation, +rotation]
+    translate: float = 0.0  # fraction of the image side; shift ~ U[-t, +t] on each axis
+    brightness: float = 0.0  # β: factor ~ U[1-β, 1+β]
+    contrast: float = 0.0  # γ: factor ~ U[1-γ, 1+γ]
+    interpolation: str = "nearest"  # torchvision's RandomRotation default; "bilinear" is smoother
+
+    @property
+    def active(self) -> bool:
+        return any((self.rotation, self.translate, self.brightness, self.contrast))
+
+    def describe(self) -> str:
+        parts = [f"rot ±{self.rotation:g}°" if self.rotation else "",
+                 f"shift ±{self.translate:g}" if self.translate else "",
+                 f"bright ±{self.brightness:g}" if self.brightness else "",
+                 f"contrast ±{self.contrast:g}" if self.contrast else ""]
+        return ", ".join(p for p in parts if p) or "none"
+
+
+NONE = Augment()
+
+
+def _uniform(n: int, half_width: float, generator: torch.Generator, device) -> torch.Tensor:
+    return (torch.rand(n, generator=generator, device=device) * 2 - 1) * half_width
+
+
+def sample_params(n: int, cfg: Augment, generator: torch.Generator, device) -> torch.Tensor:
+    """(n, 6) per-image parameters: angle (deg), dx, dy, brightness, contrast, order flag.
+
+    Always the same six draws in the same order, whatever is switched on, so the random stream (and
+    hence every later batch) does not shift when one knob changes.
+    """
+    angle = _uniform(n, cfg.rotation, generator, device)
+    dx = _uniform(n, cfg.translate, generator, device)
+    dy = _uniform(n, cfg.translate, generator, device)
+    bright = 1 + _uniform(n, cfg.brightness, generator, device)
+    contrast = 1 + _uniform(n, cfg.contrast, generator, device)
+    order = (torch.rand(n, generator=generator, device=device) < 0.5).float()
+    return torch.stack([angle, dx, dy, bright, contrast, order], dim=1)
+
+
+def _brightness(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (x * b).clamp(0, 1)
+
+
+def _contrast(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    m = x.mean((1, 2, 3), keepdim=True)
+    return ((x - m) * c + m).clamp(0, 1)
+
+
+def apply(x: torch.Tensor, params: torch.Tensor, cfg: Augment) -> torch.Tensor:
+    """Augment (N, 1, H, W) float images in [0, 1] with per-image `params` from sample_params."""
+    p = params.view(-1, 6, 1, 1, 1)
+    if cfg.brightness or cfg.contrast:
+        b, c, contrast_first = p[:, 3], p[:, 4], p[:, 5]
+        bc = _contrast(_brightness(x, b), c)
+        cb = _brightness(_contrast(x, c), b)
+        x = torch.lerp(bc, cb, contrast_first)
+    if cfg.rotation or cfg.translate:
+        rad = params[:, 0] * (math.pi / 180)
+        cos, sin = torch.cos(rad), torch.sin(rad)
+        # Inverse map (output pixel -> input pixel) in normalised coordinates, as F.rotate builds it;
+        # the translation is in the same units: a fraction t of the side is 2t here.
+        theta = torch.stack([torch.stack([cos, -sin, -2 * params[:, 1]], 1),
+                             torch.stack([sin, cos, -2 * params[:, 2]], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode=cfg.interpolation, padding_mode="zeros", align_corners=False)
+    return x
+
+
+def augment(x: torch.Tensor, cfg: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Augment a batch (N, 1, H, W) in [0, 1]; the same generator state gives the same output."""
+    if not cfg.active:
+        return x
+    return apply(x, sample_params(len(x), cfg, generator, x.device), cfg)

@@ -1,0 +1,169 @@
+"""The networks: a tiny layout language and the module it builds.
+
+A layout is a tuple of tokens, read left to right:
+
+    conv3:16    3x3 convolution to 16 channels, no padding ("conv3p:16" pads by 1)
+    conv1:8     1x1 convolution (a "transition" that mixes channels cheaply)
+    pool        2x2 max-pool, stride 2
+    gap         global average pooling to 1x1
+    conv6:10    any other kernel size, e.g. a 6x6 convolution that sees a whole 6x6 map
+
+Every convolution but the last is followed by BatchNorm (when the step has it), ReLU and dropout
+(when the step has it). 1x1 transitions get ReLU only: the seed's 9,752 counts BatchNorm after
+the 3x3 convolutions alone. The last convolution is the classifier: no
+BatchNorm, ReLU or dropout after it. No convolution has a bias: BatchNorm's shift makes it redundant,
+and the seed's parameter counts (9,752) only add up without them.
+
+`Net(..., seeds=K)` holds K independent copies of the network as one network of grouped
+convolutions: seed k reads input channel k and owns the k-th slice of every weight, so K seeds train
+in one pass (see train.py). K=1 is the plain network that `build_model` returns.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+NUM_CLASSES = 10
+_TOKEN = re.compile(r"conv(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
+
+
+@dataclass(frozen=True)
+class Layer:
+    kind: str  # "conv", "pool" or "gap"
+    kernel: int = 1  # pixels; for pool the window (2)
+    padding: int = 0  # pixels
+    out_channels: int = 0  # for conv only
+
+
+def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
+    """Turn layout tokens into layers; raise ValueError naming the first bad token."""
+    layers = []
+    for token in layout:
+        m = _TOKEN.match(token)
+        if not m:
+            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, pool or gap")
+        if m["pool"]:
+            layers.append(Layer("pool", kernel=2))
+        elif m["gap"]:
+            layers.append(Layer("gap"))
+        else:
+            k = int(m["k"])
+            layers.append(Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"])))
+    convs = [l for l in layers if l.kind == "conv"]
+    if not convs or layers[-1] != convs[-1] or convs[-1].out_channels != NUM_CLASSES:
+        raise ValueError(f"layout {layout} must end with a convolution to {NUM_CLASSES} channels")
+    return layers
+
+
+class SeedDropout(nn.Module):
+    """Dropout whose mask for seed k comes from generator k alone.
+
+    nn.Dropout draws from the global RNG, so seed k's masks would depend on which other seeds share
+    the pass. Here each seed draws its own (N, C, H, W) mask in a fixed order, exactly as a one-seed
+    run draws it, which is what lets a K-seed run reproduce K one-seed runs. The trainer sets
+    `generators`; without them (e.g. a user's own loop) the global RNG is used.
+    """
+
+    def __init__(self, p: float, seeds: int):
+        super().__init__()
+        self.p, self.seeds = p, seeds
+        self.generators: list[torch.Generator] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        n, kc, h, w = x.shape
+        shape = (n, kc // self.seeds, h, w)
+        gens = self.generators or [None] * self.seeds
+        keep = torch.cat([torch.rand(shape, generator=g, device=x.device) >= self.p for g in gens], dim=1)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, seeds={self.seeds}"
+
+
+class GlobalAvgPool(nn.Module):
+    # x.mean((2, 3)) rather than AdaptiveAvgPool2d: the latter has no deterministic CUDA backward.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+class Net(nn.Module):
+    """The network of a layout; K seeds side by side when seeds=K (input (N, K, 28, 28), output (N, K, 10))."""
+
+    def __init__(self, layout: tuple[str, ...], batchnorm: bool = True, dropout: float = 0.0, seeds: int = 1):
+        super().__init__()
+        self.layout, self.seeds = tuple(layout), seeds
+        layers = parse_layout(layout)
+        last_conv = max(i for i, l in enumerate(layers) if l.kind == "conv")
+        blocks: list[nn.Module] = []
+        channels = 1
+        for i, layer in enumerate(layers):
+            if layer.kind == "pool":
+                blocks.append(nn.MaxPool2d(2))
+            elif layer.kind == "gap":
+                blocks.append(GlobalAvgPool())
+            else:
+                out = layer.out_channels
+                block = [nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False, groups=seeds)]
+                if i != last_conv:
+                    if batchnorm and layer.kernel > 1:
+                        block.append(nn.BatchNorm2d(out * seeds))
+                    block.append(nn.ReLU())
+                    if dropout > 0 and layer.kernel > 1:
+                        block.append(SeedDropout(dropout, seeds))
+                blocks.append(nn.Sequential(*block) if len(block) > 1 else block[0])
+                channels = out
+        self.features = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.features(x)
+        if y.shape[-2:] != (1, 1):
+            raise ValueError(f"layout {self.layout} leaves a {tuple(y.shape[-2:])} map for 28x28 input, not 1x1")
+        y = y.flatten(1)
+        return y if self.seeds == 1 else y.view(len(y), self.seeds, NUM_CLASSES)
+
+    def set_dropout_generators(self, generators: list[torch.Generator] | None) -> None:
+        for m in self.modules():
+            if isinstance(m, SeedDropout):
+                m.generators = generators
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 or [0, 1] images -> the normalised input every model expects."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    return (images - MNIST_MEAN) / MNIST_STD
+
+
+def stack_seeds(models: list[Net]) -> Net:
+    """K one-seed networks -> one K-seed network whose slice k is exactly models[k]."""
+    first = models[0]
+    k = len(models)
+    dropout = next((m.p for m in first.modules() if isinstance(m, SeedDropout)), 0.0)
+    batchnorm = any(isinstance(m, nn.BatchNorm2d) for m in first.modules())
+    stacked = Net(first.layout, batchnorm=batchnorm, dropout=dropout, seeds=k)
+    with torch.no_grad():
+        for name, tensor in stacked.state_dict().items():
+            parts = [m.state_dict()[name] for m in models]
+            tensor.copy_(parts[0] if tensor.dim() == 0 else torch.cat(parts, dim=0))
+    return stacked
+
+
+def unstack_seeds(stacked: Net) -> list[dict[str, torch.Tensor]]:
+    """The inverse of stack_seeds on state dicts: one plain state_dict per seed."""
+    k = stacked.seeds
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(k)]
+    for name, tensor in stacked.state_dict().items():
+        for i in range(k):
+            out[i][name] = tensor.clone() if tensor.dim() == 0 else tensor.chunk(k, dim=0)[i].clone()
+    return out

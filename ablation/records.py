@@ -1,0 +1,161 @@
+"""Run records on disk: reports/runs/<step>/seed-<k>.json and the final weights beside it (.pt).
+
+A record holds the full step config, the per-epoch history, the goal verdicts and its provenance
+(code version, library versions, device, threads, times), so every number in the report can be
+traced to the code and machine that produced it. Files are written to a temporary name and renamed,
+so an interrupted run leaves no partial record and never damages a finished one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .analysis import goal_verdicts
+from .train import RunResult
+
+SCHEMA_VERSION = 1
+DEFAULT_RUNS = Path("reports/runs")
+PACKAGE = Path(__file__).resolve().parent
+
+
+# The code that turns a step's config (stored whole in every record) into numbers. Report and CLI
+# changes do not touch a run's results, so they do not make older records stale.
+ENGINE_FILES = ("augment.py", "data.py", "models.py", "train.py")
+
+
+@lru_cache(maxsize=1)
+def source_hash() -> str:
+    """SHA-256 (first 16 hex digits) over the engine's source files, in a fixed order."""
+    digest = hashlib.sha256()
+    for name in ENGINE_FILES:
+        digest.update(name.encode())
+        digest.update((PACKAGE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", *ENGINE_FILES))
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(result: RunResult) -> dict:
+    import torchvision
+
+    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return {
+        **git_state(),
+        "source_hash": source_hash(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "device_name": device_name(result.engine.get("device", "cpu")),
+        **result.engine,
+        "started": iso(result.started),
+        "finished": iso(result.finished),
+        "wall_seconds": round(result.finished - result.started, 2),
+    }
+
+
+def to_record(result: RunResult) -> dict:
+    step = result.step
+    return {
+        "schema": SCHEMA_VERSION,
+        "step": step.name,
+        "seed": result.seed,
+        "params": result.params,
+        "evaluated_on": result.evaluated_on,
+        "config": dataclasses.asdict(step),
+        "history": result.history,
+        "diverged_at": result.diverged_at,
+        "verdicts": goal_verdicts(step.goals, result.params, result.history, result.diverged_at),
+        "provenance": provenance(result),
+    }
+
+
+def record_paths(out: Path, step_name: str, seed: int) -> tuple[Path, Path]:
+    folder = Path(out) / step_name
+    return folder / f"seed-{seed}.json", folder / f"seed-{seed}.pt"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(result: RunResult, out: Path = DEFAULT_RUNS) -> Path:
+    """Write the weights, then the JSON (the JSON's presence marks a complete record)."""
+    json_path, pt_path = record_paths(out, result.step.name, result.seed)
+    record = to_record(result)
+    _atomic_write(pt_path, lambda f: torch.save(result.state_dict, f))
+    text = json.dumps(record, indent=1, sort_keys=False) + "\n"
+    _atomic_write(json_path, lambda f: f.write(text.encode()))
+    return json_path
+
+
+def load(path: Path) -> dict:
+    record = json.loads(Path(path).read_text())
+    if record.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: record schema {record.get('schema')}, this code reads {SCHEMA_VERSION}")
+    return record
+
+
+def load_all(runs: Path = DEFAULT_RUNS) -> dict[str, list[dict]]:
+    """{step name: [records sorted by seed]} for every complete record under `runs`."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted(Path(runs).glob("*/seed-*.json")):
+        record = load(path)
+        out.setdefault(record["step"], []).append(record)
+    for records in out.values():
+        records.sort(key=lambda r: r["seed"])
+    return out
+
+
+def load_weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def is_current(record: dict) -> bool:
+    """Made by this engine source from a committed tree (the report flags records that are not)."""
+    p = record["provenance"]
+    return p.get("source_hash") == source_hash() and not p.get("dirty")
+

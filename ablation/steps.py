@@ -1,0 +1,265 @@
+"""The ablation as data: every step of the study is a frozen `Step`, written as `replace(parent, ...)`.
+
+`STEPS` is the ordered registry. The first seven entries are the seed study
+(../shared/seed/000_96d402abc32860bd.txt) as its author describes it, with their Target, Result and
+Analysis text kept word for word; `notes` says where the text is silent or contradicts itself and
+what we chose. `changes` names the fields a step's target changes; a fast test checks that a step
+differs from its parent in exactly those fields, so the diff between two entries *is* the ablation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from .augment import Augment
+
+MISSION = "≥ 99.4 % test accuracy in each of the last 5 epochs, within 15 epochs, with < 10,000 parameters, on every seed"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: str = "constant"  # "constant", "step" (StepLR) or "onecycle"
+    step_epochs: int = 0  # step: multiply the lr by gamma every step_epochs epochs
+    gamma: float = 1.0  # step: the factor
+    warmup: float = 0.0  # onecycle: fraction of all iterations spent rising linearly to the peak lr
+    final_epoch: int = 0  # onecycle: the lr reaches its floor here (0 = the last epoch) and stays
+    div: float = 25.0  # onecycle: start lr = peak / div
+    final_div: float = 1e4  # onecycle: floor lr = peak / final_div
+
+    def describe(self) -> str:
+        if self.kind == "step":
+            return f"StepLR({self.step_epochs}, {self.gamma:g})"
+        if self.kind == "onecycle":
+            end = f", ends ep {self.final_epoch}" if self.final_epoch else ""
+            return f"one-cycle (warm-up {self.warmup:.0%}{end})"
+        return "constant"
+
+
+@dataclass(frozen=True)
+class Goals:
+    max_params: int = 9_999  # parameters; the mission's "fewer than 10,000"
+    accuracy_floor: float = 99.4  # percent test accuracy ...
+    last_epochs: int = 5  # ... held in each of this many last epochs, on every seed
+    max_epochs: int = 15  # epochs allowed
+    mean_final_floor: float | None = None  # percent; mean over seeds of the final-epoch test accuracy
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What the seed study itself reported for the step (one run, best epoch, so not comparable 1:1)."""
+
+    params: int
+    best_train_acc: float  # percent
+    best_test_acc: float  # percent
+    epoch: int | None = None  # the epoch of the best test accuracy, when the seed gives it
+    epochs_run: int | None = None  # how long the seed trained, when it can be told
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # "<n>-<what>", the test id and the records folder
+    parent: str | None  # the step this one changes
+    changes: tuple[str, ...]  # the fields of the parent this step's target changes
+    target: str  # the seed's (or our) Target, as written
+    result: str  # the seed's (or our) Result, as written
+    analysis: str  # the seed's (or our) Analysis, as written
+    notes: str  # what we had to decide where the text is silent or contradicts itself
+    params: int  # parameters of the model; a fast test checks it against the built network
+    layout: tuple[str, ...]  # the network, in models.py's layout language
+    batchnorm: bool  # BatchNorm after every 3x3 convolution
+    dropout: float  # probability, after every 3x3 convolution block
+    batch_size: int  # images per step
+    optimizer: str  # "sgd" or "adam"
+    lr: float  # peak learning rate
+    momentum: float  # sgd only
+    weight_decay: float  # L2 coefficient
+    schedule: Schedule
+    augment: Augment
+    label_smoothing: float  # cross-entropy label smoothing
+    epochs: int  # epochs trained
+    seeds: tuple[int, ...]  # the seeds its results are reported over
+    goals: Goals
+    known_miss: str | None  # why the goals are not met on every seed, from our runs (a strict xfail)
+    seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
+
+    def describe_lr(self) -> str:
+        return f"{self.optimizer} {self.lr:g}, {self.schedule.describe()}"
+
+
+def config_diff(parent: Step, child: Step) -> dict[str, tuple]:
+    """{field: (parent value, child value)} for the fields that define the run (not the prose)."""
+    prose = {"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss", "seed_report", "params"}
+    return {f.name: (getattr(parent, f.name), getattr(child, f.name))
+            for f in fields(Step) if f.name not in prose and getattr(parent, f.name) != getattr(child, f.name)}
+
+
+SEEDS = (0, 1, 2, 3, 4)
+
+# The seed's two non-GAP layouts could not be read off the text; this one is the step-3 network with
+# its head swapped (last 3x3 to 12 channels, then a 6x6 convolution to 10 instead of GAP + 1x1), the
+# closest layout we found to step 3 that gives exactly the 13,160 parameters the seed reports.
+BASIC_LAYOUT = ("conv3:8", "conv3:16", "conv1:8", "pool", "conv3:16", "conv3:16", "conv3:16", "conv3p:12", "conv6:10")
+GAP_LAYOUT = ("conv3:8", "conv3:16", "conv1:8", "pool", "conv3:16", "conv3:16", "conv3:16", "conv3p:16", "gap", "conv1:10")
+
+_basic = Step(
+    name="1-basic",
+    parent=None,
+    changes=(),
+    target="To build Basic Model without Batchnorm, Dropout, Gap layers. 1. Get the set-up right 2. Set Transforms "
+           "3. Set Data Loader 4. Set Basic Working Code 5. Set Basic Training & Test Loop. Batch size: 128, Lr=0.1",
+    result="1. Total Parameters: 13160 2. Best Training Accuracy: 99.17 3. Best Testing Accuracy: 99.18",
+    analysis="1. Parameters are higher than 10k 2. Very less under fitting : Testing Accuracy = Training Accuracy "
+             "which is implies a good model 3. When trained for more epochs, the model would reach 99.40 "
+             "4. Parameters need to be reduced. 5. Efficiency is to be increased",
+    notes="The seed gives neither the layout, the optimiser nor the epochs. The layout is our reconstruction with "
+          "exactly the reported 13,160 parameters (see BASIC_LAYOUT). Plain SGD (no momentum) at the stated lr 0.1: "
+          "with momentum 0.9 this network without BatchNorm does not learn at all (training loss still 2.30 after "
+          "one epoch, measured), while the seed's does. 15 epochs, the mission's budget.",
+    params=13_160,
+    layout=BASIC_LAYOUT,
+    batchnorm=False,
+    dropout=0.0,
+    batch_size=128,
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.0,
+    weight_decay=0.0,
+    schedule=Schedule(),
+    augment=Augment(),
+    label_smoothing=0.0,
+    epochs=15,
+    seeds=SEEDS,
+    goals=Goals(),
+    known_miss="13,160 parameters: over the 10,000 budget by design (the seed's own analysis says so)",
+    seed_report=SeedReport(params=13_160, best_train_acc=99.17, best_test_acc=99.18),
+)
+
+_bn_dropout = replace(
+    _basic,
+    name="2-bn-dropout",
+    parent="1-basic",
+    changes=("batchnorm", "dropout", "momentum"),
+    target="To increase efficiency using Batchnorm and Dropout 1. Add Batchnorm 2. Add dropout = 0.1 "
+           "3. Basic model remains the same. Batch size: 128, Lr=0.1",
+    result="1. Parameters: 13160 2. Best Training Accuracy: 99.19 3. Best Test Accuracy: 99.29",
+    analysis="1. Efficiency has increased: Adding Dropout and batchnorm has worked. 2. Under fitting in model expected "
+             "as training includes dropout while testing doesn't. 3. The testing accuracy further needs to be "
+             "increased. 4. Parameters used need to be reduced – Focus for the next experiment",
+    notes="The seed reports 13,160 parameters again, but BatchNorm after the six 3x3 convolutions adds 2 x 84 = 168 "
+          "(13,328): the seed most likely repeated step 1's figure. Dropout 0.1 after every 3x3 block. With BatchNorm "
+          "the usual SGD momentum 0.9 trains at lr 0.1, and it is kept from here on (our one change beyond the text).",
+    params=13_328,
+    batchnorm=True,
+    dropout=0.1,
+    momentum=0.9,
+    known_miss="13,328 parameters: over the 10,000 budget (the seed's own analysis says parameters must come down)",
+    seed_report=SeedReport(params=13_160, best_train_acc=99.19, best_test_acc=99.29),
+)
+
+_gap = replace(
+    _bn_dropout,
+    name="3-gap",
+    parent="2-bn-dropout",
+    changes=("layout",),
+    target="To Reduce Parameters using GAP 1. Add GAP, slight changes made to the model "
+           "2. Reduce batch size as the no. of parameters are assumed to be reduced on usage of GAP",
+    result="1. Parameters: 9752 2. Best Training Accuracy: 99.16 (GAP and batch size =128) 3. Best Test Accuracy: "
+           "99.35 (GAP and batch size = 128)",
+    analysis="1. GAP layer of 8 kernels is used. If we reduce the kernels, more would be the convolutions and thus "
+             "there is a chance to increase the accuracies but at the cost of increasing parameters. 2. Adding GAP "
+             "layer has decreased no. of parameters and yet accuracy increased : GAP is working 3. Parameters have "
+             "come below 10k: Parameter target reached. (Reducing kernels in GAP would increase parameters and thus, "
+             "let us stick to this size.)",
+    notes="The seed reports step 3 at batch 128 and at batch 64; this entry is batch 128, 3b-gap-bs64 the other. "
+          "Layout: conv 1→8, 8→16, 1x1 16→8, max-pool, 8→16, 16→16, 16→16, 16→16 (padding 1), GAP, 1x1 16→10, "
+          "exactly the seed's 9,752 parameters. The seed trained 20 epochs (its best is at epoch 19); we train the "
+          "mission's 15, so its late figures are outside our window.",
+    params=9_752,
+    layout=GAP_LAYOUT,
+    known_miss=None,  # set from the measured runs below
+    seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.35, epochs_run=20),
+)
+
+_gap_bs64 = replace(
+    _gap,
+    name="3b-gap-bs64",
+    parent="3-gap",
+    changes=("batch_size",),
+    result="1. Parameters: 9752 2. Best Training Accuracy: 99.28 (GAP and Batchsize=64) (19th epoch) "
+           "3. Best Test Accuracy: 99.47 (GAP and Batchsize=64) (19th epoch)",
+    analysis=_gap.analysis + " 4. Accuracy of 99.47 could be hit (though not consistent) at the 19th epoch (though "
+             "not in less than 15 epochs) : 5. Reducing the Batchsize resulted in more iterations and thus has "
+             "further increased the accuracy: Reducing batch size worked. Further reducing batchsize could be "
+             "experimented with.",
+    notes="The batch-64 variant of step 3, same learning rate (the seed does not rescale it).",
+    batch_size=64,
+    seed_report=SeedReport(params=9_752, best_train_acc=99.28, best_test_acc=99.47, epoch=19, epochs_run=20),
+)
+
+_augment = replace(
+    _gap_bs64,
+    name="4-augment",
+    parent="3b-gap-bs64",
+    changes=("augment",),
+    target="To further increase efficiency and create a consistent model 1. Add image augmentation 1.1. Image rotation "
+           "by -7 to 7 degrees 1.2. Color Jitter 2. Further Reduce Batch Size. (Batch size = 32)",
+    result="1. Parameters: 9752 2. Best Training Accuracy: 99.00 (image augmentation and batch size = 64) (17th epoch) "
+           "3. Best Test Accuracy: 99.45 (image augmentation and batch size = 64) (17th epoch)",
+    analysis="1. When only augmentation was performed, 9.4 or more was hit frequently but taking 20 epochs. Learning "
+             "rate could experimented with to get the same result in lesser epochs. 2. Model is under fitting as "
+             "expected.",
+    notes="Augmentation alone at batch 64 (the seed's first row); 4b-augment-bs32 then halves the batch. The seed "
+          "does not give the jitter strengths: brightness and contrast ±0.1 here (saturation and hue do nothing to "
+          "grey images; see augment.py). '9.4' in the analysis is the seed's typo for 99.4.",
+    augment=Augment(rotation=7.0, brightness=0.1, contrast=0.1),
+    seed_report=SeedReport(params=9_752, best_train_acc=99.00, best_test_acc=99.45, epoch=17, epochs_run=20),
+)
+
+_augment_bs32 = replace(
+    _augment,
+    name="4b-augment-bs32",
+    parent="4-augment",
+    changes=("batch_size",),
+    result="1. Parameters: 9752 2. Best Training Accuracy: 98.94 (image augmentation and batch size = 32) (13th epoch) "
+           "99.06 (20th epoch) 3. Best Test Accuracy: 99.49 (image augmentation and batch size = 32) (13th epoch), "
+           "99.53 (20th epoch)",
+    analysis="3. Reducing batch size resulted in an accuracy of 99.49 at the 13th epoch. 4. 99.4 was hit 3 times "
+             "before 15 epochs but there was a dip to 99.29 on the 15th epoch. 5. The model can be made more consistent.",
+    notes="The batch-32 variant of step 4, same learning rate. The seed's 99.53 is at epoch 20, outside our 15.",
+    batch_size=32,
+    seed_report=SeedReport(params=9_752, best_train_acc=98.94, best_test_acc=99.49, epoch=13, epochs_run=20),
+)
+
+_lr_schedule = replace(
+    _augment_bs32,
+    name="5-lr-schedule",
+    parent="4b-augment-bs32",
+    changes=("lr", "schedule"),
+    target="To get the desired accuracy in lesser no. of epochs and create a consistent model 1. Change learning rate "
+           "to achieve desired accuracy in lesser epochs 2. Introduce LR scheduler (lr=0.02, step = 4, gamma = 0.5)",
+    result="1. Parameters: 9752 2. Best Training Accuracy: 99.16 (13th epoch) 3. Best Test Accuracy: 99.49 (13th epoch)",
+    analysis="1. 99.4 Or above is hit 8 times before 15th epoch and 12 times before 20 epochs. 2. Using lr of 0.2 and "
+             "reducing it by half for every 4th epoch has helped us reach desired accuracy (99.40) more quickly and "
+             "more consistently. 3. Though Consistent, the accuracies did not exceed 99.49, thus a better LR "
+             "scheduling is possible. 4. Target of attaining a consistent accuracy of 99.4 or above, within 10k "
+             "parameters, within 15 epochs is reached. 5. Step is introduced manually and thus can go wrong at any "
+             "point. 6. Finding correct step can result in even better accuracies",
+    notes="The target says lr=0.02, the analysis 'lr of 0.2'. We take 0.02: it is the configuration line, and an "
+          "independent re-run with 0.02 reproduced the seed's numbers (best 99.56 %). Batch 32 as at the end of "
+          "step 4; StepLR(step_size=4, gamma=0.5) stepped once per epoch. The seed's claim of consistency is the "
+          "mission itself, so this step carries the mission's goals.",
+    lr=0.02,
+    schedule=Schedule(kind="step", step_epochs=4, gamma=0.5),
+    seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.49, epoch=13, epochs_run=20),
+)
+
+SEED_STEPS = (_basic, _bn_dropout, _gap, _gap_bs64, _augment, _augment_bs32, _lr_schedule)
+
+STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS}
+FINAL_STEP = list(STEPS)[-1]
+
+
+def get_step(name: str) -> Step:
+    try:
+        return STEPS[name]
+    except KeyError:
+        raise KeyError(f"unknown step {name!r}; known steps: {', '.join(STEPS)}") from None

@@ -1,0 +1,242 @@
+"""The training engine: `train` one seed of a step, `train_many` several seeds of a step in one pass.
+
+The whole data set sits on the device as uint8; an epoch is a permutation from the seed's order
+generator, and each batch is indexed, augmented (augment.py) and normalised there, with no
+DataLoader and no per-sample Python. Each seed owns four generators, one per source of randomness
+(initialisation, data order, augmentation, dropout), so changing one knob does not reshuffle the
+others, and a K-seed pass (models.Net with seeds=K: grouped convolutions) draws for seed k exactly
+what a one-seed run of seed k draws. What can still differ between the two is floating-point
+summation order inside the grouped convolution kernels; tests/test_train.py bounds it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import augment as aug
+from .data import MNIST, load_mnist
+from .models import Net, count_parameters, normalize, stack_seeds, unstack_seeds
+from .steps import Step, get_step
+
+DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
+STREAMS = ("init", "order", "augment", "dropout")
+EVAL_CHUNK = 2000  # test images per forward pass
+
+
+class Diverged(ArithmeticError):
+    pass
+
+
+@dataclass
+class RunResult:
+    """One seed's run: what records.py writes to disk."""
+
+    step: Step
+    seed: int
+    params: int
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    diverged_at: int | None = None  # the epoch whose training loss was not finite
+    state_dict: dict | None = None
+    evaluated_on: str = "test"
+    engine: dict = field(default_factory=dict)  # device, threads, seeds per pass, subset sizes
+    started: float = 0.0  # unix time
+    finished: float = 0.0
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    return torch.device(device)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    n = threads or int(os.environ.get("ABLATION_THREADS", DEFAULT_THREADS))
+    torch.set_num_threads(n)
+    return n
+
+
+def generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
+    """The generator of one source of randomness of one seed; distinct for every (seed, stream)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + STREAMS.index(stream))
+
+
+def learning_rate(step: Step, iteration: int, iters_per_epoch: int) -> float:
+    """The lr for a global iteration (0-based): StepLR steps per epoch, one-cycle per iteration."""
+    s = step.schedule
+    epoch = iteration // iters_per_epoch
+    if s.kind == "constant":
+        return step.lr
+    if s.kind == "step":
+        return step.lr * s.gamma ** (epoch // s.step_epochs)
+    if s.kind == "onecycle":
+        total = (s.final_epoch or step.epochs) * iters_per_epoch
+        rise = max(1, round(s.warmup * total))
+        start, floor = step.lr / s.div, step.lr / s.final_div
+        if iteration < rise:
+            return start + (step.lr - start) * iteration / rise
+        return max(floor, step.lr + (floor - step.lr) * (iteration - rise) / max(1, total - rise))
+    raise ValueError(f"unknown schedule kind {s.kind!r}")
+
+
+def initial_model(step: Step, seed: int) -> Net:
+    """Seed `seed`'s freshly initialised one-seed network (PyTorch's default init, on the CPU)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator(seed, "init", torch.device("cpu")).initial_seed())
+        return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout)
+
+
+def _optimizer(step: Step, params) -> torch.optim.Optimizer:
+    if step.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
+    if step.optimizer == "adam":
+        return torch.optim.Adam(params, lr=step.lr, weight_decay=step.weight_decay)
+    raise ValueError(f"unknown optimizer {step.optimizer!r}")
+
+
+@torch.no_grad()
+def evaluate(model: Net, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per seed: (summed cross-entropy, number correct) over all `images`, on the device."""
+    model.eval()
+    k = model.seeds
+    loss, correct = torch.zeros(k, device=images.device), torch.zeros(k, device=images.device)
+    for i in range(0, len(images), EVAL_CHUNK):
+        x = normalize(images[i:i + EVAL_CHUNK]).unsqueeze(1).expand(-1, k, -1, -1)
+        y = labels[i:i + EVAL_CHUNK]
+        logits = model(x).view(len(x), k, -1)
+        loss += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, k), reduction="none").sum(0)
+        correct += (logits.argmax(-1) == y[:, None]).sum(0)
+    return loss, correct
+
+
+def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step, aug_gens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed k's images (N, K, 28, 28), augmented with seed k's generator, and labels (N, K)."""
+    idx = [p[start:stop] for p in perms]
+    x = torch.cat([data.train_images[i] for i in idx]).unsqueeze(1).float() / 255  # (K*N, 1, 28, 28)
+    if step.augment.active:
+        n = stop - start
+        params = torch.cat([aug.sample_params(n, step.augment, g, x.device) for g in aug_gens])
+        x = aug.apply(x, params, step.augment)
+    k, n = len(perms), stop - start
+    x = normalize(x).view(k, n, 28, 28).transpose(0, 1)
+    y = torch.stack([data.train_labels[i] for i in idx], dim=1)
+    return x, y
+
+
+def train_many(
+    step: Step | str,
+    seeds: list[int] | tuple[int, ...] = (0,),
+    *,
+    device: str | torch.device = "cpu",
+    epochs: int | None = None,
+    data: MNIST | None = None,
+    data_dir: str | None = None,
+    threads: int | None = None,
+    holdout: int = 0,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[RunResult]:
+    """Train every seed of `seeds` for `step` in one pass; return one RunResult per seed.
+
+    holdout: hold this many training images out as the evaluation set (design choices are made
+    there, never on the test set). limit_train / limit_test: use only the first N images (the quick
+    smoke run). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
+    """
+    step = get_step(step) if isinstance(step, str) else step
+    epochs = step.epochs if epochs is None else epochs
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    device = resolve_device(str(device))
+    n_threads = configure_threads(threads)
+    # warn_only: a few CUDA kernels have no deterministic variant; on the CPU every op used here has.
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    data = (data or load_mnist(data_dir)).to(device)
+    evaluated_on = "test"
+    if holdout:
+        data, evaluated_on = data.holdout(holdout), f"validation ({holdout} held out of train)"
+    if limit_train or limit_test:
+        data = MNIST(data.train_images[:limit_train], data.train_labels[:limit_train],
+                     data.test_images[:limit_test], data.test_labels[:limit_test])
+
+    k = len(seeds)
+    singles = [initial_model(step, s) for s in seeds]
+    params = count_parameters(singles[0])
+    model = (singles[0] if k == 1 else stack_seeds(singles)).to(device)
+    opt = _optimizer(step, model.parameters())
+    gens = {name: [generator(s, name, device) for s in seeds] for name in STREAMS if name != "init"}
+    model.set_dropout_generators(gens["dropout"])
+
+    n_train, bs = len(data.train_labels), step.batch_size
+    iters_per_epoch = math.ceil(n_train / bs)
+    started = time.time()
+    results = [RunResult(step, s, params, evaluated_on=evaluated_on, started=started,
+                         engine={"device": device.type, "threads": n_threads, "seeds_per_pass": k,
+                                 "train_images": n_train, "eval_images": len(data.test_labels)}) for s in seeds]
+    alive = torch.ones(k, dtype=torch.bool)
+    iteration = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perms = [torch.randperm(n_train, generator=g, device=device) for g in gens["order"]]
+        loss_sum, correct = torch.zeros(k, device=device), torch.zeros(k, device=device)
+        lr = learning_rate(step, iteration, iters_per_epoch)
+        for start in range(0, n_train, bs):
+            stop = min(start + bs, n_train)
+            lr = learning_rate(step, iteration, iters_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y = _batch(data, perms, start, stop, step, gens["augment"])
+            logits = model(x).view(stop - start, k, -1)
+            per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none", label_smoothing=step.label_smoothing).mean(0)
+            opt.zero_grad(set_to_none=True)
+            # Summing the per-seed means gives each seed exactly the gradient of its own mean loss.
+            per_seed.sum().backward()
+            opt.step()
+            iteration += 1
+            with torch.no_grad():
+                loss_sum += per_seed.detach() * (stop - start)
+                correct += (logits.argmax(-1) == y).sum(0)
+            if on_batch:
+                on_batch((stop - start) * k)
+        test_loss, test_correct = evaluate(model, data.test_images, data.test_labels)
+        seconds = time.perf_counter() - t0
+        train_loss = (loss_sum / n_train).tolist()
+        rows = zip(train_loss, (correct / n_train * 100).tolist(), (test_loss / len(data.test_labels)).tolist(),
+                   (test_correct / len(data.test_labels) * 100).tolist())
+        for i, (trl, tra, tel, tea) in enumerate(rows):
+            if not alive[i]:
+                continue
+            if not math.isfinite(trl):
+                results[i].diverged_at, alive[i] = epoch, False
+                continue
+            row = {"epoch": epoch, "train_loss": trl, "train_acc": tra, "test_loss": tel, "test_acc": tea,
+                   "lr": lr, "seconds": seconds}
+            results[i].history.append(row)
+            if on_epoch:
+                on_epoch(seeds[i], epoch, row)
+        if not alive.any():
+            break
+
+    finished = time.time()
+    states = [model.state_dict()] if k == 1 else unstack_seeds(model)
+    for r, state in zip(results, states):
+        r.state_dict = {name: t.detach().cpu().clone() for name, t in state.items()}
+        r.finished = finished
+    return results
+
+
+def train(step: Step | str, seed: int = 0, **kwargs) -> RunResult:
+    """Train one seed of `step` (see train_many for the keywords)."""
+    return train_many(step, [seed], **kwargs)[0]
