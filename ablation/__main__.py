@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .steps import STEPS, Step, get_step
+from .steps import STEPS, Step, get_step, with_overrides
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -44,7 +44,10 @@ def positive_int(text: str) -> int:
 
 
 def step_name(text: str) -> Step:
-    return parse_steps(text)[0] if "," not in text else parse_steps(text)[0]
+    try:
+        return get_step(text)
+    except KeyError as e:
+        raise argparse.ArgumentTypeError(e.args[0]) from None
 
 
 def table(rows: list[list], header: list[str]) -> str:
@@ -123,14 +126,13 @@ class Progress:
 
 
 def cmd_run(args) -> int:
-    import torch
-
     from . import records
     from .analysis import step_summary
     from .data import DataError, load_mnist
     from .train import resolve_device, train_many
 
     try:
+        args.steps = [with_overrides(step, args.overrides) for step in args.steps]
         device = resolve_device(args.device)
     except ValueError as e:
         args.parser.error(str(e))
@@ -168,9 +170,9 @@ def cmd_run(args) -> int:
     if not args.no_report and not args.holdout:
         from .report import render_files
 
-        for path in render_files(args.out, Path("reports/ablation.html")):
+        # The report lands beside its records folder: reports/runs -> reports/ablation.html.
+        for path in render_files(args.out, args.out.parent / "ablation.html"):
             print(f"wrote {path}", file=sys.stderr)
-    del torch
     return 0
 
 
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default $ABLATION_THREADS or 1)")
     p.add_argument("--holdout", type=positive_int, default=0,
                    help="evaluate on N images held out of the training set instead of the test set (for design choices)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="run a variant of each step with a field changed, e.g. --set lr=0.1 --set schedule.final_epoch=12")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
     p.add_argument("--no-report", action="store_true", help="do not render reports/ablation.html afterwards")
     p.set_defaults(func=cmd_run)
@@ -229,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=positive_int, default=4, help="seeds of the multi-seed engine (default 4)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--save", type=Path, default=None, help="also write the JSON figures here (the report reads reports/bench.json)")
     p.set_defaults(func=cmd_bench)
     return parser
 

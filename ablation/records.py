@@ -96,7 +96,8 @@ def to_record(result: RunResult) -> dict:
         "params": result.params,
         "evaluated_on": result.evaluated_on,
         "config": dataclasses.asdict(step),
-        "history": result.history,
+        # float32 accuracies such as 99.41000366 print as 99.41: six decimals keep every real digit.
+        "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in result.history],
         "diverged_at": result.diverged_at,
         "verdicts": goal_verdicts(step.goals, result.params, result.history, result.diverged_at),
         "provenance": provenance(result),

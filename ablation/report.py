@@ -1,0 +1,729 @@
+"""The report: reports/ablation.html (one self-contained file) and reports/ablation.md, from the run records.
+
+The HTML answers "did each step do what its target said, across seeds, and does the final model meet
+the goals?": the verdict first, then a sortable summary table, the ablation chart, a section per step,
+the final model's mistakes and the provenance of every number. Charts are inline SVG drawn here and
+digit images are PNGs written here, so the file opens from disk with no network and no plotting
+library. Rendering is deterministic: the same records (and bench.json) give the same bytes, so a
+report diff shows only what the records changed.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+import math
+import os
+import statistics
+import struct
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+from markupsafe import Markup
+
+from .analysis import last_epochs_at_or_above, layer_table, step_summary
+from .augment import Augment
+from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
+MISSION_GOALS = Goals()  # < 10,000 params, >= 99.4 % in each of the last 5 epochs, <= 15 epochs
+MIN_STEPS = 5
+ZOOM = (98.5, 99.7)  # percent: the accuracy window where the 99.4 % question is decided
+MAX_MISTAKES_SHOWN = 60
+SEED_COLORS = ("#1f77b4", "#e8710a", "#2a9d3a", "#9334e6", "#8c564b", "#d6338a", "#5f6368", "#b5a000", "#12a4b4")
+TRAIN_COLOR, TEST_COLOR, FLOOR_COLOR = "#e8710a", "#1f77b4", "#d93025"
+PROSE_FIELDS = {"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss", "seed_report",
+                "params", "seeds"}
+
+
+# --- formatting: one place, fixed precision, so numbers and bytes are stable ------------------------
+
+def missing(x) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def num(x, digits: int = 2) -> str:
+    return "—" if missing(x) else f"{x:.{digits}f}"
+
+
+def signed(x, digits: int = 2) -> str:
+    return "—" if missing(x) else f"{x:+.{digits}f}"
+
+
+def count(x) -> str:
+    return "—" if missing(x) else f"{x:,}"
+
+
+def sort_key(x) -> str:
+    """The data-v attribute the sorting script reads; empty sorts last."""
+    return "" if missing(x) else f"{x:.4f}"
+
+
+def goals_text(g: Goals) -> str:
+    text = f"≤ {g.max_params:,} params, ≥ {g.accuracy_floor:g} % in each of the last {g.last_epochs}, ≤ {g.max_epochs} epochs"
+    return text + (f", mean final ≥ {g.mean_final_floor:g} %" if g.mean_final_floor else "")
+
+
+def describe_value(value) -> str:
+    if isinstance(value, (Schedule, Augment)):
+        return value.describe()
+    if isinstance(value, Goals):
+        return goals_text(value)
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# --- SVG charts ------------------------------------------------------------------------------------
+
+def _f(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def _esc(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values (1, 2, 2.5, 5 x 10^k apart) covering [lo, hi]."""
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if raw <= m * mag * (1 + 1e-9))
+    first = math.ceil(lo / step - 1e-9)
+    return [round(k * step, 12) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+
+
+def nice_range(values: list[float], pad: float = 0.05) -> tuple[float, float]:
+    values = [v for v in values if not missing(v)]
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or abs(hi) or 1.0
+    ticks = nice_ticks(lo - span * pad, hi + span * pad)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else span
+    return min(ticks[0], math.floor(lo / step) * step), max(ticks[-1], math.ceil(hi / step) * step)
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    ticks = []
+    for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        for m in ((1,) if math.log10(hi / lo) > 3 else (1, 2, 5)):
+            t = m * 10.0 ** e
+            if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9):
+                ticks.append(t)
+    return ticks
+
+
+def tick_label(t: float) -> str:
+    if t != 0 and (abs(t) < 1e-3 or abs(t) >= 1e5):
+        return f"{t:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return f"{t:.6g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    label: str | None
+    points: tuple[tuple[float, float], ...]
+    color: str
+    width: float = 1.5
+    dash: str | None = None
+    dots: bool = False
+    opacity: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Band:
+    label: str
+    points: tuple[tuple[float, float, float], ...]  # (x, lo, hi)
+    color: str
+
+
+def line_chart(title: str, series: list[Series], *, x_range: tuple[float, float], y_range: tuple[float, float],
+               x_label: str = "epoch", y_label: str = "", x_ticks: list[float] | None = None,
+               y_ticks: list[float] | None = None, bands: list[Band] = (), floor: float | None = None,
+               shade_from: float | None = None, log_y: bool = False, width: int = 560, height: int = 250) -> str:
+    """An inline SVG line chart. Values outside y_range are drawn on its edge with a triangle, so a
+    zoomed chart never hides them and never lets them push the `floor` line off the picture; the floor
+    line is drawn last, above every series. Non-finite values break their line."""
+    # (label, colour, dash, stroke width; 0 draws a dot, 8 a band swatch)
+    legend = [(s.label, s.color, s.dash, s.width) for s in series if s.label] + [(b.label, b.color, None, 8) for b in bands]
+    if floor is not None:
+        legend.append((f"{floor:g} %", FLOOR_COLOR, "5 3", 1.5))
+    # The legend wraps into rows above the plot; its width is estimated at 6.4 px a character.
+    rows, x = [[]], 0.0
+    for item in legend:
+        w = 26 + 6.4 * len(item[0])
+        if x + w > width - 60 and rows[-1]:
+            rows.append([])
+            x = 0.0
+        rows[-1].append((x, item))
+        x += w
+    left, right, top, bottom = 56, 14, 30 + 15 * len(rows), 36
+    pw, ph = width - left - right, height - top - bottom
+    y_lo, y_hi = y_range
+    ty = (lambda v: math.log10(v)) if log_y else (lambda v: v)
+
+    def X(v: float) -> float:
+        return left + (v - x_range[0]) / ((x_range[1] - x_range[0]) or 1) * pw
+
+    def Y(v: float) -> tuple[float, int]:
+        """Pixel y of value v, and -1/0/+1 for clipped below / inside / clipped above."""
+        edge = -1 if v < y_lo else (1 if v > y_hi else 0)
+        v = min(max(v, y_lo), y_hi)
+        return top + ph - (ty(v) - ty(y_lo)) / ((ty(y_hi) - ty(y_lo)) or 1) * ph, edge
+
+    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="{_esc(title)}">', f'<title>{_esc(title)}</title>',
+           f'<text class="title" x="{left}" y="16">{_esc(title)}</text>']
+    for r, row in enumerate(rows):
+        ly = 31 + 15 * r
+        for lx, (label, color, dash, w) in row:
+            x0 = left + lx
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            if w == 0:
+                out.append(f'<circle cx="{_f(x0 + 9)}" cy="{ly - 4}" r="2.5" fill="{color}"/>')
+            else:
+                out.append(f'<line x1="{_f(x0)}" y1="{ly - 4}" x2="{_f(x0 + 18)}" y2="{ly - 4}" stroke="{color}" '
+                           f'stroke-width="{min(w, 3) if w < 8 else 8}"{dash_attr} opacity="{0.2 if w >= 8 else 1}"/>')
+            out.append(f'<text x="{_f(x0 + 22)}" y="{ly}">{_esc(label)}</text>')
+    if shade_from is not None:
+        out.append(f'<rect class="judged" x="{_f(X(shade_from))}" y="{top}" width="{_f(left + pw - X(shade_from))}" '
+                   f'height="{ph}"/>')
+    for t in y_ticks if y_ticks is not None else (log_ticks(y_lo, y_hi) if log_y else nice_ticks(y_lo, y_hi)):
+        y = Y(t)[0]
+        out.append(f'<line class="grid" x1="{left}" y1="{_f(y)}" x2="{left + pw}" y2="{_f(y)}"/>')
+        out.append(f'<text class="tick" x="{left - 6}" y="{_f(y + 4)}" text-anchor="end">{tick_label(t)}</text>')
+    for t in x_ticks if x_ticks is not None else nice_ticks(*x_range):
+        out.append(f'<line class="tickmark" x1="{_f(X(t))}" y1="{top + ph}" x2="{_f(X(t))}" y2="{top + ph + 4}"/>')
+        out.append(f'<text class="tick" x="{_f(X(t))}" y="{top + ph + 16}" text-anchor="middle">{tick_label(t)}</text>')
+    out.append(f'<rect class="frame" x="{left}" y="{top}" width="{pw}" height="{ph}"/>')
+    out.append(f'<text class="axis" x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">{_esc(x_label)}</text>')
+    out.append(f'<text class="axis" transform="translate(13 {top + ph / 2:.1f}) rotate(-90)" '
+               f'text-anchor="middle">{_esc(y_label)}</text>')
+    for b in bands:
+        pts = [(x, lo, hi) for x, lo, hi in b.points if not (missing(lo) or missing(hi))]
+        if len(pts) > 1:
+            upper = [f"{_f(X(x))},{_f(Y(hi)[0])}" for x, _, hi in pts]
+            lower = [f"{_f(X(x))},{_f(Y(lo)[0])}" for x, lo, _ in reversed(pts)]
+            out.append(f'<polygon points="{" ".join(upper + lower)}" fill="{b.color}" opacity="0.18"/>')
+    for s in series:
+        segments, current = [], []
+        for x, y in s.points:
+            if missing(y):
+                segments, current = segments + [current], []
+            else:
+                current.append((X(x), *Y(y)))
+        dash_attr = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        for seg in segments + [current]:
+            if len(seg) > 1 and s.width > 0:
+                out.append(f'<polyline points="{" ".join(f"{_f(px)},{_f(py)}" for px, py, _ in seg)}" fill="none" '
+                           f'stroke="{s.color}" stroke-width="{s.width:g}" opacity="{s.opacity:g}"{dash_attr} '
+                           f'stroke-linejoin="round"/>')
+            for px, py, edge in seg:
+                if edge:  # a triangle on the edge, pointing the way the value went
+                    d = 5 * edge
+                    out.append(f'<path d="M{_f(px - 4)},{_f(py + d)} L{_f(px + 4)},{_f(py + d)} L{_f(px)},{_f(py)} Z" '
+                               f'fill="{s.color}" opacity="{s.opacity:g}"/>')
+                elif s.dots or len(seg) == 1:
+                    out.append(f'<circle cx="{_f(px)}" cy="{_f(py)}" r="2.5" fill="{s.color}" opacity="{s.opacity:g}"/>')
+    if floor is not None:
+        y = Y(floor)[0]
+        out.append(f'<line x1="{left}" y1="{_f(y)}" x2="{left + pw}" y2="{_f(y)}" stroke="{FLOOR_COLOR}" '
+                   f'stroke-width="1.5" stroke-dasharray="5 3"/>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def ablation_chart(rows: list[dict]) -> str:
+    """Final test accuracy per step (mean, 95 % CI, each seed) beside parameters per step, one row a step."""
+    row_h, top, label_w, acc_w, gap, par_w = 26, 46, 150, 470, 40, 330
+    width, height = label_w + acc_w + gap + par_w + 20, top + row_h * len(rows) + 34
+    a0, p0 = label_w, label_w + acc_w + gap
+    lo, hi = ZOOM
+    max_params = max([r["params"] or 0 for r in rows] + [10_000])
+    p_hi = nice_ticks(0, max_params * 1.05, 4)[-1]
+
+    def AX(v: float) -> float:
+        return a0 + (min(max(v, lo), hi) - lo) / (hi - lo) * acc_w
+
+    def PX(v: float) -> float:
+        return p0 + v / p_hi * par_w
+
+    bottom = top + row_h * len(rows)
+    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="final test accuracy and parameters per step">',
+           "<title>Final test accuracy and parameters per step</title>",
+           f'<text class="title" x="{a0}" y="16">Final-epoch test accuracy, % (mean, 95 % CI, each seed)</text>',
+           f'<text class="title" x="{p0}" y="16">Parameters</text>',
+           f'<text class="tick" x="{a0}" y="33">zoomed to {lo:g}–{hi:g} %; values outside drawn at the edge ▸</text>']
+    for t in nice_ticks(lo, hi, 6):
+        out.append(f'<line class="grid" x1="{_f(AX(t))}" y1="{top}" x2="{_f(AX(t))}" y2="{bottom}"/>')
+        out.append(f'<text class="tick" x="{_f(AX(t))}" y="{bottom + 15}" text-anchor="middle">{tick_label(t)}</text>')
+    for t in nice_ticks(0, p_hi, 4):
+        out.append(f'<line class="grid" x1="{_f(PX(t))}" y1="{top}" x2="{_f(PX(t))}" y2="{bottom}"/>')
+        out.append(f'<text class="tick" x="{_f(PX(t))}" y="{bottom + 15}" text-anchor="middle">{t:,.0f}</text>')
+    out.append(f'<rect class="frame" x="{a0}" y="{top}" width="{acc_w}" height="{bottom - top}"/>')
+    out.append(f'<rect class="frame" x="{p0}" y="{top}" width="{par_w}" height="{bottom - top}"/>')
+    for i, r in enumerate(rows):
+        cy = top + row_h * i + row_h / 2
+        out.append(f'<text x="{a0 - 8}" y="{_f(cy + 4)}" text-anchor="end">{_esc(r["name"])}</text>')
+        if r["params"] is not None:
+            over = r["params"] > r["max_params"]
+            out.append(f'<rect x="{p0}" y="{_f(cy - 7)}" width="{_f(PX(r["params"]) - p0)}" height="14" '
+                       f'class="{"bar over" if over else "bar"}"/>')
+            out.append(f'<text class="tick" x="{_f(PX(r["params"]) + 4)}" y="{_f(cy + 4)}">{r["params"]:,}</text>')
+        if not r["finals"]:
+            out.append(f'<text class="tick" x="{a0 + 8}" y="{_f(cy + 4)}">no runs</text>')
+            continue
+        for v in r["finals"]:
+            out.append(f'<circle cx="{_f(AX(v))}" cy="{_f(cy)}" r="2.5" fill="{TEST_COLOR}" opacity="0.45"/>')
+        if not missing(r["ci"][0]):
+            out.append(f'<line x1="{_f(AX(r["ci"][0]))}" y1="{_f(cy)}" x2="{_f(AX(r["ci"][1]))}" y2="{_f(cy)}" '
+                       f'stroke="#202124" stroke-width="2"/>')
+        if not missing(r["mean"]):
+            out.append(f'<rect x="{_f(AX(r["mean"]) - 1.5)}" y="{_f(cy - 7)}" width="3" height="14" fill="#202124"/>')
+    x = AX(MISSION_GOALS.accuracy_floor)
+    out.append(f'<line x1="{_f(x)}" y1="{top}" x2="{_f(x)}" y2="{bottom}" stroke="{FLOOR_COLOR}" stroke-width="1.5" '
+               f'stroke-dasharray="5 3"/>')
+    x = PX(MISSION_GOALS.max_params + 1)
+    out.append(f'<line x1="{_f(x)}" y1="{top}" x2="{_f(x)}" y2="{bottom}" stroke="{FLOOR_COLOR}" stroke-width="1.5" '
+               f'stroke-dasharray="5 3"/>')
+    out.append(f'<text class="tick" x="{_f(x)}" y="{top - 4}" text-anchor="middle" fill="{FLOOR_COLOR}">10,000</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# --- per-step numbers ------------------------------------------------------------------------------
+
+def _mean_std_by_epoch(records: list[dict], key: str) -> list[tuple[int, float, float]]:
+    epochs = sorted({row["epoch"] for r in records for row in r["history"]})
+    out = []
+    for e in epochs:
+        values = [row[key] for r in records for row in r["history"] if row["epoch"] == e and not missing(row[key])]
+        if values:
+            out.append((e, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan))
+    return out
+
+
+def _epoch_ticks(epochs: int) -> list[float]:
+    return list(range(1, epochs + 1)) if epochs <= 16 else [1] + nice_ticks(0, epochs, 6)[1:]
+
+
+def step_charts(step: Step, records: list[dict]) -> list[str]:
+    epochs = max([step.epochs] + [len(r["history"]) for r in records])
+    x_range, x_ticks = (1, max(epochs, 2)), _epoch_ticks(epochs)
+    judged = max(1, step.epochs - step.goals.last_epochs) + 0.5 if step.epochs > step.goals.last_epochs else None
+    charts = []
+    if records:
+        seeds = [Series(f"seed {r['seed']}", tuple((row["epoch"], row["test_acc"]) for row in r["history"]),
+                        SEED_COLORS[i % len(SEED_COLORS)], width=1.4, opacity=0.85)
+                 for i, r in enumerate(records)]
+        stats = _mean_std_by_epoch(records, "test_acc")
+        mean = Series("mean", tuple((e, m) for e, m, _ in stats), "#202124", width=2.2)
+        band = [Band("mean ± sd", tuple((e, m - s, m + s) for e, m, s in stats), "#202124")] if len(records) > 1 else []
+        lo, hi = ZOOM
+        charts.append(line_chart(f"Test accuracy per epoch, zoomed to {lo:g}–{hi:g} % (shaded: the judged epochs)",
+                                 seeds + [mean], bands=band, floor=step.goals.accuracy_floor, shade_from=judged,
+                                 x_range=x_range, x_ticks=x_ticks, y_range=ZOOM, y_label="test accuracy, %",
+                                 y_ticks=[round(lo + 0.1 * k, 1) for k in range(1, 12, 2)]))
+        train, test = _mean_std_by_epoch(records, "train_acc"), _mean_std_by_epoch(records, "test_acc")
+        # Epoch 1 is often far below the rest; leaving it out of the range keeps the later gap readable.
+        later = [m for e, m, _ in train + test if e > 1] or [m for _, m, _ in train + test]
+        y_lo, y_hi = nice_range(later)
+        charts.append(line_chart("Train vs test accuracy (mean over seeds)",
+                                 [Series("train (augmented, dropout on)", tuple((e, m) for e, m, _ in train), TRAIN_COLOR, 2),
+                                  Series("test", tuple((e, m) for e, m, _ in test), TEST_COLOR, 2)],
+                                 x_range=x_range, x_ticks=x_ticks, y_range=(y_lo, min(y_hi, 100.0)), y_label="accuracy, %"))
+        train, test = _mean_std_by_epoch(records, "train_loss"), _mean_std_by_epoch(records, "test_loss")
+        losses = [m for _, m, _ in train + test if m > 0]
+        if losses:
+            y_range = (min(losses) / 1.5, max(losses) * 1.5)
+            charts.append(line_chart("Loss (mean over seeds, log scale)",
+                                     [Series("train", tuple((e, m) for e, m, _ in train), TRAIN_COLOR, 2),
+                                      Series("test", tuple((e, m) for e, m, _ in test), TEST_COLOR, 2)],
+                                     x_range=x_range, x_ticks=x_ticks, y_range=y_range, log_y=True,
+                                     y_ticks=log_ticks(*y_range) or None, y_label="cross-entropy"))
+    charts.append(lr_chart(step, records, x_range, x_ticks))
+    return charts
+
+
+def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
+    """The schedule as configured (from train.learning_rate, per iteration) and the lr the runs logged."""
+    from .train import learning_rate
+
+    images = records[0]["provenance"].get("train_images", 60_000) if records else 60_000
+    per_epoch, total = math.ceil(images / step.batch_size), step.epochs * math.ceil(images / step.batch_size)
+    samples = 40  # points per epoch: enough for the one-cycle ramp, few enough to keep the file small
+    # x = e is the end of epoch e, as in the other charts, so the lr logged at the end of each epoch
+    # sits on the curve.
+    curve = [(k / samples, learning_rate(step, min(max(round(k / samples * per_epoch) - 1, 0), total - 1), per_epoch))
+             for k in range(step.epochs * samples + 1)]
+    logged = []
+    if records:
+        logged = [Series("logged (end of epoch)", tuple((row["epoch"], row["lr"]) for row in records[0]["history"]),
+                         "#202124", width=0, dots=True)]
+    hi = max([y for _, y in curve] + [row["lr"] for r in records for row in r["history"]])
+    return line_chart(f"Learning rate: {step.describe_lr()}",
+                      [Series("schedule", tuple(curve), "#5f6368", 1.8)] + logged,
+                      x_range=(0, x_range[1]), x_ticks=[0] + x_ticks, y_range=(0, hi * 1.08),
+                      x_label="epochs trained", y_label="learning rate")
+
+
+@lru_cache(maxsize=None)
+def _layers(layout: tuple[str, ...], batchnorm: bool, dropout: float) -> tuple[dict, ...]:
+    from .models import Net
+
+    return tuple(layer_table(Net(layout, batchnorm=batchnorm, dropout=dropout)))
+
+
+def layer_rows(step: Step) -> dict:
+    rows = _layers(step.layout, step.batchnorm, step.dropout)
+    return {"rows": [{"layer": r["layer"], "output": "×".join(map(str, r["output"])), "params": count(r["params"]),
+                      "macs": count(r["macs"]), "rf": r["rf"], "jump": r["jump"]} for r in rows],
+            "params": count(sum(r["params"] for r in rows)), "macs": count(sum(r["macs"] for r in rows))}
+
+
+def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
+    """The goals cell: met on every seed or not, which goals failed on how many seeds, the known reason."""
+    if not records:
+        return {"status": "none", "text": "no runs", "failed": [], "known_miss": step.known_miss}
+    n = len(records)
+    g = step.goals
+    names = {"params": f"over {g.max_params:,} params", "epochs": f"over {g.max_epochs} epochs",
+             "floor": f"below {g.accuracy_floor:g} % in the last {g.last_epochs}", "diverged": "diverged"}
+    failed = []
+    for key, label in names.items():
+        misses = sum(not r["verdicts"][key]["met"] for r in records)
+        if misses:
+            failed.append(f"{label}: {misses}/{n} seeds")
+    if g.mean_final_floor and not (summary["final_mean"] >= g.mean_final_floor):
+        failed.append(f"mean final {num(summary['final_mean'])} % < {g.mean_final_floor:g} %")
+    short = len(step.seeds) - n
+    ok = summary["every_seed"] and short <= 0
+    text = f"{summary['seeds_meeting']}/{n} seeds" + (f" (of {len(step.seeds)} planned)" if short > 0 else "")
+    return {"status": "met" if ok else "miss", "text": ("met: " if ok else "not met: ") + text, "failed": failed,
+            "known_miss": step.known_miss}
+
+
+def step_view(step: Step, records: list[dict]) -> dict:
+    summary = step_summary(records, step.goals) if records else None
+    finals = [r["history"][-1]["test_acc"] for r in records if r["history"] and r["diverged_at"] is None]
+    bests = [max(r["history"], key=lambda row: (row["test_acc"], -row["epoch"])) for r in records if r["history"]]
+    ours_best = statistics.fmean(b["test_acc"] for b in bests) if bests else None
+    ours_epoch = statistics.median(b["epoch"] for b in bests) if bests else None
+    sr = step.seed_report
+    parent = STEPS.get(step.parent) if step.parent else None
+    view = {
+        "name": step.name, "anchor": "step-" + step.name, "parent": step.parent, "step": step,
+        "target": step.target, "result": step.result, "analysis": step.analysis, "notes": step.notes,
+        "known_miss": step.known_miss, "goals": goals_text(step.goals),
+        "params": count(records[0]["params"] if records else step.params),
+        "params_v": records[0]["params"] if records else step.params,
+        "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.augment.describe(),
+        "n": len(records), "planned": len(step.seeds), "finals": finals,
+        "final_mean": summary["final_mean"] if summary else None,
+        "final": (f"{num(summary['final_mean'])} ± {num(summary['final_std'])}" if finals else "—"),
+        "ci": summary["final_ci95"] if summary else (math.nan, math.nan),
+        "ci_text": (f"[{num(summary['final_ci95'][0])}, {num(summary['final_ci95'][1])}]"
+                    if summary and not missing(summary["final_ci95"][0]) else "—"),
+        "min_last": summary["min_of_min_last"] if summary else None,
+        "first_hit": summary["median_first_hit"] if summary else None,
+        "seed_best": sr.best_test_acc if sr else None,
+        "seed_epoch": sr.epoch if sr else None,
+        "seed_epochs_run": sr.epochs_run if sr else None,
+        "ours_best": ours_best, "ours_epoch": ours_epoch,
+        "delta": ours_best - sr.best_test_acc if sr and ours_best is not None else None,
+        "diverged": [(r["seed"], r["diverged_at"]) for r in records if r["diverged_at"] is not None],
+        "diff": [{"field": k, "parent": describe_value(a), "child": describe_value(b)}
+                 for k, (a, b) in config_diff(parent, step).items()] if parent else [],
+        "wall": summary["wall_seconds"] if summary else None,
+    }
+    view["verdict"] = step_verdict(step, records, summary)
+    return view
+
+
+def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict]]) -> dict:
+    """The mission's goals judged on FINAL_STEP's runs, each with its evidence."""
+    step, records = STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, [])
+    g = MISSION_GOALS
+    with_runs = sum(1 for name in STEPS if records_by_step.get(name))
+    rows = [{"goal": f"≥ {MIN_STEPS} steps in the ablation, each with runs", "met": with_runs >= MIN_STEPS,
+             "evidence": f"{with_runs} of {len(STEPS)} registry steps have run records"}]
+    if not records:
+        none = f"no runs of {FINAL_STEP}"
+        rows = [{"goal": goal, "met": False, "evidence": none} for goal in
+                (f"< {g.max_params + 1:,} parameters", f"≥ {g.accuracy_floor:g} % test accuracy in each of the last "
+                 f"{g.last_epochs} epochs", f"≤ {g.max_epochs} epochs", "on every seed")] + rows
+    else:
+        params = max(r["params"] for r in records)
+        holds = [r["diverged_at"] is None and last_epochs_at_or_above(r["history"], g.accuracy_floor, g.last_epochs)
+                 for r in records]
+        tails = [min(row["test_acc"] for row in r["history"][-g.last_epochs:]) for r in records if r["history"]]
+        epochs = max(len(r["history"]) for r in records)
+        every = [h and r["params"] <= g.max_params and len(r["history"]) <= g.max_epochs for h, r in zip(holds, records)]
+        run_seeds = {r["seed"] for r in records}
+        planned = set(step.seeds)
+        rows = [
+            {"goal": f"< {g.max_params + 1:,} parameters", "met": params <= g.max_params,
+             "evidence": f"{params:,} parameters"},
+            {"goal": f"≥ {g.accuracy_floor:g} % test accuracy in each of the last {g.last_epochs} epochs",
+             "met": all(holds), "evidence": f"held on {sum(holds)}/{len(records)} seeds; lowest of the last "
+                                            f"{g.last_epochs} epochs over all seeds: {num(min(tails) if tails else None)} %"},
+            {"goal": f"≤ {g.max_epochs} epochs", "met": epochs <= g.max_epochs,
+             "evidence": f"{epochs} epochs trained (of {step.epochs} configured)"},
+            {"goal": "on every seed", "met": all(every) and planned <= run_seeds,
+             "evidence": f"{sum(every)}/{len(records)} seeds meet all of the above; "
+                         f"{len(run_seeds & planned)} of {len(planned)} planned seeds run"},
+        ] + rows
+    view = views[FINAL_STEP]
+    return {"step": FINAL_STEP, "rows": rows, "met": all(r["met"] for r in rows),
+            "own": view["verdict"], "own_goals": view["goals"]}
+
+
+# --- what the final model gets wrong ---------------------------------------------------------------
+
+def png_gray(pixels: bytes, width: int, height: int) -> bytes:
+    """An 8-bit greyscale PNG, written by hand (zlib + struct): no imaging library needed."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + pixels[y * width:(y + 1) * width] for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=None) -> dict:
+    """The first seed of FINAL_STEP with weights, run on the MNIST test set: mistakes and confusion matrix.
+
+    Returns {"missing": why} when the weights or the data are not there (the section says so).
+    """
+    import torch
+
+    from .data import SHA256, data_root, load_mnist
+    from .models import Net, normalize
+    from .records import load_weights
+
+    records = records_by_step.get(FINAL_STEP, [])
+    if not records:
+        return {"missing": f"no runs of {FINAL_STEP} under {runs}"}
+    found = [(r, Path(runs) / FINAL_STEP / f"seed-{r['seed']}.pt") for r in records]
+    found = [(r, p) for r, p in found if p.is_file()]
+    if not found:
+        return {"missing": f"no weights (.pt) beside the {FINAL_STEP} records under {runs}"}
+    record, weights = found[0]
+    raw = data_root(data_dir) / "MNIST" / "raw"
+    if not all((raw / name).is_file() for name in SHA256):  # checked here so rendering never tries a download
+        return {"missing": f"MNIST test images not found under {raw} (set $ABLATION_DATA)"}
+    cfg = record["config"]
+    try:
+        model = Net(tuple(cfg["layout"]), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"])
+        model.load_state_dict(load_weights(weights))
+        data = load_mnist(data_dir)
+    except Exception as e:  # a damaged file or a mismatched network: report it, render the rest
+        return {"missing": f"could not evaluate {weights}: {type(e).__name__}: {e}"}
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(normalize(data.test_images[i:i + 2000]).unsqueeze(1)).argmax(1)
+                          for i in range(0, len(data.test_images), 2000)])
+    true = data.test_labels
+    wrong = (pred != true).nonzero().flatten().tolist()
+    confusion = torch.bincount(true * 10 + pred, minlength=100).view(10, 10).tolist()
+    shown = [{"index": i, "true": int(true[i]), "pred": int(pred[i]),
+              "src": data_uri(png_gray(bytes((255 - data.test_images[i]).flatten().tolist()), 28, 28))}
+             for i in wrong[:MAX_MISTAKES_SHOWN]]
+    return {"step": FINAL_STEP, "seed": record["seed"], "weights": str(weights), "total": len(wrong),
+            "images": len(true), "accuracy": 100 * (1 - len(wrong) / len(true)),
+            "record_acc": record["history"][-1]["test_acc"] if record["history"] else None,
+            "shown": shown, "confusion": confusion}
+
+
+def confusion_view(confusion: list[list[int]]) -> list[list[dict]]:
+    """Cells with a shade: diagonal green by its share of the row, off-diagonal red by its share of the worst."""
+    worst = max([confusion[i][j] for i in range(10) for j in range(10) if i != j] + [1])
+    rows = []
+    for i, row in enumerate(confusion):
+        cells = []
+        for j, v in enumerate(row):
+            if i == j:
+                style = "background:#e6f4ea"
+            elif v:
+                style = f"background:rgba(217,48,37,{0.12 + 0.6 * v / worst:.2f})"
+            else:
+                style = ""
+            cells.append({"v": v, "style": style, "diag": i == j})
+        rows.append(cells)
+    return rows
+
+
+# --- provenance ------------------------------------------------------------------------------------
+
+ENV_KEYS = ("commit", "dirty", "source_hash", "python", "torch", "torchvision", "device", "device_name", "threads",
+            "seeds_per_pass", "platform")
+
+
+def record_flags(step: Step | None, record: dict) -> list[str]:
+    from .records import is_current, source_hash
+
+    p, flags = record["provenance"], []
+    if p.get("source_hash") != source_hash():
+        flags.append(f"made by engine source {p.get('source_hash')}, not the current {source_hash()}")
+    if p.get("dirty"):
+        flags.append("made from a tree with uncommitted engine changes")
+    elif p.get("dirty") is None and is_current(record):
+        flags.append("commit unknown (not made in a git checkout)")
+    if record["evaluated_on"] != "test":
+        flags.append(f"evaluated on {record['evaluated_on']}")
+    elif p.get("train_images", 60_000) < 60_000:
+        flags.append(f"trained on {p['train_images']:,} images only (a smoke run)")
+    if step is not None:
+        if len(record["history"]) < step.epochs and record["diverged_at"] is None:
+            flags.append(f"{len(record['history'])} of {step.epochs} epochs")
+        now = json.loads(json.dumps(dataclasses.asdict(step)))
+        changed = sorted(k for k in now if k not in PROSE_FIELDS and record["config"].get(k) != now[k])
+        if changed:
+            flags.append("config differs from the registry in " + ", ".join(changed))
+    if record["diverged_at"] is not None:
+        flags.append(f"diverged at epoch {record['diverged_at']}")
+    return flags
+
+
+def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
+    from .records import source_hash
+
+    all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
+    envs: dict[tuple, dict] = {}
+    for r in all_records:
+        p = r["provenance"]
+        key = tuple(str(p.get(k)) for k in ENV_KEYS)
+        env = envs.setdefault(key, {**{k: p.get(k) for k in ENV_KEYS}, "records": 0, "steps": []})
+        env["records"] += 1
+        if r["step"] not in env["steps"]:
+            env["steps"].append(r["step"])
+    flags = [{"where": f"{r['step']} seed {r['seed']}", "flags": "; ".join(f)}
+             for r in all_records if (f := record_flags(STEPS.get(r["step"]), r))]
+    walls = []
+    for name in STEPS:
+        recs = records_by_step.get(name, [])
+        if recs:
+            secs = [r["provenance"]["wall_seconds"] for r in recs]
+            walls.append({"step": name, "n": len(recs), "mean": num(statistics.fmean(secs), 1),
+                          "total": num(sum(secs), 1),
+                          "per_epoch": num(statistics.fmean(row["seconds"] for r in recs for row in r["history"]), 2)
+                          if any(r["history"] for r in recs) else "—",
+                          "device": ", ".join(sorted({r["provenance"].get("device_name") or "?" for r in recs}))})
+    started = sorted(r["provenance"]["started"] for r in all_records)
+    finished = sorted(r["provenance"]["finished"] for r in all_records)
+    return {"source_hash": source_hash(), "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
+            "flags": flags, "walls": walls, "n": len(all_records),
+            "total_wall": num(sum(r["provenance"]["wall_seconds"] for r in all_records), 1),
+            "dates": (started[0], finished[-1]) if all_records else None,
+            "others": [(name, len(recs)) for name, recs in sorted(records_by_step.items()) if name not in STEPS]}
+
+
+BENCH_LABELS = {
+    "reference_samples_per_s": "reference notebook loop, images/s",
+    "engine_samples_per_s": "this engine, one seed, images/s",
+    "multi_seed_samples_per_s": "this engine, seeds in one pass, images/s",
+    "speedup_single": "speed-up, one seed",
+    "speedup_multi": "speed-up, seeds in one pass",
+}
+
+
+def bench_view(bench: dict | None) -> list[dict] | None:
+    if bench is None:
+        return None
+    rows = []
+    for key in sorted(bench, key=lambda k: (k not in BENCH_LABELS, list(BENCH_LABELS).index(k) if k in BENCH_LABELS else 0, k)):
+        v = bench[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        elif key.startswith("speedup"):
+            text = f"× {v:.2f}"
+        elif key.endswith("per_s"):
+            text = f"{v:,.0f}"
+        else:
+            text = f"{v:g}" if isinstance(v, float) else f"{v:,}"
+        rows.append({"key": key, "label": BENCH_LABELS.get(key, key), "value": text})
+    return rows
+
+
+def load_bench(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+def _env(autoescape: bool):
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(num=num, signed=signed, count=count, sort_key=sort_key)
+    return env
+
+
+def build_views(records_by_step: dict[str, list[dict]]) -> dict:
+    views = {name: step_view(step, records_by_step.get(name, [])) for name, step in STEPS.items()}
+    return {"steps": list(views.values()), "verdict": mission_verdict(views, records_by_step), "mission": MISSION,
+            "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs}
+
+
+def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None) -> str:
+    """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
+    computed); `bench` the parsed bench.json (None: not measured)."""
+    ctx = build_views(records_by_step)
+    for view in ctx["steps"]:
+        view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
+        view["layers"] = layer_rows(view["step"])
+    ctx["ablation_chart"] = Markup(ablation_chart(
+        [{"name": v["name"], "mean": v["final_mean"], "ci": v["ci"], "finals": v["finals"], "params": v["params_v"],
+          "max_params": v["step"].goals.max_params} for v in ctx["steps"]]))
+    mistakes = mistakes or {"missing": "not computed"}
+    if "confusion" in mistakes:
+        mistakes = {**mistakes, "matrix": confusion_view(mistakes["confusion"])}
+    ctx.update(mistakes=mistakes, bench=bench_view(bench), provenance=provenance_view(records_by_step))
+    return _env(True).get_template("report.html.j2").render(ctx)
+
+
+def render_markdown(records_by_step: dict[str, list[dict]]) -> str:
+    """The verdict, the summary table and each step's Target / Result / Analysis as Markdown."""
+    return _env(False).get_template("report.md.j2").render(build_views(records_by_step))
+
+
+def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: Path | None = None) -> list[Path]:
+    """Render the records under `runs` to `out` (default reports/ablation.html or .md); return the paths written.
+
+    bench: the speed figures' JSON, by default bench.json beside the runs folder (reports/bench.json).
+    """
+    from .records import _atomic_write, load_all
+
+    if fmt not in DEFAULT_OUT:
+        raise ValueError(f"unknown report format {fmt!r}: html or md")
+    runs = Path(runs)
+    out = Path(out) if out is not None else DEFAULT_OUT[fmt]
+    records_by_step = load_all(runs)
+    if fmt == "md":
+        text = render_markdown(records_by_step)
+    else:
+        text = render_html(records_by_step, final_mistakes(runs, records_by_step),
+                           load_bench(bench if bench is not None else runs.parent / "bench.json"))
+    def write(f) -> None:
+        f.write(text.encode())
+        os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not
+
+    _atomic_write(out, write)
+    return [out]

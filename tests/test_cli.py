@@ -1,0 +1,93 @@
+"""The command line: tables, JSON, the quick run end to end, and clear errors with exit code 2."""
+import json
+
+import pytest
+import torch
+
+from ablation.__main__ import main, parse_seeds
+from ablation.steps import STEPS
+
+pytestmark = pytest.mark.fast
+
+
+def test_steps_table_lists_every_step(capsys):
+    assert main(["steps"]) == 0
+    out = capsys.readouterr().out
+    for step in STEPS.values():
+        assert step.name in out and f"{step.params:,}" in out
+
+
+def test_steps_json(capsys):
+    assert main(["steps", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(STEPS)
+    for row in rows:
+        assert {"name", "params", "epochs", "batch_size", "goals"} <= set(row)
+        assert row["params"] == STEPS[row["name"]].params
+
+
+def test_summary_prints_layers_with_macs_and_receptive_field(capsys):
+    assert main(["summary", "5-lr-schedule"]) == 0
+    out = capsys.readouterr().out
+    assert "MACs" in out and "RF" in out and "9,752" in out and "global average pool" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["summary", "nope"], "unknown step"),
+    (["run", "--steps", "nope"], "unknown step"),
+    (["run", "--seeds", "a-b"], "malformed seeds"),
+    (["run", "--seeds", "1,1"], "malformed seeds"),
+    (["run", "--epochs", "0"], "positive integer"),
+    (["run", "--epochs", "-3"], "positive integer"),
+    (["run", "--set", "nope=1", "--quick", "--out", "x"], "not a step field"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_a_clear_error_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--device", "cuda", "--quick", "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2 and "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--out", str(out),
+                 "--data-dir", str(data_dir), "--no-report"])
+    assert code == 0
+    assert sorted(p.name for p in (out / "5-lr-schedule").iterdir()) == ["seed-0.json", "seed-0.pt", "seed-1.json", "seed-1.pt"]
+    assert "5-lr-schedule" in capsys.readouterr().out
+
+
+def test_interrupt_keeps_finished_records_and_writes_no_partial_one(data_dir, tmp_path, monkeypatch, capsys):
+    import sys
+
+    engine = sys.modules["ablation.train"]  # the package re-exports a function named `train`
+    real, calls = engine.train_many, []
+
+    def interrupted_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_many", interrupted_second_time)
+    out = tmp_path / "runs"
+    code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--out", str(out),
+                 "--data-dir", str(data_dir), "--no-report"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "5-lr-schedule").iterdir()) == ["seed-0.json", "seed-0.pt"]
+
+
+@pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,2,7", [0, 2, 7]), ("1-2,5", [1, 2, 5])])
+def test_seed_syntax(text, seeds):
+    assert parse_seeds(text) == seeds

@@ -1,0 +1,96 @@
+"""The networks of every step: parameter budgets, output shapes, receptive field."""
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from ablation import STEPS, build_model, count_parameters
+from ablation.analysis import layer_table, receptive_field, receptive_field_probe
+from ablation.models import Net, parse_layout, stack_seeds, unstack_seeds
+
+pytestmark = pytest.mark.fast
+STEP_PARAMS = [pytest.param(s, id=s.name) for s in STEPS.values()]
+GAP_STEPS = [pytest.param(s, id=s.name) for s in STEPS.values() if "gap" in s.layout]
+
+
+@pytest.mark.parametrize("step", STEP_PARAMS)
+def test_parameter_count_is_declared(step):
+    assert count_parameters(build_model(step.name)) == step.params
+
+
+@pytest.mark.parametrize("step", STEP_PARAMS)
+def test_parameter_budget(step):
+    # Steps that are over budget by design say why; all others must fit.
+    within = step.params <= step.goals.max_params
+    assert within or step.known_miss and "parameters" in step.known_miss
+
+
+def test_final_steps_are_under_10k():
+    assert all(s.params < 10_000 for s in list(STEPS.values())[2:])
+
+
+@pytest.mark.parametrize("step", STEP_PARAMS)
+@given(batch=st.integers(min_value=1, max_value=33))
+def test_output_shape_and_finite(step, batch):
+    model = build_model(step.name).eval()
+    with torch.no_grad():
+        y = model(torch.randn(batch, 1, 28, 28))
+    assert y.shape == (batch, 10)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("step", STEP_PARAMS)
+def test_layer_table_adds_up(step):
+    model = build_model(step.name)
+    rows = layer_table(model)
+    assert sum(r["params"] for r in rows) == step.params
+    assert rows[-1]["output"] == (10, 1, 1)
+    assert all(r["macs"] >= 0 for r in rows) and sum(r["macs"] for r in rows) > 0
+
+
+@pytest.mark.parametrize("step", GAP_STEPS)
+def test_receptive_field_covers_the_image(step):
+    model = build_model(step.name)
+    assert receptive_field(model) >= 28
+
+
+@pytest.mark.parametrize("step", STEP_PARAMS)
+def test_receptive_field_formula_matches_gradient_probe(step):
+    model = build_model(step.name)
+    assert receptive_field(model) == receptive_field_probe(model)
+
+
+@pytest.mark.parametrize("layout, field", [
+    (("conv3:4", "conv3:10"), 5),
+    (("conv3:4", "pool", "conv3:10"), 8),
+    (("conv5:4", "pool", "conv3p:4", "conv3:10"), 14),
+])
+def test_receptive_field_known_cases(layout, field):
+    # Checked by hand: r += (k - 1) * jump, jump doubles at each pool.
+    model = Net(layout)
+    assert receptive_field(model) == field == receptive_field_probe(model)
+
+
+@pytest.mark.parametrize("layout", [("conv3:8",), ("conv3:10", "pool"), ("conv3:8", "avgpool", "conv1:10"), ("dense:10",)])
+def test_bad_layouts_are_rejected(layout):
+    with pytest.raises(ValueError):
+        parse_layout(layout)
+
+
+def test_layout_that_does_not_reduce_to_1x1_says_so():
+    with pytest.raises(ValueError, match="not 1x1"):
+        Net(("conv3:8", "conv3:10"))(torch.zeros(1, 1, 28, 28))
+
+
+@given(k=st.integers(min_value=2, max_value=4), batch=st.integers(min_value=1, max_value=5))
+def test_stacked_seeds_compute_each_seed_exactly(k, batch):
+    step = STEPS["5-lr-schedule"]
+    singles = [build_model(step.name).eval() for _ in range(k)]
+    stacked = stack_seeds(singles).eval()
+    x = torch.randn(batch, k, 28, 28)
+    with torch.no_grad():
+        together = stacked(x)
+        alone = torch.stack([m(x[:, i:i + 1]) for i, m in enumerate(singles)], dim=1)
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    for single, state in zip(singles, unstack_seeds(stacked)):
+        for name, tensor in single.state_dict().items():
+            assert torch.equal(tensor, state[name])

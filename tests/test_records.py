@@ -1,0 +1,78 @@
+"""Run records: what they hold, and that writing them is all-or-nothing."""
+import json
+
+import pytest
+import torch
+
+from ablation import STEPS, build_model, records, train
+
+pytestmark = pytest.mark.fast
+
+
+@pytest.fixture(scope="module")
+def result(mnist):
+    return train(STEPS["5-lr-schedule"], seed=2, data=mnist, limit_train=512, limit_test=200, epochs=2)
+
+
+def test_record_holds_config_history_verdicts_and_provenance(result, tmp_path):
+    path = records.save(result, tmp_path)
+    assert path == tmp_path / "5-lr-schedule" / "seed-2.json"
+    record = records.load(path)
+    assert record["schema"] == records.SCHEMA_VERSION and record["seed"] == 2 and record["params"] == 9_752
+    assert record["config"]["batch_size"] == 32 and record["config"]["schedule"]["kind"] == "step"
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    for row in record["history"]:
+        assert set(row) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+        assert 0 <= row["test_acc"] <= 100
+    assert set(record["verdicts"]) == {"params", "epochs", "floor", "diverged"}
+    p = record["provenance"]
+    for key in ("commit", "dirty", "source_hash", "python", "torch", "torchvision", "device_name", "threads",
+                "started", "finished", "wall_seconds"):
+        assert key in p, key
+    assert p["torch"] == torch.__version__ and p["threads"] == torch.get_num_threads()
+
+
+def test_weights_beside_the_record_load_into_build_model(result, tmp_path):
+    records.save(result, tmp_path)
+    model = build_model("5-lr-schedule")
+    model.load_state_dict(records.load_weights(tmp_path / "5-lr-schedule" / "seed-2.pt"))
+
+
+def test_failed_write_leaves_no_partial_file_and_keeps_the_old_record(result, tmp_path, monkeypatch):
+    path = records.save(result, tmp_path)
+    before = path.read_bytes()
+
+    def broken_dumps(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while writing
+
+    monkeypatch.setattr(records.json, "dumps", broken_dumps)
+    with pytest.raises(KeyboardInterrupt):
+        records.save(result, tmp_path)
+    assert path.read_bytes() == before
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_atomic_write_cleans_up_after_an_error(tmp_path):
+    def fails(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        records._atomic_write(tmp_path / "x.json", fails)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_all_groups_by_step_sorted_by_seed(result, tmp_path):
+    for seed in (3, 1):
+        result.seed = seed
+        records.save(result, tmp_path)
+    result.seed = 2
+    grouped = records.load_all(tmp_path)
+    assert list(grouped) == ["5-lr-schedule"] and [r["seed"] for r in grouped["5-lr-schedule"]] == [1, 3]
+
+
+def test_other_schema_versions_are_refused(tmp_path):
+    path = tmp_path / "seed-0.json"
+    path.write_text(json.dumps({"schema": 999}))
+    with pytest.raises(ValueError, match="schema"):
+        records.load(path)

@@ -1,0 +1,262 @@
+"""The report renders from small fake records built here: every step appears, its numbers are the records'
+numbers, the page is self-contained and well-formed, and the same records give the same bytes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from ablation import report
+from ablation.analysis import confidence_interval95
+from ablation.records import load_all, to_record
+from ablation.steps import FINAL_STEP, STEPS
+from ablation.train import RunResult, learning_rate
+
+pytestmark = pytest.mark.fast
+
+GOOD_STEP = "3-gap"
+T0 = 1_800_000_000.0  # a fixed start time, so the records (and the report) are the same on every run
+
+
+def make_record(step_name: str, seed: int, epochs: int = 6, *, top: float = 99.5, diverged_at: int | None = None) -> dict:
+    """A record as records.to_record writes it, with a made-up history rising towards `top` percent."""
+    step = STEPS[step_name]
+    per_epoch = math.ceil(60_000 / step.batch_size)
+    history = []
+    for e in range(1, (diverged_at or epochs + 1)):
+        wobble = 0.03 * ((seed * 7 + e * 3) % 5 - 2)  # deterministic, different per seed
+        test = top - 2.0 * math.exp(-(e - 1)) + wobble
+        history.append({"epoch": e, "train_loss": 0.3 * math.exp(-e / 2) + 0.02, "train_acc": test - 0.4,
+                        "test_loss": 0.2 * math.exp(-e / 2) + 0.018, "test_acc": test,
+                        "lr": learning_rate(step, e * per_epoch - 1, per_epoch), "seconds": 10.0 + seed})
+    result = RunResult(step, seed, step.params, history=history, diverged_at=diverged_at,
+                       engine={"device": "cpu", "threads": 1, "seeds_per_pass": 1, "train_images": 60_000,
+                               "eval_images": 10_000},
+                       started=T0 + 100 * seed, finished=T0 + 100 * seed + 10 * len(history))
+    return json.loads(json.dumps(to_record(result)))
+
+
+def write_records(runs: Path, records: list[dict]) -> Path:
+    for r in records:
+        path = runs / r["step"] / f"seed-{r['seed']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r, indent=1) + "\n")
+    return runs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Two steps of two seeds, a third seed of the final step that diverged; every other step has no runs."""
+    records = [make_record(GOOD_STEP, s) for s in (0, 1)]
+    records += [make_record(FINAL_STEP, s, top=99.3) for s in (0, 1)]
+    records.append(make_record(FINAL_STEP, 2, diverged_at=3))
+    return write_records(tmp_path_factory.mktemp("runs") / "runs", records)
+
+
+@pytest.fixture(scope="module")
+def page(runs) -> str:
+    out = report.render_files(runs, runs.parent / "ablation.html")[0]
+    return out.read_text()
+
+
+@pytest.fixture(scope="module")
+def markdown(runs) -> str:
+    return report.render_files(runs, runs.parent / "ablation.md", fmt="md")[0].read_text()
+
+
+def test_every_registry_step_appears(page, markdown):
+    for name in STEPS:
+        assert f'id="step-{name}"' in page
+        assert f"### {name}" in markdown
+    assert page.count("No runs yet") == len(STEPS) - 2
+
+
+def test_printed_numbers_are_the_records_numbers(runs, page, markdown):
+    records = load_all(runs)[GOOD_STEP]
+    finals = [r["history"][-1]["test_acc"] for r in records]
+    mean_sd = f"{statistics.fmean(finals):.2f} ± {statistics.stdev(finals):.2f}"
+    lo, hi = confidence_interval95(finals)
+    min_last = min(row["test_acc"] for r in records for row in r["history"][-5:])
+    best = statistics.fmean(max(row["test_acc"] for row in r["history"]) for r in records)
+    seed_best = STEPS[GOOD_STEP].seed_report.best_test_acc
+    for rows in (page.split("</tr>"), markdown.splitlines()):
+        row = next(row for row in rows if f">{GOOD_STEP}</a></td>" in row or row.startswith(f"| {GOOD_STEP} |"))
+        assert mean_sd in row
+        assert f"[{lo:.2f}, {hi:.2f}]" in row
+        assert f"{min_last:.2f}" in row
+        assert f"{best:.2f}" in row and f"{seed_best:.2f}" in row and f"{best - seed_best:+.2f}" in row
+    assert f"{mean_sd} %" in page  # the step's own section says it too
+
+
+def test_page_is_self_contained(page):
+    lowered = page.lower()
+    for needle in ("http://", "https://", "<script src", "<link", "@import", "url("):
+        assert needle not in lowered, needle
+    assert "<svg" in page and "<script>" in page
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class TagBalance(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> at {self.getpos()}, open: {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+def test_html_tags_are_balanced(page):
+    parser = TagBalance()
+    parser.feed(page)
+    parser.close()
+    assert parser.errors == []
+    assert parser.stack == []
+
+
+def test_same_records_render_byte_identical(runs, tmp_path):
+    a = report.render_files(runs, tmp_path / "a.html")[0].read_bytes()
+    b = report.render_files(runs, tmp_path / "b.html")[0].read_bytes()
+    assert a == b
+    assert report.render_markdown(load_all(runs)) == report.render_markdown(load_all(runs))
+
+
+def test_diverged_and_missing_runs_are_said(page):
+    assert "Seed 2 diverged at epoch 3" in page
+    assert "seed 2 diverged at epoch 3" in page  # in the summary's goals cell
+    assert "no runs of 2-bn-dropout" not in page and "no runs" in page
+    assert f"no weights (.pt) beside the {FINAL_STEP} records" in page
+    assert "Mission not met" in page
+
+
+def test_markdown_has_the_verdict_and_every_target(markdown):
+    assert "## Verdict" in markdown and "**Mission not met**" in markdown
+    for step in STEPS.values():
+        assert step.target in markdown
+
+
+def test_mission_met_when_the_final_step_holds_on_every_seed(tmp_path):
+    names = list(STEPS)[-5:]
+    records = [make_record(name, 0, epochs=15) for name in names[:-1]]
+    records += [make_record(FINAL_STEP, s, epochs=15, top=99.6) for s in STEPS[FINAL_STEP].seeds]
+    html = report.render_html(load_all(write_records(tmp_path, records)))
+    assert "Mission met" in html and "not met" in html  # the earlier steps with one seed of five miss
+    assert html.count('<td class="met"><b>met</b></td>') == 5
+
+
+def test_default_output_paths_and_permissions(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (html,) = report.render_files(runs, None)
+    (md,) = report.render_files(runs, None, fmt="md")
+    assert html == Path("reports/ablation.html") and md == Path("reports/ablation.md")
+    assert html.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in Path("reports").iterdir()) == ["ablation.html", "ablation.md"]  # no temp files left
+    with pytest.raises(ValueError):
+        report.render_files(runs, None, fmt="pdf")
+
+
+def test_bench_figures_shown_when_measured(runs, page, tmp_path):
+    assert "not measured" in page
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"speedup_multi": 6.25, "engine_samples_per_s": 41234.5, "batches": 30}))
+    html = report.render_files(runs, tmp_path / "r.html", bench=bench)[0].read_text()
+    assert "× 6.25" in html and "41,234" in html and "batches" in html and "not measured" not in html
+
+
+def test_zoomed_chart_clips_to_its_edge_and_keeps_the_floor_line_on_top():
+    svg = report.line_chart("t", [report.Series("s", ((1, 90.0), (2, 99.5), (3, 100.0)), "#000")],
+                            x_range=(1, 3), y_range=report.ZOOM, floor=99.4, y_ticks=[99.0, 99.4])
+    poly = next(line for line in svg.splitlines() if line.startswith("<polyline"))
+    ys = [float(p.split(",")[1]) for p in poly.split('points="')[1].split('"')[0].split()]
+    frame = next(line for line in svg.splitlines() if 'class="frame"' in line)
+    top = float(frame.split('y="')[1].split('"')[0])
+    height = float(frame.split('height="')[1].split('"')[0])
+    assert ys[0] == pytest.approx(top + height, abs=0.1) and ys[2] == pytest.approx(top, abs=0.1)
+    assert svg.count("<path") == 2  # a triangle for each clipped point
+    assert svg.rindex("#d93025") > svg.rindex("<polyline")  # the 99.4 % line is drawn last
+
+
+def test_png_writer_makes_a_valid_greyscale_png():
+    pixels = bytes(range(256)) * 3 + bytes(16)
+    png = report.png_gray(pixels, 28, 28)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">IIBB", png[16:26]) == (28, 28, 8, 0)
+    idat_len = struct.unpack(">I", png[33:37])[0]
+    raw = zlib.decompress(png[41:41 + idat_len])
+    assert raw == b"".join(b"\x00" + pixels[y * 28:(y + 1) * 28] for y in range(28))
+
+
+def test_final_mistakes_grid_and_confusion_matrix(runs, tmp_path, monkeypatch):
+    """With weights and (a small stand-in for) MNIST, the section counts the mistakes and caps the grid."""
+    import torch
+
+    from ablation import data
+    from ablation.models import Net
+
+    folder = tmp_path / "runs" / FINAL_STEP
+    shutil.copytree(runs / FINAL_STEP, folder)
+    step = STEPS[FINAL_STEP]
+    torch.manual_seed(0)
+    torch.save(Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout).state_dict(), folder / "seed-1.pt")
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.SHA256:
+        (raw / name).touch()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(100) % 10
+    fake = data.MNIST(images[:1], labels[:1], images, labels)
+    monkeypatch.setattr(data, "load_mnist", lambda data_dir=None, device="cpu": fake)
+
+    found = report.final_mistakes(tmp_path / "runs", load_all(tmp_path / "runs"), data_dir=tmp_path / "data")
+    assert found["seed"] == 1  # the first seed that has weights
+    assert sum(map(sum, found["confusion"])) == 100
+    assert found["total"] == 100 - sum(found["confusion"][i][i] for i in range(10))
+    assert len(found["shown"]) == min(found["total"], report.MAX_MISTAKES_SHOWN)
+    html = report.render_html(load_all(tmp_path / "runs"), found)
+    assert f"<b>{found['total']} mistakes</b>" in html
+    assert html.count('src="data:image/png;base64,') == len(found["shown"])
+
+
+def test_missing_data_is_said_not_fetched(runs, tmp_path):
+    folder = tmp_path / "runs" / FINAL_STEP
+    shutil.copytree(runs / FINAL_STEP, folder)
+    (folder / "seed-0.pt").write_bytes(b"")
+    found = report.final_mistakes(tmp_path / "runs", load_all(tmp_path / "runs"), data_dir=tmp_path / "nowhere")
+    assert "MNIST test images not found" in found["missing"]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_renders_in_headless_chromium(page, tmp_path):
+    html = tmp_path / "report.html"
+    html.write_text(page)
+    shot = tmp_path / "report.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,3000", f"--screenshot={shot}",
+                    html.as_uri()], check=True, capture_output=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1400, 3000)

@@ -1,0 +1,65 @@
+"""The registry: the ablation as data, each step a one-change edit of its parent."""
+import dataclasses
+
+import pytest
+
+from ablation.steps import FINAL_STEP, SEED_STEPS, STEPS, Goals, config_diff, get_step, with_overrides
+
+pytestmark = pytest.mark.fast
+CHILDREN = [pytest.param(s, id=s.name) for s in STEPS.values() if s.parent]
+
+
+def test_registry_is_ordered_and_named_uniquely():
+    names = list(STEPS)
+    assert len(names) == len(set(names)) >= 5
+    for i, step in enumerate(STEPS.values()):
+        assert step.parent is None or names.index(step.parent) < i, f"{step.name}'s parent must come before it"
+
+
+@pytest.mark.parametrize("step", CHILDREN)
+def test_step_differs_from_parent_only_where_its_target_says(step):
+    diff = config_diff(STEPS[step.parent], step)
+    assert set(diff) == set(step.changes), f"{step.name} changes {sorted(diff)}, declares {sorted(step.changes)}"
+
+
+@pytest.mark.parametrize("step", [pytest.param(s, id=s.name) for s in STEPS.values()])
+def test_every_step_is_documented(step):
+    assert step.target and step.result and step.analysis
+    assert step.epochs <= step.goals.max_epochs
+    assert len(step.seeds) >= 3
+
+
+@pytest.mark.parametrize("step", [pytest.param(s, id=s.name) for s in SEED_STEPS])
+def test_seed_steps_carry_the_seeds_own_figures(step):
+    assert step.seed_report is not None
+    assert 99.0 <= step.seed_report.best_test_acc <= 99.6
+
+
+def test_final_step_holds_the_mission_goals_at_least():
+    goals = STEPS[FINAL_STEP].goals
+    mission = Goals()
+    assert goals.max_params <= mission.max_params and goals.accuracy_floor >= mission.accuracy_floor
+    assert goals.last_epochs >= mission.last_epochs and goals.max_epochs <= mission.max_epochs
+
+
+def test_seed_inconsistencies_are_resolved_in_writing():
+    assert "0.2" in STEPS["5-lr-schedule"].notes and "13,160" in STEPS["2-bn-dropout"].notes
+
+
+def test_overrides_make_a_named_variant():
+    base = STEPS["7-onecycle"]
+    variant = with_overrides(base, ["lr=0.1", "schedule.final_epoch=12"])
+    assert variant.name == "7-onecycle[lr=0.1,schedule.final_epoch=12]"
+    assert variant.lr == 0.1 and variant.schedule.final_epoch == 12
+    assert dataclasses.replace(variant, name=base.name, lr=base.lr, schedule=base.schedule) == base
+
+
+@pytest.mark.parametrize("bad", ["lr", "nope=1", "schedule.nope=3", "name=x"])
+def test_bad_overrides_are_rejected(bad):
+    with pytest.raises(ValueError):
+        with_overrides(STEPS["7-onecycle"], [bad])
+
+
+def test_unknown_step_names_the_known_ones():
+    with pytest.raises(KeyError, match="1-basic"):
+        get_step("no-such-step")
