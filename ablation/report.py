@@ -33,7 +33,8 @@ MISSION_GOALS = Goals()  # < 10,000 params, >= 99.4 % in each of the last 5 epoc
 MIN_STEPS = 5
 ZOOM = (98.5, 99.7)  # percent: the accuracy window where the 99.4 % question is decided
 MAX_MISTAKES_SHOWN = 60
-SEED_COLORS = ("#1f77b4", "#e8710a", "#2a9d3a", "#9334e6", "#8c564b", "#d6338a", "#5f6368", "#b5a000", "#12a4b4")
+# Seed lines avoid red and orange (the floor line and the train curve) until there are more than seven seeds.
+SEED_COLORS = ("#1f77b4", "#2a9d3a", "#9334e6", "#8c564b", "#12a4b4", "#b5a000", "#5f6368", "#d6338a", "#e8710a")
 TRAIN_COLOR, TEST_COLOR, FLOOR_COLOR = "#e8710a", "#1f77b4", "#d93025"
 PROSE_FIELDS = {"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss", "seed_report",
                 "params", "seeds"}
@@ -50,7 +51,12 @@ def num(x, digits: int = 2) -> str:
 
 
 def signed(x, digits: int = 2) -> str:
-    return "—" if missing(x) else f"{x:+.{digits}f}"
+    return "—" if missing(x) else f"{x:+.{digits}f}".replace("-", "−")
+
+
+def epoch(x) -> str:
+    """An epoch number; a median of an even count of seeds can be a half."""
+    return "—" if missing(x) else f"{x:g}"
 
 
 def count(x) -> str:
@@ -148,7 +154,7 @@ class Band:
 def line_chart(title: str, series: list[Series], *, x_range: tuple[float, float], y_range: tuple[float, float],
                x_label: str = "epoch", y_label: str = "", x_ticks: list[float] | None = None,
                y_ticks: list[float] | None = None, bands: list[Band] = (), floor: float | None = None,
-               shade_from: float | None = None, log_y: bool = False, width: int = 560, height: int = 250) -> str:
+               shade_from: float | None = None, log_y: bool = False, width: int = 620, height: int = 260) -> str:
     """An inline SVG line chart. Values outside y_range are drawn on its edge with a triangle, so a
     zoomed chart never hides them and never lets them push the `floor` line off the picture; the floor
     line is drawn last, above every series. Non-finite values break their line."""
@@ -156,10 +162,12 @@ def line_chart(title: str, series: list[Series], *, x_range: tuple[float, float]
     legend = [(s.label, s.color, s.dash, s.width) for s in series if s.label] + [(b.label, b.color, None, 8) for b in bands]
     if floor is not None:
         legend.append((f"{floor:g} %", FLOOR_COLOR, "5 3", 1.5))
-    # The legend wraps into rows above the plot; its width is estimated at 6.4 px a character.
+    if shade_from is not None:
+        legend.append(("judged epochs", "#bdc1c6", None, 8))
+    # The legend wraps into rows above the plot; its width is estimated at 6.1 px a character.
     rows, x = [[]], 0.0
     for item in legend:
-        w = 26 + 6.4 * len(item[0])
+        w = 32 + 6.1 * len(item[0])
         if x + w > width - 60 and rows[-1]:
             rows.append([])
             x = 0.0
@@ -191,7 +199,7 @@ def line_chart(title: str, series: list[Series], *, x_range: tuple[float, float]
                 out.append(f'<circle cx="{_f(x0 + 9)}" cy="{ly - 4}" r="2.5" fill="{color}"/>')
             else:
                 out.append(f'<line x1="{_f(x0)}" y1="{ly - 4}" x2="{_f(x0 + 18)}" y2="{ly - 4}" stroke="{color}" '
-                           f'stroke-width="{min(w, 3) if w < 8 else 8}"{dash_attr} opacity="{0.2 if w >= 8 else 1}"/>')
+                           f'stroke-width="{min(w, 3) if w < 8 else 8}"{dash_attr} opacity="{0.35 if w >= 8 else 1}"/>')
             out.append(f'<text x="{_f(x0 + 22)}" y="{ly}">{_esc(label)}</text>')
     if shade_from is not None:
         out.append(f'<rect class="judged" x="{_f(X(shade_from))}" y="{top}" width="{_f(left + pw - X(shade_from))}" '
@@ -243,12 +251,13 @@ def line_chart(title: str, series: list[Series], *, x_range: tuple[float, float]
 
 def ablation_chart(rows: list[dict]) -> str:
     """Final test accuracy per step (mean, 95 % CI, each seed) beside parameters per step, one row a step."""
-    row_h, top, label_w, acc_w, gap, par_w = 26, 46, 150, 470, 40, 330
-    width, height = label_w + acc_w + gap + par_w + 20, top + row_h * len(rows) + 34
+    row_h, top, label_w, acc_w, gap, par_w = 26, 46, 150, 540, 50, 400
+    width, height = label_w + acc_w + gap + par_w + 60, top + row_h * len(rows) + 34
     a0, p0 = label_w, label_w + acc_w + gap
     lo, hi = ZOOM
     max_params = max([r["params"] or 0 for r in rows] + [10_000])
-    p_hi = nice_ticks(0, max_params * 1.05, 4)[-1]
+    p_ticks = nice_ticks(0, max_params, 4)
+    p_hi = math.ceil(max_params / p_ticks[1]) * p_ticks[1]
 
     def AX(v: float) -> float:
         return a0 + (min(max(v, lo), hi) - lo) / (hi - lo) * acc_w
@@ -262,11 +271,11 @@ def ablation_chart(rows: list[dict]) -> str:
            "<title>Final test accuracy and parameters per step</title>",
            f'<text class="title" x="{a0}" y="16">Final-epoch test accuracy, % (mean, 95 % CI, each seed)</text>',
            f'<text class="title" x="{p0}" y="16">Parameters</text>',
-           f'<text class="tick" x="{a0}" y="33">zoomed to {lo:g}–{hi:g} %; values outside drawn at the edge ▸</text>']
+           f'<text class="tick" x="{a0}" y="33">zoomed to {lo:g}–{hi:g} %; values outside are drawn at the edge</text>']
     for t in nice_ticks(lo, hi, 6):
         out.append(f'<line class="grid" x1="{_f(AX(t))}" y1="{top}" x2="{_f(AX(t))}" y2="{bottom}"/>')
         out.append(f'<text class="tick" x="{_f(AX(t))}" y="{bottom + 15}" text-anchor="middle">{tick_label(t)}</text>')
-    for t in nice_ticks(0, p_hi, 4):
+    for t in nice_ticks(0, p_hi, 5):
         out.append(f'<line class="grid" x1="{_f(PX(t))}" y1="{top}" x2="{_f(PX(t))}" y2="{bottom}"/>')
         out.append(f'<text class="tick" x="{_f(PX(t))}" y="{bottom + 15}" text-anchor="middle">{t:,.0f}</text>')
     out.append(f'<rect class="frame" x="{a0}" y="{top}" width="{acc_w}" height="{bottom - top}"/>')
@@ -278,7 +287,8 @@ def ablation_chart(rows: list[dict]) -> str:
             over = r["params"] > r["max_params"]
             out.append(f'<rect x="{p0}" y="{_f(cy - 7)}" width="{_f(PX(r["params"]) - p0)}" height="14" '
                        f'class="{"bar over" if over else "bar"}"/>')
-            out.append(f'<text class="tick" x="{_f(PX(r["params"]) + 4)}" y="{_f(cy + 4)}">{r["params"]:,}</text>')
+            # Inside the bar's end, where it cannot collide with the 10,000 line.
+            out.append(f'<text x="{_f(PX(r["params"]) - 5)}" y="{_f(cy + 4)}" text-anchor="end">{r["params"]:,}</text>')
         if not r["finals"]:
             out.append(f'<text class="tick" x="{a0 + 8}" y="{_f(cy + 4)}">no runs</text>')
             continue
@@ -289,13 +299,19 @@ def ablation_chart(rows: list[dict]) -> str:
                        f'stroke="#202124" stroke-width="2"/>')
         if not missing(r["mean"]):
             out.append(f'<rect x="{_f(AX(r["mean"]) - 1.5)}" y="{_f(cy - 7)}" width="3" height="14" fill="#202124"/>')
+            if not lo <= r["mean"] <= hi:  # off the zoomed axis: say where it is
+                below = r["mean"] < lo
+                out.append(f'<text class="tick" x="{_f(AX(r["mean"]) + (8 if below else -8))}" y="{_f(cy + 4)}" '
+                           f'text-anchor="{"start" if below else "end"}">{"◂ " if below else ""}mean {r["mean"]:.2f} %'
+                           f'{"" if below else " ▸"}</text>')
     x = AX(MISSION_GOALS.accuracy_floor)
     out.append(f'<line x1="{_f(x)}" y1="{top}" x2="{_f(x)}" y2="{bottom}" stroke="{FLOOR_COLOR}" stroke-width="1.5" '
                f'stroke-dasharray="5 3"/>')
-    x = PX(MISSION_GOALS.max_params + 1)
+    budget = MISSION_GOALS.max_params + 1
+    x = PX(budget)
     out.append(f'<line x1="{_f(x)}" y1="{top}" x2="{_f(x)}" y2="{bottom}" stroke="{FLOOR_COLOR}" stroke-width="1.5" '
                f'stroke-dasharray="5 3"/>')
-    out.append(f'<text class="tick" x="{_f(x)}" y="{top - 4}" text-anchor="middle" fill="{FLOOR_COLOR}">10,000</text>')
+    out.append(f'<text class="tick" x="{_f(x)}" y="{top - 4}" text-anchor="middle">{budget:,}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -319,17 +335,18 @@ def _epoch_ticks(epochs: int) -> list[float]:
 def step_charts(step: Step, records: list[dict]) -> list[str]:
     epochs = max([step.epochs] + [len(r["history"]) for r in records])
     x_range, x_ticks = (1, max(epochs, 2)), _epoch_ticks(epochs)
-    judged = max(1, step.epochs - step.goals.last_epochs) + 0.5 if step.epochs > step.goals.last_epochs else None
+    judged = step.epochs - step.goals.last_epochs + 0.5 if step.epochs > step.goals.last_epochs else None
     charts = []
     if records:
-        seeds = [Series(f"seed {r['seed']}", tuple((row["epoch"], row["test_acc"]) for row in r["history"]),
+        seeds = [Series(f"seed {r['seed']}" + (f" (diverged at {r['diverged_at']})" if r["diverged_at"] else ""),
+                        tuple((row["epoch"], row["test_acc"]) for row in r["history"]),
                         SEED_COLORS[i % len(SEED_COLORS)], width=1.4, opacity=0.85)
                  for i, r in enumerate(records)]
         stats = _mean_std_by_epoch(records, "test_acc")
         mean = Series("mean", tuple((e, m) for e, m, _ in stats), "#202124", width=2.2)
         band = [Band("mean ± sd", tuple((e, m - s, m + s) for e, m, s in stats), "#202124")] if len(records) > 1 else []
         lo, hi = ZOOM
-        charts.append(line_chart(f"Test accuracy per epoch, zoomed to {lo:g}–{hi:g} % (shaded: the judged epochs)",
+        charts.append(line_chart(f"Test accuracy per epoch, zoomed to {lo:g}–{hi:g} %",
                                  seeds + [mean], bands=band, floor=step.goals.accuracy_floor, shade_from=judged,
                                  x_range=x_range, x_ticks=x_ticks, y_range=ZOOM, y_label="test accuracy, %",
                                  y_ticks=[round(lo + 0.1 * k, 1) for k in range(1, 12, 2)]))
@@ -345,11 +362,13 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
         losses = [m for _, m, _ in train + test if m > 0]
         if losses:
             y_range = (min(losses) / 1.5, max(losses) * 1.5)
+            ticks = log_ticks(*y_range)
+            ticks = ticks if len(ticks) > 1 else nice_ticks(*y_range, 3)  # a narrow range may hold one 1-2-5 value
             charts.append(line_chart("Loss (mean over seeds, log scale)",
                                      [Series("train", tuple((e, m) for e, m, _ in train), TRAIN_COLOR, 2),
                                       Series("test", tuple((e, m) for e, m, _ in test), TEST_COLOR, 2)],
                                      x_range=x_range, x_ticks=x_ticks, y_range=y_range, log_y=True,
-                                     y_ticks=log_ticks(*y_range) or None, y_label="cross-entropy"))
+                                     y_ticks=ticks, y_label="cross-entropy"))
     charts.append(lr_chart(step, records, x_range, x_ticks))
     return charts
 
@@ -396,7 +415,7 @@ def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
         return {"status": "none", "text": "no runs", "failed": [], "known_miss": step.known_miss}
     n = len(records)
     g = step.goals
-    names = {"params": f"over {g.max_params:,} params", "epochs": f"over {g.max_epochs} epochs",
+    names = {"params": f"over {g.max_params:,} params", "epochs": f"not completed within {g.max_epochs} epochs",
              "floor": f"below {g.accuracy_floor:g} % in the last {g.last_epochs}", "diverged": "diverged"}
     failed = []
     for key, label in names.items():
@@ -430,6 +449,7 @@ def step_view(step: Step, records: list[dict]) -> dict:
         "n": len(records), "planned": len(step.seeds), "finals": finals,
         "final_mean": summary["final_mean"] if summary else None,
         "final": (f"{num(summary['final_mean'])} ± {num(summary['final_std'])}" if finals else "—"),
+        "n_final": len(finals),
         "ci": summary["final_ci95"] if summary else (math.nan, math.nan),
         "ci_text": (f"[{num(summary['final_ci95'][0])}, {num(summary['final_ci95'][1])}]"
                     if summary and not missing(summary["final_ci95"][0]) else "—"),
@@ -598,6 +618,11 @@ def record_flags(step: Step | None, record: dict) -> list[str]:
     return flags
 
 
+def when(iso: str) -> str:
+    """'2026-11-28T15:59:36+00:00' -> '2026-11-28 15:59 UTC' (records store UTC)."""
+    return iso[:16].replace("T", " ") + (" UTC" if iso.endswith("+00:00") else iso[19:])
+
+
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
     from .records import source_hash
 
@@ -627,7 +652,7 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
     return {"source_hash": source_hash(), "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
             "flags": flags, "walls": walls, "n": len(all_records),
             "total_wall": num(sum(r["provenance"]["wall_seconds"] for r in all_records), 1),
-            "dates": (started[0], finished[-1]) if all_records else None,
+            "dates": (when(started[0]), when(finished[-1])) if all_records else None,
             "others": [(name, len(recs)) for name, recs in sorted(records_by_step.items()) if name not in STEPS]}
 
 
@@ -672,7 +697,7 @@ def _env(autoescape: bool):
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(num=num, signed=signed, count=count, sort_key=sort_key)
+    env.filters.update(num=num, signed=signed, count=count, epoch=epoch, sort_key=sort_key)
     return env
 
 

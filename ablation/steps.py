@@ -292,10 +292,24 @@ _onecycle = replace(
     schedule=Schedule(kind="onecycle", warmup=0.25, final_epoch=10),
 )
 
-_narrow8k = replace(
+_no_dropout = replace(
     _onecycle,
-    name="8-narrow-8k",
+    name="8-no-dropout",
     parent="7-onecycle",
+    changes=("dropout",),
+    target="Drop dropout: a network this small under-fits (train accuracy stays below test accuracy), so the "
+           "regularisation costs more than it gives, and augmentation already regularises.",
+    result=PENDING,
+    analysis=PENDING,
+    notes="Chosen on the validation split with the 5,752-parameter layout of step 10, seed 0: dropout 0.1 "
+          "ended at 98.95 % (last five epochs 98.93–99.03), dropout 0 at 99.2x % (99.18–99.23).",
+    dropout=0.0,
+)
+
+_narrow8k = replace(
+    _no_dropout,
+    name="9-narrow-8k",
+    parent="8-no-dropout",
     changes=("layout",),
     target="Under 8,000 parameters: narrow the middle of the network (second convolution 16 → 12, the two after the "
            "pool 16 → 12), keeping the 16-wide end that GAP averages.",
@@ -309,8 +323,8 @@ _narrow8k = replace(
 
 _narrow6k = replace(
     _narrow8k,
-    name="9-narrow-6k",
-    parent="8-narrow-8k",
+    name="10-narrow-6k",
+    parent="9-narrow-8k",
     changes=("layout",),
     target="Under 6,000 parameters: narrow every layer again (8, 10 | 10, 12, 12, 14).",
     result=PENDING,
@@ -321,7 +335,7 @@ _narrow6k = replace(
     goals=Goals(max_params=6_000, mean_final_floor=99.5),
 )
 
-BEYOND_STEPS = (_bs128, _onecycle, _narrow8k, _narrow6k)
+BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k)
 
 STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS + BEYOND_STEPS}
 FINAL_STEP = list(STEPS)[-1]

@@ -93,7 +93,7 @@ def test_printed_numbers_are_the_records_numbers(runs, page, markdown):
         assert mean_sd in row
         assert f"[{lo:.2f}, {hi:.2f}]" in row
         assert f"{min_last:.2f}" in row
-        assert f"{best:.2f}" in row and f"{seed_best:.2f}" in row and f"{best - seed_best:+.2f}" in row
+        assert f"{best:.2f}" in row and f"{seed_best:.2f}" in row and f"{best - seed_best:+.2f}".replace("-", "−") in row
     assert f"{mean_sd} %" in page  # the step's own section says it too
 
 
@@ -147,6 +147,18 @@ def test_diverged_and_missing_runs_are_said(page):
     assert "no runs of 2-bn-dropout" not in page and "no runs" in page
     assert f"no weights (.pt) beside the {FINAL_STEP} records" in page
     assert "Mission not met" in page
+
+
+def test_records_of_other_code_or_a_dirty_tree_are_flagged(tmp_path):
+    stale, dirty, smoke = make_record(GOOD_STEP, 0), make_record(GOOD_STEP, 1), make_record(GOOD_STEP, 2)
+    stale["provenance"]["source_hash"] = "0123456789abcdef"
+    dirty["provenance"]["dirty"] = True
+    smoke["provenance"]["train_images"] = 2048
+    html = report.render_html(load_all(write_records(tmp_path, [stale, dirty, smoke])))
+    assert "made by engine source 0123456789abcdef" in html
+    assert "uncommitted engine changes" in html
+    assert "trained on 2,048 images only" in html
+    assert html.count("6 of 15 epochs") == 3  # the fixture's short histories are flagged too
 
 
 def test_markdown_has_the_verdict_and_every_target(markdown):

@@ -40,7 +40,7 @@ def test_each_seed_has_distinct_generator_streams():
     assert len(set(seeds)) == len(seeds)
 
 
-@pytest.mark.parametrize("name", ["2-bn-dropout", "5-lr-schedule", "8-narrow-8k"])
+@pytest.mark.parametrize("name", ["2-bn-dropout", "5-lr-schedule", "10-narrow-6k"])
 def test_multi_seed_pass_matches_one_seed_runs(name, mnist):
     """Seed k of a K-seed pass draws exactly what a one-seed run of seed k draws (same init, order,
     augmentation and dropout masks); only the grouped convolution's float summation order differs.

@@ -1,0 +1,74 @@
+"""The bench command on tiny settings: its figures, their consistency, JSON, --save and its errors."""
+import functools
+import json
+
+import pytest
+import torch
+
+from ablation import bench
+from ablation.__main__ import main
+
+pytestmark = pytest.mark.fast
+
+# Tiny settings: the 2-worker loader takes seconds to start and a 2048² matmul is slow on one core.
+TINY = dict(workers=(0,), matmul_size=256, log=lambda text: None)
+RATES = ("reference_samples_per_s", "engine_samples_per_s", "multi_seed_samples_per_s")
+
+
+@pytest.fixture(scope="module")
+def figures(data_dir):
+    return bench.run("cpu", batches=2, seeds=2, data_dir=data_dir, **TINY)
+
+
+def test_figures_are_positive_and_complete(figures):
+    for key in RATES + ("speedup_single", "speedup_multi", "flops_per_sample", "engine_gflops", "multi_seed_gflops",
+                        "reference_gflops", "matmul_gflops", "matmul_gflops_all_cores", "matmul_share"):
+        assert figures[key] > 0, key
+    assert figures["seeds"] == 2 and figures["batches"] == 2 and figures["device"] == "cpu"
+    assert figures["threads"] == torch.get_num_threads() and figures["params"] == 9_752
+    assert list(figures["reference_samples_per_s_by_workers"]) == ["0"]
+    assert figures["torch"] == torch.__version__
+
+
+def test_ratios_are_the_quotients_of_the_rates(figures):
+    ref = figures["reference_samples_per_s"]
+    assert ref == max(figures["reference_samples_per_s_by_workers"].values())
+    assert figures["speedup_single"] == pytest.approx(figures["engine_samples_per_s"] / ref, rel=1e-12)
+    assert figures["speedup_multi"] == pytest.approx(figures["multi_seed_samples_per_s"] / ref, rel=1e-12)
+    assert figures["engine_gflops"] == pytest.approx(figures["engine_samples_per_s"] * figures["flops_per_sample"] / 1e9)
+    assert figures["matmul_share"] == pytest.approx(figures["engine_gflops"] / figures["matmul_gflops"])
+
+
+def test_flops_per_image_are_a_few_mflop():
+    # A 9,752-parameter convnet on 28x28 costs a few MFLOP per image forward and backward.
+    assert 1e6 < bench.flops_per_sample(bench.bench_step(), torch.device("cpu")) < 1e8
+
+
+def test_table_shows_every_rate_and_ratio(figures):
+    text = bench.format_table(figures)
+    for key in RATES[1:]:
+        assert f"{figures[key]:,.0f}" in text
+        assert f"{figures[key] / figures['reference_samples_per_s']:.2f}" in text
+    assert "reference loop, 0 workers" in text and "2 seeds in one pass" in text
+
+
+def test_cli_json_and_save(data_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench, "run", functools.partial(bench.run, **TINY))
+    save = tmp_path / "new" / "bench.json"
+    argv = ["bench", "--json", "--batches", "2", "--seeds", "2", "--device", "cpu", "--data-dir", str(data_dir)]
+    assert main(argv + ["--save", str(save)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(save.read_text())
+    assert printed["speedup_multi"] == pytest.approx(printed["multi_seed_samples_per_s"] / printed["reference_samples_per_s"])
+    assert list(save.parent.iterdir()) == [save]  # no temporary file left behind
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_gpu_exits_2(capsys):
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_too_many_batches_exits_2(capsys):
+    assert main(["bench", "--batches", "100000"]) == 2
+    assert "--batches must be between 1 and" in capsys.readouterr().err
