@@ -100,10 +100,10 @@ def cmd_summary(args) -> int:
 class Progress:
     """A tqdm bar over all images of a run on a terminal; one line per epoch otherwise (logs, CI)."""
 
-    def __init__(self, total_images: int, label: str):
+    def __init__(self, total_images: int, label: str, bar: bool = True):
         self.bar = None
         self.label = label
-        if sys.stderr.isatty():
+        if bar and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_images, desc=label, unit="img", unit_scale=True, leave=False)
@@ -125,11 +125,31 @@ class Progress:
             self.bar.close()
 
 
+def _train_and_save(task: dict) -> list[str]:
+    """Train one group of seeds of one step and save a record per seed (here, or in a pool worker)."""
+    from . import records
+    from .train import train_many
+
+    step, seeds = task["step"], task["seeds"]
+    progress = Progress(task["n_images"], f"{step.name} seeds {','.join(map(str, seeds))}", bar=task["bar"])
+    try:
+        results = train_many(step, seeds, device=task["device"], epochs=task["epochs"], data=task.get("data"),
+                             data_dir=task["data_dir"], holdout=task["holdout"], threads=task["threads"],
+                             on_epoch=progress.epoch, on_batch=progress.batch, **task["quick"])
+    finally:
+        progress.close()
+    return [f"wrote {records.save(r, task['out'])} ({r.finished - r.started:.0f} s)" for r in results]
+
+
 def cmd_run(args) -> int:
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     from . import records
     from .analysis import step_summary
     from .data import DataError, load_mnist
-    from .train import resolve_device, train_many
+    from .train import resolve_device
 
     try:
         args.steps = [with_overrides(step, args.overrides) for step in args.steps]
@@ -144,19 +164,26 @@ def cmd_run(args) -> int:
     group = args.group or (len(args.seeds) if device.type == "cuda" else 1)
     quick = dict(limit_train=2048, limit_test=1000) if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
-    for step in args.steps:
-        for i in range(0, len(args.seeds), group):
-            seeds = args.seeds[i:i + group]
-            n_images = (quick.get("limit_train") or len(data.train_labels)) * (epochs or step.epochs) * len(seeds)
-            progress = Progress(n_images, f"{step.name} seeds {','.join(map(str, seeds))}")
+    tasks = [{"step": step, "seeds": args.seeds[i:i + group], "device": str(device), "epochs": epochs,
+              "data_dir": args.data_dir, "holdout": args.holdout, "threads": args.threads, "quick": quick,
+              "out": args.out, "n_images": (quick.get("limit_train") or len(data.train_labels))
+              * (epochs or step.epochs) * len(args.seeds[i:i + group])}
+             for step in args.steps for i in range(0, len(args.seeds), group)]
+    # On a CPU, one single-thread process per core beats one process using every core (small
+    # convolutions scale poorly across threads), and keeps results independent of the job count.
+    jobs = min(args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), len(tasks))
+    if jobs == 1:
+        for task in tasks:
+            print("\n".join(_train_and_save({**task, "data": data, "bar": True})), file=sys.stderr, flush=True)
+    else:
+        print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             try:
-                results = train_many(step, seeds, device=device, epochs=epochs, data=data, holdout=args.holdout,
-                                     threads=args.threads, on_epoch=progress.epoch, on_batch=progress.batch, **quick)
-            finally:
-                progress.close()
-            for r in results:
-                path = records.save(r, args.out)
-                print(f"wrote {path} ({r.finished - r.started:.0f} s)", file=sys.stderr, flush=True)
+                for future in as_completed([pool.submit(_train_and_save, {**task, "bar": False}) for task in tasks]):
+                    print("\n".join(future.result()), file=sys.stderr, flush=True)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     # The summary covers every record of the steps asked for, including earlier runs.
     all_records = records.load_all(args.out)
     rows = []
@@ -212,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
     p.add_argument("--group", type=positive_int, default=None,
                    help="seeds trained together in one pass (default: all on cuda, 1 on cpu, where grouping does not pay)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default $ABLATION_THREADS or 1)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="runs trained in parallel processes (default: one per CPU core on cpu, 1 on cuda)")
     p.add_argument("--holdout", type=positive_int, default=0,
                    help="evaluate on N images held out of the training set instead of the test set (for design choices)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",

@@ -60,12 +60,20 @@ def test_cuda_without_a_gpu_is_refused(capsys, tmp_path):
 
 
 def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsys):
-    out = tmp_path / "runs"
-    code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--out", str(out),
-                 "--data-dir", str(data_dir), "--no-report"])
-    assert code == 0
-    assert sorted(p.name for p in (out / "5-lr-schedule").iterdir()) == ["seed-0.json", "seed-0.pt", "seed-1.json", "seed-1.pt"]
-    assert "5-lr-schedule" in capsys.readouterr().out
+    from ablation.records import load_all
+
+    histories = {}
+    for jobs in ("1", "2"):  # in this process, then in two worker processes: the same numbers
+        out = tmp_path / f"runs-{jobs}"
+        code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--out", str(out),
+                     "--data-dir", str(data_dir), "--no-report", "--jobs", jobs])
+        assert code == 0
+        files = sorted(p.name for p in (out / "5-lr-schedule").iterdir())
+        assert files == ["seed-0.json", "seed-0.pt", "seed-1.json", "seed-1.pt"]
+        assert "5-lr-schedule" in capsys.readouterr().out
+        histories[jobs] = [[{k: v for k, v in row.items() if k != "seconds"} for row in r["history"]]
+                           for r in load_all(out)["5-lr-schedule"]]
+    assert histories["1"] == histories["2"]
 
 
 def test_interrupt_keeps_finished_records_and_writes_no_partial_one(data_dir, tmp_path, monkeypatch, capsys):
@@ -83,7 +91,7 @@ def test_interrupt_keeps_finished_records_and_writes_no_partial_one(data_dir, tm
     monkeypatch.setattr(engine, "train_many", interrupted_second_time)
     out = tmp_path / "runs"
     code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--out", str(out),
-                 "--data-dir", str(data_dir), "--no-report"])
+                 "--data-dir", str(data_dir), "--no-report", "--jobs", "1"])
     assert code == 130 and "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "5-lr-schedule").iterdir()) == ["seed-0.json", "seed-0.pt"]
 
