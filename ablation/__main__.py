@@ -97,58 +97,13 @@ def cmd_summary(args) -> int:
     return 0
 
 
-class Progress:
-    """A tqdm bar over all images of a run on a terminal; one line per epoch otherwise (logs, CI)."""
-
-    def __init__(self, total_images: int, label: str, bar: bool = True):
-        self.bar = None
-        self.label = label
-        if bar and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total_images, desc=label, unit="img", unit_scale=True, leave=False)
-
-    def batch(self, n: int) -> None:
-        if self.bar:
-            self.bar.update(n)
-
-    def epoch(self, seed: int, epoch: int, row: dict) -> None:
-        text = (f"{self.label} seed {seed} epoch {epoch:2d}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"
-                f"  test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}%  lr {row['lr']:.4g}  {row['seconds']:.1f}s")
-        if self.bar:
-            self.bar.write(text)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.close()
-
-
-def _train_and_save(task: dict) -> list[str]:
-    """Train one group of seeds of one step and save a record per seed (here, or in a pool worker)."""
-    from . import records
-    from .train import train_many
-
-    step, seeds = task["step"], task["seeds"]
-    progress = Progress(task["n_images"], f"{step.name} seeds {','.join(map(str, seeds))}", bar=task["bar"])
-    try:
-        results = train_many(step, seeds, device=task["device"], epochs=task["epochs"], data=task.get("data"),
-                             data_dir=task["data_dir"], holdout=task["holdout"], threads=task["threads"],
-                             on_epoch=progress.epoch, on_batch=progress.batch, **task["quick"])
-    finally:
-        progress.close()
-    return [f"wrote {records.save(r, task['out'])} ({r.finished - r.started:.0f} s)" for r in results]
-
-
 def cmd_run(args) -> int:
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
 
     from . import records
     from .analysis import step_summary
     from .data import DataError, load_mnist
+    from .runner import Task, run_tasks
     from .train import resolve_device
 
     try:
@@ -164,26 +119,9 @@ def cmd_run(args) -> int:
     group = args.group or (len(args.seeds) if device.type == "cuda" else 1)
     quick = dict(limit_train=2048, limit_test=1000) if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
-    tasks = [{"step": step, "seeds": args.seeds[i:i + group], "device": str(device), "epochs": epochs,
-              "data_dir": args.data_dir, "holdout": args.holdout, "threads": args.threads, "quick": quick,
-              "out": args.out, "n_images": (quick.get("limit_train") or len(data.train_labels))
-              * (epochs or step.epochs) * len(args.seeds[i:i + group])}
-             for step in args.steps for i in range(0, len(args.seeds), group)]
-    # On a CPU, one single-thread process per core beats one process using every core (small
-    # convolutions scale poorly across threads), and keeps results independent of the job count.
-    jobs = min(args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), len(tasks))
-    if jobs == 1:
-        for task in tasks:
-            print("\n".join(_train_and_save({**task, "data": data, "bar": True})), file=sys.stderr, flush=True)
-    else:
-        print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            try:
-                for future in as_completed([pool.submit(_train_and_save, {**task, "bar": False}) for task in tasks]):
-                    print("\n".join(future.result()), file=sys.stderr, flush=True)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+    tasks = [Task(step, args.seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
+                  quick, args.out) for step in args.steps for i in range(0, len(args.seeds), group)]
+    run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
     # The summary covers every record of the steps asked for, including earlier runs.
     all_records = records.load_all(args.out)
     rows = []

@@ -60,20 +60,26 @@ def test_cuda_without_a_gpu_is_refused(capsys, tmp_path):
 
 
 def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsys):
+    import subprocess
+    import sys
+
     from ablation.records import load_all
 
-    histories = {}
-    for jobs in ("1", "2"):  # in this process, then in two worker processes: the same numbers
-        out = tmp_path / f"runs-{jobs}"
-        code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--out", str(out),
-                     "--data-dir", str(data_dir), "--no-report", "--jobs", jobs])
-        assert code == 0
-        files = sorted(p.name for p in (out / "5-lr-schedule").iterdir())
+    out = tmp_path / "runs-1"
+    argv = ["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--data-dir", str(data_dir), "--no-report"]
+    assert main(argv + ["--out", str(out), "--jobs", "1"]) == 0
+    assert "5-lr-schedule" in capsys.readouterr().out
+    # Two worker processes, started the way users start them (python -m), give the same numbers.
+    done = subprocess.run([sys.executable, "-m", "ablation", *argv, "--out", str(tmp_path / "runs-2"), "--jobs", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    histories = []
+    for folder in (out, tmp_path / "runs-2"):
+        files = sorted(p.name for p in (folder / "5-lr-schedule").iterdir())
         assert files == ["seed-0.json", "seed-0.pt", "seed-1.json", "seed-1.pt"]
-        assert "5-lr-schedule" in capsys.readouterr().out
-        histories[jobs] = [[{k: v for k, v in row.items() if k != "seconds"} for row in r["history"]]
-                           for r in load_all(out)["5-lr-schedule"]]
-    assert histories["1"] == histories["2"]
+        histories.append([[{k: v for k, v in row.items() if k != "seconds"} for row in r["history"]]
+                          for r in load_all(folder)["5-lr-schedule"]])
+    assert histories[0] == histories[1]
 
 
 def test_interrupt_keeps_finished_records_and_writes_no_partial_one(data_dir, tmp_path, monkeypatch, capsys):

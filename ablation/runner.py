@@ -1,0 +1,103 @@
+"""Runs as jobs: train groups of seeds, save their records, show progress; one process per CPU core.
+
+A pool worker is a fresh interpreter (spawn), so what it runs lives here, in an importable module,
+not in __main__.
+"""
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from .data import MNIST
+from .steps import Step
+
+
+@dataclass(frozen=True)
+class Task:
+    """One pass of the engine: `seeds` of `step`, trained together, one record each."""
+
+    step: Step
+    seeds: list[int]
+    device: str
+    epochs: int | None  # None: the step's own
+    data_dir: str | None
+    holdout: int  # images held out of train as the evaluation set; 0: the test set
+    threads: int | None
+    quick: dict  # limit_train / limit_test for smoke runs
+    out: Path
+
+    def images(self, data: MNIST) -> int:
+        per_epoch = self.quick.get("limit_train") or len(data.train_labels)
+        return per_epoch * (self.epochs or self.step.epochs) * len(self.seeds)
+
+
+class Progress:
+    """A tqdm bar over all images of a run on a terminal; one line per epoch otherwise (logs, CI, pool workers)."""
+
+    def __init__(self, total_images: int, label: str, bar: bool = True):
+        self.bar = None
+        self.label = label
+        if bar and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_images, desc=label, unit="img", unit_scale=True, leave=False)
+
+    def batch(self, n: int) -> None:
+        if self.bar:
+            self.bar.update(n)
+
+    def epoch(self, seed: int, epoch: int, row: dict) -> None:
+        text = (f"{self.label} seed {seed} epoch {epoch:2d}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"
+                f"  test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}%  lr {row['lr']:.4g}  {row['seconds']:.1f}s")
+        if self.bar:
+            self.bar.write(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> list[str]:
+    """Train one task and save a record per seed; returns one 'wrote ...' line per record."""
+    from . import records
+    from .data import load_mnist
+    from .train import train_many
+
+    data = data or load_mnist(task.data_dir)
+    label = f"{task.step.name} seeds {','.join(map(str, task.seeds))}"
+    progress = Progress(task.images(data), label, bar=bar)
+    try:
+        results = train_many(task.step, task.seeds, device=task.device, epochs=task.epochs, data=data,
+                             holdout=task.holdout, threads=task.threads, on_epoch=progress.epoch,
+                             on_batch=progress.batch, **task.quick)
+    finally:
+        progress.close()
+    return [f"wrote {records.save(r, task.out)} ({r.finished - r.started:.0f} s)" for r in results]
+
+
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None) -> None:
+    """Run every task, `jobs` at a time in worker processes (or here, when jobs is 1).
+
+    On a CPU, one single-thread process per core beats one process using every core (small
+    convolutions scale poorly across threads), and the thread count, hence every result, stays the
+    same whatever the job count.
+    """
+    jobs = max(1, min(jobs, len(tasks)))
+    if jobs == 1:
+        for task in tasks:
+            print("\n".join(train_and_save(task, data)), file=sys.stderr, flush=True)
+        return
+    print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(train_and_save, task, None, False) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                print("\n".join(future.result()), file=sys.stderr, flush=True)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
