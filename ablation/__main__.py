@@ -58,12 +58,6 @@ def table(rows: list[list], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def goals_text(step: Step) -> str:
-    g = step.goals
-    text = f"≤{g.max_params:,} params, ≥{g.accuracy_floor:g}% last {g.last_epochs}, ≤{g.max_epochs} ep"
-    return text + (f", mean ≥{g.mean_final_floor:g}%" if g.mean_final_floor else "")
-
-
 def cmd_steps(args) -> int:
     from . import build_model, count_parameters
 
@@ -80,7 +74,7 @@ def cmd_steps(args) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(table([[r["name"], f"{r['params']:,}", r["epochs"], r["batch_size"], r["lr"], r["augment"],
-                  goals_text(STEPS[r["name"]])] for r in rows],
+                  STEPS[r["name"]].goals.describe()] for r in rows],
                 ["step", "params", "epochs", "batch", "optimiser / lr / schedule", "augmentation", "goals"]))
     return 0
 
@@ -116,11 +110,14 @@ def cmd_run(args) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    group = args.group or (len(args.seeds) if device.type == "cuda" else 1)
     quick = dict(limit_train=2048, limit_test=1000) if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
-    tasks = [Task(step, args.seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
-                  quick, args.out) for step in args.steps for i in range(0, len(args.seeds), group)]
+    tasks = []
+    for step in args.steps:
+        seeds = args.seeds or list(step.seeds)
+        group = args.group or (len(seeds) if device.type == "cuda" else 1)
+        tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
+                       quick, args.out) for i in range(0, len(seeds), group)]
     run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
     # The summary covers every record of the steps asked for, including earlier runs.
     all_records = records.load_all(args.out)
@@ -170,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train steps over seeds, write run records, print a summary, render the report")
     p.add_argument("--steps", type=parse_steps, default="all", help="comma-separated step names, or 'all' (default)")
-    p.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4 (default) or 0,3")
+    p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,3 (default: each step's own seeds)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override every step's epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
@@ -216,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished records are kept; the run in progress wrote nothing", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from .analysis import last_epochs_at_or_above, layer_table, step_summary
 from .augment import Augment
-from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff
+from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff, run_config
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -36,8 +36,6 @@ MAX_MISTAKES_SHOWN = 60
 # Seed lines avoid red and orange (the floor line and the train curve) until there are more than seven seeds.
 SEED_COLORS = ("#1f77b4", "#2a9d3a", "#9334e6", "#8c564b", "#12a4b4", "#b5a000", "#5f6368", "#d6338a", "#e8710a")
 TRAIN_COLOR, TEST_COLOR, FLOOR_COLOR = "#e8710a", "#1f77b4", "#d93025"
-PROSE_FIELDS = {"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss", "seed_report",
-                "params", "seeds"}
 
 
 # --- formatting: one place, fixed precision, so numbers and bytes are stable ------------------------
@@ -68,16 +66,11 @@ def sort_key(x) -> str:
     return "" if missing(x) else f"{x:.4f}"
 
 
-def goals_text(g: Goals) -> str:
-    text = f"≤ {g.max_params:,} params, ≥ {g.accuracy_floor:g} % in each of the last {g.last_epochs}, ≤ {g.max_epochs} epochs"
-    return text + (f", mean final ≥ {g.mean_final_floor:g} %" if g.mean_final_floor else "")
-
-
 def describe_value(value) -> str:
     if isinstance(value, (Schedule, Augment)):
         return value.describe()
     if isinstance(value, Goals):
-        return goals_text(value)
+        return value.describe()
     if isinstance(value, tuple):
         return " ".join(map(str, value))
     if isinstance(value, float):
@@ -442,7 +435,7 @@ def step_view(step: Step, records: list[dict]) -> dict:
     view = {
         "name": step.name, "anchor": "step-" + step.name, "parent": step.parent, "step": step,
         "target": step.target, "result": step.result, "analysis": step.analysis, "notes": step.notes,
-        "known_miss": step.known_miss, "goals": goals_text(step.goals),
+        "known_miss": step.known_miss, "goals": step.goals.describe(),
         "params": count(records[0]["params"] if records else step.params),
         "params_v": records[0]["params"] if records else step.params,
         "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.augment.describe(),
@@ -609,8 +602,7 @@ def record_flags(step: Step | None, record: dict) -> list[str]:
     if step is not None:
         if len(record["history"]) < step.epochs and record["diverged_at"] is None:
             flags.append(f"{len(record['history'])} of {step.epochs} epochs")
-        now = json.loads(json.dumps(dataclasses.asdict(step)))
-        changed = sorted(k for k in now if k not in PROSE_FIELDS and record["config"].get(k) != now[k])
+        changed = sorted(k for k, v in run_config(step).items() if record["config"].get(k) != v)
         if changed:
             flags.append("config differs from the registry in " + ", ".join(changed))
     if record["diverged_at"] is not None:

@@ -8,7 +8,7 @@ differs from its parent in exactly those fields, so the diff between two entries
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from .augment import Augment
 
@@ -41,6 +41,11 @@ class Goals:
     last_epochs: int = 5  # ... held in each of this many last epochs, on every seed
     max_epochs: int = 15  # epochs allowed
     mean_final_floor: float | None = None  # percent; mean over seeds of the final-epoch test accuracy
+
+    def describe(self) -> str:
+        text = (f"≤ {self.max_params:,} params, ≥ {self.accuracy_floor:g} % in each of the last {self.last_epochs}, "
+                f"≤ {self.max_epochs} epochs")
+        return text + (f", mean final ≥ {self.mean_final_floor:g} %" if self.mean_final_floor else "")
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,29 @@ class Step:
         return f"{self.optimizer} {self.lr:g}, {self.schedule.describe()}"
 
 
+# Fields that describe or judge a step but do not change what its run computes.
+NON_RUN_FIELDS = frozenset({"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss",
+                            "seed_report", "params", "goals", "seeds"})
+
+
 def config_diff(parent: Step, child: Step) -> dict[str, tuple]:
-    """{field: (parent value, child value)} for the fields that define a run (not the prose, the goals or the seeds)."""
-    prose = {"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss", "seed_report", "params",
-             "goals", "seeds"}
+    """{field: (parent value, child value)} for the fields that define a run."""
     return {f.name: (getattr(parent, f.name), getattr(child, f.name))
-            for f in fields(Step) if f.name not in prose and getattr(parent, f.name) != getattr(child, f.name)}
+            for f in fields(Step) if f.name not in NON_RUN_FIELDS and getattr(parent, f.name) != getattr(child, f.name)}
+
+
+def run_config(step: Step) -> dict:
+    """The fields that define a run, as they read in a record's JSON `config` (tuples as lists)."""
+    import json
+
+    return {k: v for k, v in json.loads(json.dumps(asdict(step))).items() if k not in NON_RUN_FIELDS}
 
 
 SEEDS = (0, 1, 2, 3, 4)
+# The seed's steps and the intermediate steps after them are reported over three seeds: all that the
+# 2-core CPU that trained them allowed in one session. The steps that carry the beyond-the-seed goals
+# (under 8,000 and 6,000 parameters) are reported over five, as those goals ask.
+FEW_SEEDS = (0, 1, 2)
 
 # The seed's two non-GAP layouts could not be read off the text; this one is the step-3 network with
 # its head swapped (last 3x3 to 12 channels, then a 6x6 convolution to 10 instead of GAP + 1x1), the
@@ -128,7 +147,7 @@ _basic = Step(
     augment=Augment(),
     label_smoothing=0.0,
     epochs=15,
-    seeds=SEEDS,
+    seeds=FEW_SEEDS,
     goals=Goals(),
     known_miss="13,160 parameters: over the 10,000 budget by design (the seed's own analysis says so)",
     seed_report=SeedReport(params=13_160, best_train_acc=99.17, best_test_acc=99.18),
@@ -248,6 +267,8 @@ _lr_schedule = replace(
           "independent re-run with 0.02 reproduced the seed's numbers (best 99.56 %). Batch 32 as at the end of "
           "step 4; StepLR(step_size=4, gamma=0.5) stepped once per epoch. The seed's claim of consistency is the "
           "mission itself, so this step carries the mission's goals.",
+    known_miss="the seed's claim of consistency is a one-seed result: ≥ 99.4 % in each of the last 5 epochs holds on "
+               "0 of 3 seeds (their minima 99.32, 99.38, 99.36 %)",
     lr=0.02,
     schedule=Schedule(kind="step", step_epochs=4, gamma=0.5),
     seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.49, epoch=13, epochs_run=20),
@@ -274,6 +295,7 @@ _bs128 = replace(
     notes="Linear scaling rule for SGD: lr grows with the batch.",
     batch_size=128,
     lr=0.08,
+    known_miss=None,  # set from the measured runs
     seed_report=None,
 )
 
@@ -301,8 +323,9 @@ _no_dropout = replace(
            "regularisation costs more than it gives, and augmentation already regularises.",
     result=PENDING,
     analysis=PENDING,
-    notes="Chosen on the validation split with the 5,752-parameter layout of step 10, seed 0: dropout 0.1 "
-          "ended at 98.95 % (last five epochs 98.93–99.03), dropout 0 at 99.2x % (99.18–99.23).",
+    notes="Chosen on the validation split (seed 0) with the 5,752-parameter layout of step 10, while it was still "
+          "drafted as '9-narrow-6k' (reports/validation/9-narrow-6k*): dropout 0.1 ended at 98.95 % (last five epochs "
+          "98.93–99.03 %), dropout 0 at 99.21 % (99.18–99.23 %).",
     dropout=0.0,
 )
 
@@ -318,6 +341,7 @@ _narrow8k = replace(
     notes="",
     params=7_536,
     layout=("conv3:8", "conv3:12", "conv1:8", "pool", "conv3:12", "conv3:12", "conv3:16", "conv3p:16", "gap", "conv1:10"),
+    seeds=SEEDS,
     goals=Goals(max_params=8_000, mean_final_floor=99.5),
 )
 
@@ -327,6 +351,8 @@ _narrow6k = replace(
     parent="9-narrow-8k",
     changes=("layout",),
     target="Under 6,000 parameters: narrow every layer again (8, 10 | 10, 12, 12, 14).",
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 4 of 5 seeds (seed 2: 99.35 %), and the mean final "
+               "accuracy is 99.44 %, not ≥ 99.5 %",
     result=PENDING,
     analysis=PENDING,
     notes="",

@@ -16,7 +16,7 @@ import pytest
 
 from ablation import records
 from ablation.analysis import goal_verdicts, step_summary
-from ablation.steps import FINAL_STEP, STEPS, get_step
+from ablation.steps import FINAL_STEP, STEPS, get_step, run_config
 from ablation.train import train
 
 pytestmark = pytest.mark.slow
@@ -57,9 +57,8 @@ def reusable(path, step) -> dict | None:
     if not path.exists():
         return None
     record = records.load(path)
-    import dataclasses
-
-    same_config = record["config"] == records.json.loads(records.json.dumps(dataclasses.asdict(step)))
+    config = run_config(step)
+    same_config = {k: record["config"].get(k) for k in config} == config
     return record if same_config and records.is_current(record) and record["evaluated_on"] == "test" else None
 
 
