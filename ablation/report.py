@@ -23,7 +23,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import last_epochs_at_or_above, layer_table, step_summary
+from .analysis import goal_verdicts, last_epochs_at_or_above, layer_table, step_summary
 from .augment import Augment
 from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff, run_config
 
@@ -497,7 +497,23 @@ def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict
         ] + rows
     view = views[FINAL_STEP]
     return {"step": FINAL_STEP, "rows": rows, "met": all(r["met"] for r in rows),
-            "own": view["verdict"], "own_goals": view["goals"]}
+            "own": view["verdict"], "own_goals": view["goals"], "meeting": steps_meeting_mission(records_by_step)}
+
+
+def steps_meeting_mission(records_by_step: dict[str, list[dict]]) -> list[str]:
+    """Every step (registry order) whose runs meet the mission's goals on all of its planned seeds.
+
+    A fact about the records, listed beside the verdict; the verdict itself stays on FINAL_STEP,
+    fixed before any run, so no step is picked for it by its test accuracy.
+    """
+    out = []
+    for name, step in STEPS.items():
+        records = records_by_step.get(name, [])
+        if records and set(step.seeds) <= {r["seed"] for r in records} and all(
+                all(v["met"] for v in goal_verdicts(MISSION_GOALS, r["params"], r["history"], r["diverged_at"]).values())
+                for r in records):
+            out.append(f"{name} ({records[0]['params']:,} parameters, {len(records)}/{len(records)} seeds)")
+    return out
 
 
 # --- what the final model gets wrong ---------------------------------------------------------------

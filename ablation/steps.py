@@ -85,6 +85,7 @@ class Step:
     goals: Goals
     known_miss: str | None  # why the goals are not met on every seed, from our runs (a strict xfail)
     seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
+    floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
 
     def describe_lr(self) -> str:
         return f"{self.optimizer} {self.lr:g}, {self.schedule.describe()}"
@@ -92,7 +93,7 @@ class Step:
 
 # Fields that describe or judge a step but do not change what its run computes.
 NON_RUN_FIELDS = frozenset({"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss",
-                            "seed_report", "params", "goals", "seeds"})
+                            "seed_report", "params", "goals", "seeds", "floor_misses"})
 
 
 def config_diff(parent: Step, child: Step) -> dict[str, tuple]:
@@ -269,6 +270,7 @@ _lr_schedule = replace(
           "mission itself, so this step carries the mission's goals.",
     known_miss="the seed's claim of consistency is a one-seed result: ≥ 99.4 % in each of the last 5 epochs holds on "
                "0 of 3 seeds (their minima 99.32, 99.38, 99.36 %)",
+    floor_misses=(0, 1, 2),
     lr=0.02,
     schedule=Schedule(kind="step", step_epochs=4, gamma=0.5),
     seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.49, epoch=13, epochs_run=20),
@@ -296,6 +298,7 @@ _bs128 = replace(
     batch_size=128,
     lr=0.08,
     known_miss=None,  # set from the measured runs
+    floor_misses=(),
     seed_report=None,
 )
 
@@ -336,8 +339,16 @@ _narrow8k = replace(
     changes=("layout",),
     target="Under 8,000 parameters: narrow the middle of the network (second convolution 16 → 12, the two after the "
            "pool 16 → 12), keeping the 16-wide end that GAP averages.",
-    result=PENDING,
-    analysis=PENDING,
+    result="7,536 parameters. Final-epoch test accuracy 99.48 ± 0.04 % over 5 seeds (99.48, 99.51, 99.45, 99.53, "
+           "99.45); the lowest of the last 5 epochs per seed 99.47, 99.45, 99.43, 99.47, 99.43 %: the floor holds on "
+           "5 of 5 seeds. Training accuracy (augmented) 99.52 %.",
+    analysis="1. The mission's own bar (under 10,000 parameters, ≥ 99.4 % in each of the last 5 epochs, 15 epochs) "
+             "holds on every one of 5 seeds, with 7,536 parameters: the consistency the seed claimed from one run, "
+             "now over five. 2. Our stricter goal for this step, a mean final accuracy of at least 99.5 %, is missed "
+             "by 0.02 % (99.48 %). 3. Training accuracy is level with test accuracy: capacity, not over-fitting, "
+             "limits it. 4. The layout was not tuned on the validation split; only the recipe it inherits was.",
+    known_miss="the floor holds on 5 of 5 seeds (minima 99.47, 99.45, 99.43, 99.47, 99.43 %), but the mean final "
+               "accuracy is 99.48 %, not ≥ 99.5 %",
     notes="",
     params=7_536,
     layout=("conv3:8", "conv3:12", "conv1:8", "pool", "conv3:12", "conv3:12", "conv3:16", "conv3p:16", "gap", "conv1:10"),
@@ -353,9 +364,20 @@ _narrow6k = replace(
     target="Under 6,000 parameters: narrow every layer again (8, 10 | 10, 12, 12, 14).",
     known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 4 of 5 seeds (seed 2: 99.35 %), and the mean final "
                "accuracy is 99.44 %, not ≥ 99.5 %",
-    result=PENDING,
-    analysis=PENDING,
-    notes="",
+    floor_misses=(2,),
+    result="5,752 parameters. Final-epoch test accuracy 99.44 ± 0.04 % over 5 seeds (99.47, 99.45, 99.37, 99.48, "
+           "99.45); the lowest of the last 5 epochs per seed 99.47, 99.41, 99.35, 99.45, 99.45 %: the floor holds on 4 of "
+           "5 seeds. Training accuracy (augmented) 99.43 %.",
+    analysis="1. The settled schedule did what step 7 aimed at: each seed's last five epochs lie within 0.05 % of one "
+             "another, so consistency is no longer the problem; the level is. 2. Training accuracy equals test "
+             "accuracy: the network is capacity-bound, not over-fitting. 3. One seed in five ends at 99.37 %, so the "
+             "bar fails on that seed, and the mean, 99.44 %, is short of 99.5 %. 4. On the validation split (seed 0) "
+             "none of the one-knob changes we tried beat this recipe (final 99.21 %): translation ±0.1 99.17, the "
+             "anneal ending at epoch 13 99.16, weight decay 5e-4 99.14, label smoothing 0.1 99.18, peak lr 0.1 "
+             "99.16 %; all within one seed's noise of each other. 5. Still better than both references: the seed's "
+             "9,752-parameter recipe holds the bar on 0 of 3 seeds, a 6,088-parameter public layout on 0 of 3.",
+    notes="Chosen on the validation split: the layout with dropout 0 (reports/validation/9-narrow-6k[dropout=0.0], "
+          "its draft name) and the variants listed in the analysis (reports/validation/10-narrow-6k[...]).",
     params=5_752,
     layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:12", "conv3:12", "conv3p:14", "gap", "conv1:10"),
     goals=Goals(max_params=6_000, mean_final_floor=99.5),
