@@ -151,6 +151,7 @@ _basic = Step(
     seeds=FEW_SEEDS,
     goals=Goals(),
     known_miss="13,160 parameters: over the 10,000 budget by design (the seed's own analysis says so)",
+    floor_misses=(0, 1, 2),
     seed_report=SeedReport(params=13_160, best_train_acc=99.17, best_test_acc=99.18),
 )
 
@@ -196,7 +197,8 @@ _gap = replace(
           "mission's 15, so its late figures are outside our window.",
     params=9_752,
     layout=GAP_LAYOUT,
-    known_miss=None,  # set from the measured runs below
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.26, 99.13, 99.08 %); the seed "
+               "does not claim it here either",
     seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.35, epochs_run=20),
 )
 
@@ -213,6 +215,8 @@ _gap_bs64 = replace(
              "experimented with.",
     notes="The batch-64 variant of step 3, same learning rate (the seed does not rescale it).",
     batch_size=64,
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.31, 99.31, 99.13 %); the seed "
+               "says its 99.47 % was 'not consistent'",
     seed_report=SeedReport(params=9_752, best_train_acc=99.28, best_test_acc=99.47, epoch=19, epochs_run=20),
 )
 
@@ -232,6 +236,7 @@ _augment = replace(
           "does not give the jitter strengths: brightness and contrast ±0.1 here (saturation and hue do nothing to "
           "grey images; see augment.py). '9.4' in the analysis is the seed's typo for 99.4.",
     augment=Augment(rotation=7.0, brightness=0.1, contrast=0.1),
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.24, 99.06, 99.11 %)",
     seed_report=SeedReport(params=9_752, best_train_acc=99.00, best_test_acc=99.45, epoch=17, epochs_run=20),
 )
 
@@ -247,6 +252,8 @@ _augment_bs32 = replace(
              "before 15 epochs but there was a dip to 99.29 on the 15th epoch. 5. The model can be made more consistent.",
     notes="The batch-32 variant of step 4, same learning rate. The seed's 99.53 is at epoch 20, outside our 15.",
     batch_size=32,
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.22, 99.19, 99.22 %); the seed "
+               "saw the same: 'a dip to 99.29 on the 15th epoch'",
     seed_report=SeedReport(params=9_752, best_train_acc=98.94, best_test_acc=99.49, epoch=13, epochs_run=20),
 )
 
@@ -283,8 +290,6 @@ SEED_STEPS = (_basic, _bn_dropout, _gap, _gap_bs64, _augment, _augment_bs32, _lr
 # `run --holdout 10000`, records under reports/validation/); the test set is reported once, as it comes.
 # Result and Analysis are written from the committed records.
 
-PENDING = "(not yet measured)"
-
 _bs128 = replace(
     _lr_schedule,
     name="6-bs128",
@@ -292,13 +297,19 @@ _bs128 = replace(
     changes=("batch_size", "lr"),
     target="Four times the batch (32 → 128) with the learning rate scaled with it (0.02 → 0.08): the same "
            "schedule in a quarter of the steps, so every later experiment costs less.",
-    result=PENDING,
-    analysis=PENDING,
+    result="9,752 parameters. Final-epoch test accuracy 99.39 ± 0.01 % over 3 seeds (99.38, 99.40, 99.39); the "
+           "lowest of the last 5 epochs per seed 99.36, 99.35, 99.36 %: the floor holds on 0 of 3 seeds. Each run "
+           "took 4.9 minutes against 7.8 for step 5 on the same CPU.",
+    analysis="1. The larger batch with the scaled rate costs nothing in accuracy (99.39 against 99.40 % for step 5, "
+             "within one standard deviation) and saves a third of the wall time, so every later experiment starts "
+             "here. 2. It does not fix consistency either: even at lr 0.01 (epochs 9–12) and 0.005 the test "
+             "accuracy still moves by up to 0.1 % from one epoch to the next, which is what a schedule that settles "
+             "before the judged epochs (step 7) addresses.",
     notes="Linear scaling rule for SGD: lr grows with the batch.",
     batch_size=128,
     lr=0.08,
-    known_miss=None,  # set from the measured runs
-    floor_misses=(),
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.36, 99.35, 99.36 %)",
+    floor_misses=(0, 1, 2),
     seed_report=None,
 )
 
@@ -309,10 +320,21 @@ _onecycle = replace(
     changes=("schedule", "lr"),
     target="A one-cycle schedule that has settled before the judged epochs: warm up to a peak lr, anneal linearly "
            "to the floor by epoch 10, and hold it there, so the last 5 epochs barely move.",
-    result=PENDING,
-    analysis=PENDING,
+    result="9,752 parameters. Final-epoch test accuracy 99.48 ± 0.05 % over 3 seeds (99.43, 99.46, 99.54); the "
+           "lowest of the last 5 epochs per seed 99.40, 99.45, 99.52 %: the mission's bar holds on 3 of 3 seeds, on "
+           "seed 0 with no margin at all. Training accuracy (augmented, with dropout) 99.14 %.",
+    analysis="1. Once the learning rate has settled by epoch 10, the last five epochs move by at most 0.05 % on each "
+             "seed, against 0.1–0.2 % under StepLR (step 5): the schedule buys the consistency the seed was after. "
+             "2. Training accuracy sits 0.3 % below test accuracy: with dropout and augmentation together this small "
+             "network under-fits, which points at dropout as the next thing to drop. 3. On the validation split "
+             "(seed 0) this step ended at 99.14 % (last five 99.10–99.20 %). With step 10's layout, ending the anneal "
+             "at epoch 13 instead of 10 gave 99.16 against 99.21 % and a lower minimum over the last five (99.04 "
+             "against 99.18 %), so epoch 10 was kept.",
     notes="The lead from an independent trainer: one-cycle runs that were still at a large lr in epochs 11–12 "
-          "dipped there. Peak and end epoch chosen on the validation split.",
+          "dipped there. Peak and end epoch checked on the validation split with step 10's layout (seed 0): peak "
+          "0.2 over 0.1 (99.21 against 99.16 %), anneal ending at epoch 10 over 13 (see the analysis).",
+    known_miss=None,
+    floor_misses=(),
     lr=0.2,
     schedule=Schedule(kind="onecycle", warmup=0.25, final_epoch=10),
 )
@@ -324,8 +346,13 @@ _no_dropout = replace(
     changes=("dropout",),
     target="Drop dropout: a network this small under-fits (train accuracy stays below test accuracy), so the "
            "regularisation costs more than it gives, and augmentation already regularises.",
-    result=PENDING,
-    analysis=PENDING,
+    result="9,752 parameters. Final-epoch test accuracy 99.53 ± 0.03 % over 3 seeds (99.50, 99.52, 99.56); the "
+           "lowest of the last 5 epochs per seed 99.49, 99.51, 99.53 %: the mission's bar holds on 3 of 3 seeds. "
+           "Training accuracy (augmented) 99.60 %.",
+    analysis="1. Without dropout the seed's own network, trained for 15 epochs, holds ≥ 99.4 % in each of the last 5 "
+             "epochs on every seed, with margin (lowest 99.49 %). 2. Training accuracy now exceeds test accuracy "
+             "slightly (99.60 vs 99.53 %): the network is no longer held back by dropout noise, and there is room to "
+             "spend fewer parameters, which the next two steps do.",
     notes="Chosen on the validation split (seed 0) with the 5,752-parameter layout of step 10, while it was still "
           "drafted as '9-narrow-6k' (reports/validation/9-narrow-6k*): dropout 0.1 ended at 98.95 % (last five epochs "
           "98.93–99.03 %), dropout 0 at 99.21 % (99.18–99.23 %).",
