@@ -110,9 +110,9 @@ def run_config(step: Step) -> dict:
 
 
 SEEDS = (0, 1, 2, 3, 4)
-# The seed's steps and the intermediate steps after them are reported over three seeds: all that the
-# 2-core CPU that trained them allowed in one session. The steps that carry the beyond-the-seed goals
-# (under 8,000 and 6,000 parameters) are reported over five, as those goals ask.
+# Most steps are reported over three seeds: all that the 2-core CPU that trained them allowed in one
+# session. The seed's final recipe, whose consistency claim is the question, and the steps that carry the
+# beyond-the-seed goals (under 8,000 and 6,000 parameters) are reported over five.
 FEW_SEEDS = (0, 1, 2)
 
 # The seed's two non-GAP layouts could not be read off the text; this one is the step-3 network with
@@ -150,7 +150,8 @@ _basic = Step(
     epochs=15,
     seeds=FEW_SEEDS,
     goals=Goals(),
-    known_miss="13,160 parameters: over the 10,000 budget by design (the seed's own analysis says so)",
+    known_miss="13,160 parameters: over the 10,000 budget by design (the seed's own analysis says so); ≥ 99.4 % in "
+               "each of the last 5 epochs holds on 0 of 3 seeds (minima 98.06, 98.60, 98.66 %)",
     floor_misses=(0, 1, 2),
     seed_report=SeedReport(params=13_160, best_train_acc=99.17, best_test_acc=99.18),
 )
@@ -173,7 +174,8 @@ _bn_dropout = replace(
     batchnorm=True,
     dropout=0.1,
     momentum=0.9,
-    known_miss="13,328 parameters: over the 10,000 budget (the seed's own analysis says parameters must come down)",
+    known_miss="13,328 parameters: over the 10,000 budget (the seed's own analysis says parameters must come down); "
+               "≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.29, 99.23, 99.23 %)",
     seed_report=SeedReport(params=13_160, best_train_acc=99.19, best_test_acc=99.29),
 )
 
@@ -276,8 +278,9 @@ _lr_schedule = replace(
           "step 4; StepLR(step_size=4, gamma=0.5) stepped once per epoch. The seed's claim of consistency is the "
           "mission itself, so this step carries the mission's goals.",
     known_miss="the seed's claim of consistency is a one-seed result: ≥ 99.4 % in each of the last 5 epochs holds on "
-               "0 of 3 seeds (their minima 99.32, 99.38, 99.36 %)",
-    floor_misses=(0, 1, 2),
+               "0 of 5 seeds (their minima 99.32, 99.38, 99.36, 99.35, 99.32 %)",
+    floor_misses=(0, 1, 2, 3, 4),
+    seeds=SEEDS,
     lr=0.02,
     schedule=Schedule(kind="step", step_epochs=4, gamma=0.5),
     seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.49, epoch=13, epochs_run=20),
@@ -310,6 +313,7 @@ _bs128 = replace(
     lr=0.08,
     known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.36, 99.35, 99.36 %)",
     floor_misses=(0, 1, 2),
+    seeds=FEW_SEEDS,
     seed_report=None,
 )
 
