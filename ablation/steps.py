@@ -450,7 +450,8 @@ def with_overrides(step: Step, assignments: list[str]) -> Step:
 
 
 def get_step(name: str) -> Step:
+    """The step called `name`; "final" names the last step of the registry."""
     try:
-        return STEPS[name]
+        return STEPS[FINAL_STEP if name == "final" else name]
     except KeyError:
         raise KeyError(f"unknown step {name!r}; known steps: {', '.join(STEPS)}") from None

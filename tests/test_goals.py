@@ -18,17 +18,16 @@ import pytest
 
 from ablation import records
 from ablation.analysis import goal_verdicts, step_summary
-from ablation.steps import FINAL_STEP, STEPS, get_step, run_config
+from ablation.steps import run_config
 from ablation.train import train
 
 pytestmark = pytest.mark.slow
 
 
 def selected_steps(config) -> list:
-    names = config.getoption("--steps")
-    if not names:
-        return list(STEPS.values())
-    return [STEPS[FINAL_STEP] if n == "final" else get_step(n) for n in names.split(",")]
+    from ablation.__main__ import parse_steps
+
+    return parse_steps(config.getoption("--steps") or "all")
 
 
 def selected_seeds(config, step) -> list[int]:

@@ -60,6 +60,10 @@ def test_bad_overrides_are_rejected(bad):
         with_overrides(STEPS["7-onecycle"], [bad])
 
 
+def test_final_names_the_last_step():
+    assert get_step("final") is STEPS[FINAL_STEP] is list(STEPS.values())[-1]
+
+
 def test_unknown_step_names_the_known_ones():
     with pytest.raises(KeyError, match="1-basic"):
         get_step("no-such-step")
