@@ -414,7 +414,69 @@ _narrow6k = replace(
     goals=Goals(max_params=6_000, mean_final_floor=99.5),
 )
 
-BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k)
+_no_jitter = replace(
+    _narrow8k,
+    name="11-no-jitter",
+    parent="9-narrow-8k",
+    changes=("augment",),
+    target="Back to the 7,536-parameter layout of step 9, without the colour jitter: a grey digit's brightness and "
+           "contrast carry no class information, and a network that cannot even fit its augmented training images "
+           "(train accuracy level with test accuracy) should not spend capacity on them. Rotation ±7° stays.",
+    result="7,536 parameters. Final-epoch test accuracy 99.42 ± 0.10 % over 3 seeds (99.33, 99.41, 99.52); the "
+           "lowest of the last 5 epochs per seed 99.33, 99.41, 99.49 %: the floor holds on 2 of 3 seeds. Training "
+           "accuracy (augmented) 99.52 %, the same as step 9's.",
+    analysis="1. A failure, kept as one: against step 9 with the same seeds the final test accuracy moved by −0.15, "
+             "−0.10 and +0.07 %, and seed 0 drops below the floor. 2. The validation split had pointed the other way: "
+             "with step 10's layout (seeds 0 and 1) the jitter-free runs ended at 99.20 and 99.24 % against 99.21 and "
+             "99.13 % with jitter (mean 99.22 against 99.17 %). Both differences are within the seed-to-seed spread "
+             "(about ±0.05 % on validation, ±0.1 % here), so the colour jitter neither clearly helps nor hurts: what "
+             "two seeds on a validation split can and cannot tell apart. 3. Training accuracy did not rise without "
+             "the jitter, so the capacity the target expected to free was not spent on it; step 12 goes back to the "
+             "jitter and looks for capacity in the layout instead.",
+    notes="Chosen on the validation split (reports/validation/10-narrow-6k[augment.brightness=0.0,augment.contrast=0.0] "
+          "against reports/validation/10-narrow-6k and 9-narrow-6k[dropout=0.0], the same recipe under its draft name). "
+          "Trained on 3 seeds, not 5: seed 0 already missed the floor, so the step could not meet its goals, and the "
+          "CPU time went to step 12.",
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 2 of 3 seeds (seed 0: 99.33 %), and the mean final "
+               "accuracy is 99.42 %, not ≥ 99.5 %",
+    floor_misses=(0,),
+    seeds=FEW_SEEDS,
+    augment=Augment(rotation=7.0),
+)
+
+_wide_end = replace(
+    _narrow8k,
+    name="12-wide-end",
+    parent="9-narrow-8k",
+    changes=("layout",),
+    target="Still under 8,000 parameters, but spent later: the convolutions before and just after the pool narrow "
+           "(12 → 10 channels each) and the middle one after the pool widens (12 → 16), so the last three 3x3 "
+           "convolutions, at 8x8 and 6x6 where each output pixel sees most of the digit, are all 16 wide. "
+           "7,952 parameters against step 9's 7,536.",
+    result="7,952 parameters. Final-epoch test accuracy 99.49 ± 0.06 % over 5 seeds (99.55, 99.52, 99.46, 99.52, "
+           "99.41); the lowest of the last 5 epochs per seed 99.55, 99.50, 99.41, 99.50, 99.41 %: the floor holds on 5 "
+           "of 5 seeds. Training accuracy (augmented) 99.53 %. 3.1 minutes a run.",
+    analysis="1. The mission's bar, ≥ 99.4 % in each of the last 5 epochs within 15 epochs, holds on every one of 5 "
+             "seeds with 7,952 parameters, 18 % fewer than the seed's network; on two seeds (2 and 4) by 0.01 %. "
+             "2. The stricter goal of this project, a mean final accuracy of 99.5 %, is missed by 0.01 % (99.49 %). "
+             "3. Against step 9 with the same seeds the final accuracy moved by +0.07, +0.01, +0.01, −0.01 and "
+             "−0.04 %: 416 more parameters placed late bought no measurable gain on the test set. 4. The choice was "
+             "made on the validation split (seeds 0 and 1, final accuracy): this layout 99.24 and 99.22 %, step 9's "
+             "99.09 and 99.25 %, and the same budget spent in the middle instead (12 → 14 for the three "
+             "convolutions after the pool, 7,900 parameters) 99.13 and 99.19 %. 5. What the seeds spread shows: with "
+             "a standard deviation of 0.04–0.06 % per run, a 5-seed mean is known to about ±0.025 %, so a step whose "
+             "mean sits at 99.49 % cannot be told from one at 99.5 % by these runs; a clear pass needs a real gain of "
+             "a few hundredths, which neither a wider layout nor the one-knob recipe changes tried so far have given.",
+    notes="Chosen on the validation split: reports/validation/9-narrow-8k (step 9 as it is), "
+          "9-narrow-8k[layout=(...'conv3:10','conv3:16','conv3:16','conv3p:16'...)] (this step) and "
+          "9-narrow-8k[layout=(...'conv3:14','conv3:14','conv3:14','conv3p:16'...)] (the middle widened).",
+    known_miss="the floor holds on 5 of 5 seeds (minima 99.55, 99.50, 99.41, 99.50, 99.41 %), but the mean final "
+               "accuracy is 99.49 %, not ≥ 99.5 %",
+    params=7_952,
+    layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:16", "conv3:16", "conv3p:16", "gap", "conv1:10"),
+)
+
+BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end)
 
 STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS + BEYOND_STEPS}
 FINAL_STEP = list(STEPS)[-1]
