@@ -476,7 +476,42 @@ _wide_end = replace(
     layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:16", "conv3:16", "conv3p:16", "gap", "conv1:10"),
 )
 
-BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end)
+_wide_end6k = replace(
+    _wide_end,
+    name="13-wide-end-6k",
+    parent="12-wide-end",
+    changes=("layout",),
+    target="Step 12's lesson at under 6,000 parameters: against step 10's layout, the first convolution after the "
+           "pool narrows (10 → 8) and the two after it widen (12 → 14), the padded last one narrows (14 → 12). "
+           "5,984 parameters.",
+    result="5,984 parameters. Final-epoch test accuracy 99.40 ± 0.06 % over 5 seeds (99.46, 99.47, 99.35, 99.35, "
+           "99.39); the lowest of the last 5 epochs per seed 99.46, 99.47, 99.35, 99.35, 99.39 %: the floor holds on 2 "
+           "of 5 seeds. Training accuracy (augmented) 99.43 %. 3.2 minutes a run.",
+    analysis="1. A failure, kept as one: against step 10 with the same seeds the final accuracy moved by −0.01, "
+             "+0.02, −0.02, −0.13 and −0.06 %, and the floor now holds on 2 seeds instead of 4. 2. The validation "
+             "split had pointed the other way, and clearly by its own measure: 99.28 and 99.24 % (seeds 0 and 1) "
+             "against 99.21 and 99.13 % for step 10's layout, while a third layout (8, 8 | 10, 14, 12, 14, 5,988 "
+             "parameters) ended at 99.18 % on seed 0. 3. Steps 11 and 13 together show the limit of choosing on two "
+             "seeds of a 10,000-image validation split: differences of 0.05–0.1 % there do not carry over to the "
+             "test set, because a single run's accuracy varies by about that much from seed to seed. At under 6,000 "
+             "parameters, no change we could tell apart from noise has raised the level; the one lever that "
+             "reliably does is capacity (5,752–5,984 parameters: 99.40–99.44 %; 7,536–7,952: 99.48–99.49 %; "
+             "9,752: 99.53 %).",
+    notes="Chosen on the validation split: reports/validation/10-narrow-6k[layout=(...'conv3:8','conv3:14','conv3:14',"
+          "'conv3p:12'...)] (this layout) against 10-narrow-6k and 9-narrow-6k[dropout=0.0] (step 10's) and "
+          "10-narrow-6k[layout=(...'conv3:10','conv3:14','conv3:12','conv3p:14'...)]. Tried afterwards on this layout, "
+          "on the validation split only (seeds 0 and 1 against 99.28 and 99.24 %), none better: bilinear rotation "
+          "99.00 and 99.32, momentum 0.95 99.09 and 99.18, peak lr 0.4 99.30 and 99.06, rotation ±10° 99.19 and "
+          "99.22 % (reports/validation/13-wide-end-6k[...]).",
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 2 of 5 seeds (seeds 2, 3, 4: 99.35, 99.35, 99.39 %), "
+               "and the mean final accuracy is 99.40 %, not ≥ 99.5 %",
+    floor_misses=(2, 3, 4),
+    params=5_984,
+    layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:8", "conv3:14", "conv3:14", "conv3p:12", "gap", "conv1:10"),
+    goals=Goals(max_params=6_000, mean_final_floor=99.5),
+)
+
+BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end, _wide_end6k)
 
 STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS + BEYOND_STEPS}
 FINAL_STEP = list(STEPS)[-1]
