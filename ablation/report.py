@@ -698,6 +698,27 @@ def load_bench(path: Path) -> dict | None:
         return None
 
 
+# --- the validation runs behind the choices -----------------------------------------------------------
+
+def validation_view(folder: Path) -> list[dict]:
+    """One row per variant under `folder` (reports/validation): the runs every choice of steps 6 onward was
+    made on, so that a step's Analysis can be checked against them. Accuracy here is on the held-out
+    training images, never the test set; variants are named as `run --set` named them."""
+    from .records import load_all
+
+    rows = []
+    for name, records in sorted(load_all(folder).items()) if Path(folder).is_dir() else ():
+        finals = [r["history"][-1]["test_acc"] for r in records]
+        base, _, overrides = name.partition("[")
+        rows.append({"name": name, "base": base, "in_registry": base in STEPS, "overrides": overrides[:-1] or "as registered",
+                     "params": count(records[0]["params"]), "seeds": ", ".join(str(r["seed"]) for r in records),
+                     "finals": ", ".join(num(f) for f in finals), "mean": num(statistics.fmean(finals)),
+                     "mins": ", ".join(num(min(h["test_acc"] for h in r["history"][-5:])) for r in records),
+                     "evaluated_on": sorted({str(r.get("evaluated_on")) for r in records}),
+                     "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records)})
+    return rows
+
+
 # --- rendering -------------------------------------------------------------------------------------
 
 def _env(autoescape: bool):
@@ -715,9 +736,10 @@ def build_views(records_by_step: dict[str, list[dict]]) -> dict:
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs}
 
 
-def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None) -> str:
+def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
+                validation: list[dict] | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
-    computed); `bench` the parsed bench.json (None: not measured)."""
+    computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows."""
     ctx = build_views(records_by_step)
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
@@ -728,7 +750,8 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     mistakes = mistakes or {"missing": "not computed"}
     if "confusion" in mistakes:
         mistakes = {**mistakes, "matrix": confusion_view(mistakes["confusion"])}
-    ctx.update(mistakes=mistakes, bench=bench_view(bench), provenance=provenance_view(records_by_step))
+    ctx.update(mistakes=mistakes, bench=bench_view(bench), provenance=provenance_view(records_by_step),
+               validation=validation or [])
     return _env(True).get_template("report.html.j2").render(ctx)
 
 
@@ -737,10 +760,12 @@ def render_markdown(records_by_step: dict[str, list[dict]]) -> str:
     return _env(False).get_template("report.md.j2").render(build_views(records_by_step))
 
 
-def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: Path | None = None) -> list[Path]:
+def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: Path | None = None,
+                 validation: Path | None = None) -> list[Path]:
     """Render the records under `runs` to `out` (default reports/ablation.html or .md); return the paths written.
 
     bench: the speed figures' JSON, by default bench.json beside the runs folder (reports/bench.json).
+    validation: the validation runs' folder, by default validation/ beside the runs folder.
     """
     from .records import _atomic_write, load_all
 
@@ -753,7 +778,8 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
         text = render_markdown(records_by_step)
     else:
         text = render_html(records_by_step, final_mistakes(runs, records_by_step),
-                           load_bench(bench if bench is not None else runs.parent / "bench.json"))
+                           load_bench(bench if bench is not None else runs.parent / "bench.json"),
+                           validation_view(validation if validation is not None else runs.parent / "validation"))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

@@ -272,3 +272,25 @@ def test_renders_in_headless_chromium(page, tmp_path):
                     html.as_uri()], check=True, capture_output=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1400, 3000)
+
+
+def test_validation_runs_are_listed_with_their_numbers(runs, page, tmp_path):
+    assert "no validation runs" in page
+    variant = "3-gap[lr=0.1]"
+    records = []
+    for seed, top in ((0, 99.1), (1, 99.3)):
+        r = make_record(GOOD_STEP, seed, top=top)
+        r.update(step=variant, evaluated_on="validation (10000 held out of train)")
+        records.append(r)
+    leaked = make_record(GOOD_STEP, 0)  # a run on the test set that sits among the validation runs
+    leaked["step"] = "3-gap[lr=0.3]"
+    folder = write_records(tmp_path / "validation", records + [leaked])
+    html = report.render_files(runs, tmp_path / "r.html", validation=folder)[0].read_text()
+    section = html[html.index('<section id="validation">'):html.index('<section id="mistakes">')]
+    finals = [r["history"][-1]["test_acc"] for r in records]
+    mins = [min(h["test_acc"] for h in r["history"][-5:]) for r in records]
+    assert "<code>lr=0.1</code>" in section and "<td class=\"n\">0, 1</td>" in section
+    assert ", ".join(report.num(f) for f in finals) in section
+    assert report.num(statistics.fmean(finals)) in section
+    assert ", ".join(report.num(m) for m in mins) in section
+    assert section.count("not a held-out split") == 1  # only the test-set run is flagged
