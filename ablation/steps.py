@@ -110,9 +110,8 @@ def run_config(step: Step) -> dict:
 
 
 SEEDS = (0, 1, 2, 3, 4)
-# Most steps are reported over three seeds: all that the 2-core CPU that trained them allowed in one
-# session. The seed's final recipe, whose consistency claim is the question, and the steps that carry the
-# beyond-the-seed goals (under 8,000 and 6,000 parameters) are reported over five.
+# Every step is reported over five seeds but one: a step whose first seeds already miss its goals may
+# stop at three (FEW_SEEDS), so that the CPU time goes to the next step; its notes say so.
 FEW_SEEDS = (0, 1, 2)
 
 # The seed's two non-GAP layouts could not be read off the text; this one is the step-3 network with
@@ -148,11 +147,11 @@ _basic = Step(
     augment=Augment(),
     label_smoothing=0.0,
     epochs=15,
-    seeds=FEW_SEEDS,
+    seeds=SEEDS,
     goals=Goals(),
     known_miss="13,160 parameters: over the 10,000 budget by design (the seed's own analysis says so); ≥ 99.4 % in "
-               "each of the last 5 epochs holds on 0 of 3 seeds (minima 98.06, 98.60, 98.66 %)",
-    floor_misses=(0, 1, 2),
+               "each of the last 5 epochs holds on 0 of 5 seeds (minima 98.06, 98.60, 98.66, 97.86, 98.59 %)",
+    floor_misses=(0, 1, 2, 3, 4),
     seed_report=SeedReport(params=13_160, best_train_acc=99.17, best_test_acc=99.18),
 )
 
@@ -175,7 +174,7 @@ _bn_dropout = replace(
     dropout=0.1,
     momentum=0.9,
     known_miss="13,328 parameters: over the 10,000 budget (the seed's own analysis says parameters must come down); "
-               "≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.29, 99.23, 99.23 %)",
+               "≥ 99.4 % in each of the last 5 epochs holds on 0 of 5 seeds (minima 99.29, 99.23, 99.23, 99.22, 99.16 %)",
     seed_report=SeedReport(params=13_160, best_train_acc=99.19, best_test_acc=99.29),
 )
 
@@ -199,7 +198,7 @@ _gap = replace(
           "mission's 15, so its late figures are outside our window.",
     params=9_752,
     layout=GAP_LAYOUT,
-    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.26, 99.13, 99.08 %); the seed "
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 5 seeds (minima 99.26, 99.13, 99.08, 99.18, 99.03 %); the seed "
                "does not claim it here either",
     seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.35, epochs_run=20),
 )
@@ -217,7 +216,7 @@ _gap_bs64 = replace(
              "experimented with.",
     notes="The batch-64 variant of step 3, same learning rate (the seed does not rescale it).",
     batch_size=64,
-    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.31, 99.31, 99.13 %); the seed "
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 5 seeds (minima 99.31, 99.31, 99.13, 99.32, 99.25 %); the seed "
                "says its 99.47 % was 'not consistent'",
     seed_report=SeedReport(params=9_752, best_train_acc=99.28, best_test_acc=99.47, epoch=19, epochs_run=20),
 )
@@ -238,7 +237,7 @@ _augment = replace(
           "does not give the jitter strengths: brightness and contrast ±0.1 here (saturation and hue do nothing to "
           "grey images; see augment.py). '9.4' in the analysis is the seed's typo for 99.4.",
     augment=Augment(rotation=7.0, brightness=0.1, contrast=0.1),
-    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.24, 99.06, 99.11 %)",
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 5 seeds (minima 99.24, 99.06, 99.11, 99.26, 99.09 %)",
     seed_report=SeedReport(params=9_752, best_train_acc=99.00, best_test_acc=99.45, epoch=17, epochs_run=20),
 )
 
@@ -254,7 +253,7 @@ _augment_bs32 = replace(
              "before 15 epochs but there was a dip to 99.29 on the 15th epoch. 5. The model can be made more consistent.",
     notes="The batch-32 variant of step 4, same learning rate. The seed's 99.53 is at epoch 20, outside our 15.",
     batch_size=32,
-    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.22, 99.19, 99.22 %); the seed "
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 5 seeds (minima 99.22, 99.19, 99.22, 99.16, 99.18 %); the seed "
                "saw the same: 'a dip to 99.29 on the 15th epoch'",
     seed_report=SeedReport(params=9_752, best_train_acc=98.94, best_test_acc=99.49, epoch=13, epochs_run=20),
 )
@@ -300,20 +299,20 @@ _bs128 = replace(
     changes=("batch_size", "lr"),
     target="Four times the batch (32 → 128) with the learning rate scaled with it (0.02 → 0.08): the same "
            "schedule in a quarter of the steps, so every later experiment costs less.",
-    result="9,752 parameters. Final-epoch test accuracy 99.39 ± 0.01 % over 3 seeds (99.38, 99.40, 99.39); the "
-           "lowest of the last 5 epochs per seed 99.36, 99.35, 99.36 %: the floor holds on 0 of 3 seeds. Each run "
-           "took 4.9 minutes against 7.8 for step 5 on the same CPU.",
-    analysis="1. The larger batch with the scaled rate costs nothing in accuracy (99.39 against 99.40 % for step 5, "
-             "within one standard deviation) and saves a third of the wall time, so every later experiment starts "
+    result="9,752 parameters. Final-epoch test accuracy 99.41 ± 0.03 % over 5 seeds (99.38, 99.40, 99.39, 99.46, "
+           "99.41); the lowest of the last 5 epochs per seed 99.36, 99.35, 99.36, 99.43, 99.35 %: the floor holds on 1 "
+           "of 5 seeds. Each run took 5.1 minutes against 7.0 for step 5 on the same CPU (means over the records).",
+    analysis="1. The larger batch with the scaled rate costs nothing in accuracy (99.41 against 99.40 % for step 5, "
+             "within one standard deviation) and saves over a quarter of the wall time, so every later experiment starts "
              "here. 2. It does not fix consistency either: even at lr 0.01 (epochs 9–12) and 0.005 the test "
              "accuracy still moves by up to 0.1 % from one epoch to the next, which is what a schedule that settles "
              "before the judged epochs (step 7) addresses.",
     notes="Linear scaling rule for SGD: lr grows with the batch.",
     batch_size=128,
     lr=0.08,
-    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 0 of 3 seeds (minima 99.36, 99.35, 99.36 %)",
-    floor_misses=(0, 1, 2),
-    seeds=FEW_SEEDS,
+    known_miss="≥ 99.4 % in each of the last 5 epochs holds on 1 of 5 seeds (minima 99.36, 99.35, 99.36, 99.43, 99.35 %)",
+    floor_misses=(0, 1, 2, 4),
+    seeds=SEEDS,
     seed_report=None,
 )
 
@@ -324,9 +323,10 @@ _onecycle = replace(
     changes=("schedule", "lr"),
     target="A one-cycle schedule that has settled before the judged epochs: warm up to a peak lr, anneal linearly "
            "to the floor by epoch 10, and hold it there, so the last 5 epochs barely move.",
-    result="9,752 parameters. Final-epoch test accuracy 99.48 ± 0.05 % over 3 seeds (99.43, 99.46, 99.54); the "
-           "lowest of the last 5 epochs per seed 99.40, 99.45, 99.52 %: the mission's bar holds on 3 of 3 seeds, on "
-           "seed 0 with no margin at all. Training accuracy (augmented, with dropout) 99.14 %.",
+    result="9,752 parameters. Final-epoch test accuracy 99.47 ± 0.04 % over 5 seeds (99.43, 99.46, 99.54, 99.44, "
+           "99.47); the lowest of the last 5 epochs per seed 99.40, 99.45, 99.52, 99.42, 99.47 %: the mission's bar "
+           "holds on 5 of 5 seeds, on "
+           "seed 0 with no margin at all. Training accuracy (augmented, with dropout) 99.11 %.",
     analysis="1. Once the learning rate has settled by epoch 10, the last five epochs move by at most 0.05 % on each "
              "seed, against up to 0.12 % under StepLR (step 5): the schedule buys the consistency the seed sought. "
              "2. Training accuracy sits 0.3 % below test accuracy: with dropout and augmentation together this small "
@@ -350,12 +350,13 @@ _no_dropout = replace(
     changes=("dropout",),
     target="Drop dropout: a network this small under-fits (train accuracy stays below test accuracy), so the "
            "regularisation costs more than it gives, and augmentation already regularises.",
-    result="9,752 parameters. Final-epoch test accuracy 99.53 ± 0.03 % over 3 seeds (99.50, 99.52, 99.56); the "
-           "lowest of the last 5 epochs per seed 99.49, 99.51, 99.53 %: the mission's bar holds on 3 of 3 seeds. "
-           "Training accuracy (augmented) 99.60 %.",
+    result="9,752 parameters. Final-epoch test accuracy 99.50 ± 0.05 % over 5 seeds (99.50, 99.52, 99.56, 99.48, "
+           "99.43); the lowest of the last 5 epochs per seed 99.49, 99.51, 99.53, 99.48, 99.43 %: the mission's bar "
+           "holds on 5 of 5 seeds. Training accuracy (augmented) 99.59 %.",
     analysis="1. Without dropout the seed's own network, trained for 15 epochs, holds ≥ 99.4 % in each of the last 5 "
-             "epochs on every seed, with margin (lowest 99.49 %). 2. Training accuracy now exceeds test accuracy "
-             "slightly (99.60 vs 99.53 %): the network is no longer held back by dropout noise, and there is room to "
+             "epochs on every seed, with a margin of 0.03 % or more (lowest 99.43 %); the mean final accuracy rises by "
+             "0.03 % over step 7's, less than one seed's spread. 2. Training accuracy now exceeds test accuracy "
+             "slightly (99.59 vs 99.50 %): the network is no longer held back by dropout noise, and there is room to "
              "spend fewer parameters, which the next two steps do.",
     notes="Chosen on the validation split (seed 0) with the 5,752-parameter layout of step 10, while it was still "
           "drafted as '9-narrow-6k' (reports/validation/9-narrow-6k*): dropout 0.1 ended at 98.95 % (last five epochs "
@@ -406,7 +407,8 @@ _narrow6k = replace(
              "none of the one-knob changes we tried beat this recipe (final 99.21 %): translation ±0.1 99.17, the "
              "anneal ending at epoch 13 99.16, weight decay 5e-4 99.14, label smoothing 0.1 99.18, peak lr 0.1 "
              "99.16 %; all within one seed's noise of each other. 5. Still better than both references: the seed's "
-             "9,752-parameter recipe holds the bar on 0 of 3 seeds, a 6,088-parameter public layout on 0 of 3.",
+             "9,752-parameter recipe (step 5) holds the bar on 0 of 5 of our seeds (1 of 3 with an independent trainer), "
+             "a 6,088-parameter public layout on 0 of 3 (independent trainer).",
     notes="Chosen on the validation split: the layout with dropout 0 (reports/validation/9-narrow-6k[dropout=0.0], "
           "its draft name) and the variants listed in the analysis (reports/validation/10-narrow-6k[...]).",
     params=5_752,
