@@ -289,7 +289,7 @@ def test_validation_runs_are_listed_with_their_numbers(runs, page, tmp_path):
     section = html[html.index('<section id="validation">'):html.index('<section id="mistakes">')]
     finals = [r["history"][-1]["test_acc"] for r in records]
     mins = [min(h["test_acc"] for h in r["history"][-5:]) for r in records]
-    assert "<code>lr=0.1</code>" in section and "<td class=\"n\">0, 1</td>" in section
+    assert ">lr=0.1</code>" in section and "<td class=\"n\">0, 1</td>" in section
     assert ", ".join(report.num(f) for f in finals) in section
     assert report.num(statistics.fmean(finals)) in section
     assert ", ".join(report.num(m) for m in mins) in section
