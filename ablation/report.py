@@ -707,13 +707,14 @@ def validation_view(folder: Path) -> list[dict]:
     from .records import load_all
 
     rows = []
-    for name, records in sorted(load_all(folder).items()) if Path(folder).is_dir() else ():
+    last = MISSION_GOALS.last_epochs  # the same window as the summary table's "min, last N"
+    for name, records in sorted(load_all(folder).items()):
         finals = [r["history"][-1]["test_acc"] for r in records]
         base, _, overrides = name.partition("[")
         rows.append({"name": name, "base": base, "in_registry": base in STEPS, "overrides": overrides[:-1] or "as registered",
                      "params": count(records[0]["params"]), "seeds": ", ".join(str(r["seed"]) for r in records),
                      "finals": ", ".join(num(f) for f in finals), "mean": num(statistics.fmean(finals)),
-                     "mins": ", ".join(num(min(h["test_acc"] for h in r["history"][-5:])) for r in records),
+                     "mins": ", ".join(num(min(h["test_acc"] for h in r["history"][-last:])) for r in records),
                      "evaluated_on": sorted({str(r.get("evaluated_on")) for r in records}),
                      "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records)})
     return rows
