@@ -109,10 +109,7 @@ def run_config(step: Step) -> dict:
     return {k: v for k, v in json.loads(json.dumps(asdict(step))).items() if k not in NON_RUN_FIELDS}
 
 
-SEEDS = (0, 1, 2, 3, 4)
-# Every step is reported over five seeds but one: a step whose first seeds already miss its goals may
-# stop at three (FEW_SEEDS), so that the CPU time goes to the next step; its notes say so.
-FEW_SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)  # every step is reported over these five
 
 # The seed's two non-GAP layouts could not be read off the text; this one is the step-3 network with
 # its head swapped (last 3x3 to 12 channels, then a 6x6 convolution to 10 instead of GAP + 1x1), the
@@ -424,25 +421,24 @@ _no_jitter = replace(
     target="Back to the 7,536-parameter layout of step 9, without the colour jitter: a grey digit's brightness and "
            "contrast carry no class information, and a network that cannot even fit its augmented training images "
            "(train accuracy level with test accuracy) should not spend capacity on them. Rotation ±7° stays.",
-    result="7,536 parameters. Final-epoch test accuracy 99.42 ± 0.10 % over 3 seeds (99.33, 99.41, 99.52); the "
-           "lowest of the last 5 epochs per seed 99.33, 99.41, 99.49 %: the floor holds on 2 of 3 seeds. Training "
-           "accuracy (augmented) 99.52 %, the same as step 9's.",
+    result="7,536 parameters. Final-epoch test accuracy 99.43 ± 0.07 % over 5 seeds (99.33, 99.41, 99.52, 99.45, "
+           "99.46); the lowest of the last 5 epochs per seed 99.33, 99.41, 99.49, 99.42, 99.46 %: the floor holds on 4 "
+           "of 5 seeds. Training accuracy (augmented) 99.52 %, the same as step 9's.",
     analysis="1. A failure, kept as one: against step 9 with the same seeds the final test accuracy moved by −0.15, "
-             "−0.10 and +0.07 %, and seed 0 drops below the floor. 2. The validation split had pointed the other way: "
+             "−0.10, +0.07, −0.08 and +0.01 % (mean −0.05 %), and seed 0 drops below the floor. 2. The validation "
+             "split had pointed the other way: "
              "with step 10's layout (seeds 0 and 1) the jitter-free runs ended at 99.20 and 99.24 % against 99.21 and "
              "99.13 % with jitter (mean 99.22 against 99.17 %). Both differences are within the seed-to-seed spread "
-             "(about ±0.05 % on validation, ±0.1 % here), so the colour jitter neither clearly helps nor hurts: what "
+             "(about ±0.05 % on validation, ±0.07 % here), so the colour jitter neither clearly helps nor hurts: what "
              "two seeds on a validation split can and cannot tell apart. 3. Training accuracy did not rise without "
              "the jitter, so the capacity the target expected to free was not spent on it; step 12 goes back to the "
              "jitter and looks for capacity in the layout instead.",
     notes="Chosen on the validation split (reports/validation/10-narrow-6k[augment.brightness=0.0,augment.contrast=0.0] "
           "against reports/validation/10-narrow-6k and 9-narrow-6k[dropout=0.0], the same recipe under its draft name). "
-          "Trained on 3 seeds, not 5: seed 0 already missed the floor, so the step could not meet its goals, and the "
-          "CPU time went to step 12.",
-    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 2 of 3 seeds (seed 0: 99.33 %), and the mean final "
-               "accuracy is 99.42 %, not ≥ 99.5 %",
+          "Seeds 3 and 4 were trained a session after the first three.",
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 4 of 5 seeds (seed 0: 99.33 %), and the mean final "
+               "accuracy is 99.43 %, not ≥ 99.5 %",
     floor_misses=(0,),
-    seeds=FEW_SEEDS,
     augment=Augment(rotation=7.0),
 )
 
@@ -498,13 +494,20 @@ _wide_end6k = replace(
              "test set, because a single run's accuracy varies by about that much from seed to seed. At under 6,000 "
              "parameters, no change we could tell apart from noise has raised the level; the one lever that "
              "reliably does is capacity (5,752–5,984 parameters: 99.40–99.44 %; 7,536–7,952: 99.48–99.49 %; "
-             "9,752: 99.53 %).",
+             "9,752: 99.50 %).",
     notes="Chosen on the validation split: reports/validation/10-narrow-6k[layout=(...'conv3:8','conv3:14','conv3:14',"
           "'conv3p:12'...)] (this layout) against 10-narrow-6k and 9-narrow-6k[dropout=0.0] (step 10's) and "
           "10-narrow-6k[layout=(...'conv3:10','conv3:14','conv3:12','conv3p:14'...)]. Tried afterwards on this layout, "
           "on the validation split only (seeds 0 and 1 against 99.28 and 99.24 %), none better: bilinear rotation "
           "99.00 and 99.32, momentum 0.95 99.09 and 99.18, peak lr 0.4 99.30 and 99.06, rotation ±10° 99.19 and "
-          "99.22 % (reports/validation/13-wide-end-6k[...]).",
+          "99.22 % (reports/validation/13-wide-end-6k[...]). A later screen on seeds 0–3, against this layout's "
+          "99.28, 99.24, 99.18 and 99.22 % (mean 99.23 %), found nothing better either (means of the 4 seeds): "
+          "weight decay 1e-4 99.19 %; the four convolutions after the pool padded (step 14's change at this size) "
+          "99.15 %; a second pool after the second of them 99.15 %. With the engine patched for the screen only "
+          "(those records are not kept): Nesterov momentum 99.17 %; SiLU for ReLU 99.12 and 99.19 % (2 seeds); "
+          "BatchNorm after the 1x1 transition as well (6,000 parameters) 99.13, 99.23 and 99.08 % (3 seeds). "
+          "Re-estimating the BatchNorm statistics on clean training images after training moved 11 saved "
+          "validation runs by −0.03 to +0.05 % (mean +0.01 %).",
     known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 2 of 5 seeds (seeds 2, 3, 4: 99.35, 99.35, 99.39 %), "
                "and the mean final accuracy is 99.40 %, not ≥ 99.5 %",
     floor_misses=(2, 3, 4),
@@ -513,7 +516,45 @@ _wide_end6k = replace(
     goals=Goals(max_params=6_000, mean_final_floor=99.5),
 )
 
-BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end, _wide_end6k)
+_padded8k = replace(
+    _wide_end,
+    name="14-padded-8k",
+    parent="12-wide-end",
+    changes=("layout",),
+    target="Step 12's 7,952 parameters, used at more places: the four 3x3 convolutions after the pool are padded, so "
+           "their maps stay 12x12 instead of shrinking to 10, 8, 6 and 6. Each of their weights is applied at 144 "
+           "positions instead of 36–100, digit strokes near the border of the map are seen, and GAP averages over "
+           "a 12x12 map. The receptive field is unchanged; the multiply-adds grow from 0.84 to 1.48 million per "
+           "image (1.8×).",
+    result="7,952 parameters. Final-epoch test accuracy 99.43 ± 0.08 % over 5 seeds (99.45, 99.46, 99.40, 99.31, "
+           "99.51); the lowest of the last 5 epochs per seed 99.44, 99.44, 99.39, 99.31, 99.51 %: the floor holds on 3 "
+           "of 5 seeds. Training accuracy (augmented) 99.41 %. 4.0 minutes a run.",
+    analysis="1. A failure, kept as one: against step 12 with the same seeds the final accuracy moved by −0.10, "
+             "−0.06, −0.06, −0.21 and +0.10 % (mean −0.07 %), and the floor now fails on seeds 2 and 3. "
+             "2. Chosen on the validation split over six seeds (0–5): this layout ended at 99.25, 99.21, 99.23, "
+             "99.28, 99.28 and 99.29 % (mean 99.26 %), step 12's at 99.24, 99.22, 99.15, 99.16, 99.22 and 99.32 % "
+             "(mean 99.22 %), and this layout's lowest of the last five epochs stayed at or above 99.21 % on every "
+             "seed, against 99.11 % at worst for step 12's. The gain in the mean was below the 0.05 % we had set "
+             "beforehand as a clear one, and the same change at under 6,000 parameters had lost 0.08 % on the same "
+             "split (step 13's notes); it was trained on the test seeds as the best-supported candidate of the "
+             "screen, and the test set did not bear it out. 3. Training accuracy fell from 99.53 to 99.41 %: with "
+             "the same parameters and 1.8× the multiply-adds the network fits its training images less well, so "
+             "the extra positions did not turn into usable capacity. 4. Steps 11, 13 and 14 are three changes "
+             "picked on the validation split that lost on the test set; with a seed-to-seed spread of about 0.05 % "
+             "per run, differences of a few hundredths are not resolved by 2–6 validation seeds.",
+    notes="Chosen on the validation split: reports/validation/12-wide-end[layout=(...'conv3p:10','conv3p:16',"
+          "'conv3p:16','conv3p:16'...)] (this layout, seeds 0–5) against reports/validation/12-wide-end (seeds 2–5) "
+          "and 9-narrow-8k[layout=(...'conv3:10','conv3:16','conv3:16','conv3p:16'...)] (step 12's layout under its "
+          "draft name, seeds 0 and 1). Screened at the same budget and not kept: a second pool after the second "
+          "padded convolution (12-wide-end[layout=(...'conv3p:16','pool','conv3p:16'...)], 7,952 parameters), "
+          "99.16, 99.15, 99.23 and 99.13 % (seeds 0–3).",
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 3 of 5 seeds (seeds 2 and 3: 99.39, 99.31 %), and "
+               "the mean final accuracy is 99.43 %, not ≥ 99.5 %",
+    floor_misses=(2, 3),
+    layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3p:10", "conv3p:16", "conv3p:16", "conv3p:16", "gap", "conv1:10"),
+)
+
+BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end, _wide_end6k, _padded8k)
 
 STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS + BEYOND_STEPS}
 FINAL_STEP = list(STEPS)[-1]
