@@ -79,6 +79,24 @@ def step_summary(records: list[dict], goals: Goals) -> dict:
     }
 
 
+
+def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None:
+    """A step's final test accuracy minus its parent's, seed by seed, over the seeds both ran to the end.
+
+    What an ablation row claims is this difference; comparing the same seeds keeps a lucky or unlucky
+    seed of one step from standing in for the change. None when no seed is shared.
+    """
+    def finals(recs: list[dict]) -> dict[int, float]:
+        return {r["seed"]: r["history"][-1]["test_acc"] for r in recs if r["history"] and r["diverged_at"] is None}
+
+    child, parent = finals(records), finals(parent_records)
+    seeds = sorted(child.keys() & parent.keys())
+    if not seeds:
+        return None
+    deltas = [child[s] - parent[s] for s in seeds]
+    mean, std = mean_std(deltas)
+    return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "ci95": confidence_interval95(deltas)}
+
 # --- the per-layer table and the receptive field -------------------------------------------------
 
 def layer_table(model: Net, image_size: int = 28) -> list[dict]:

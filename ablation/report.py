@@ -23,7 +23,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import goal_verdicts, last_epochs_at_or_above, layer_table, step_summary
+from .analysis import goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
 from .augment import Augment
 from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff, run_config
 
@@ -49,7 +49,8 @@ def num(x, digits: int = 2) -> str:
 
 
 def signed(x, digits: int = 2) -> str:
-    return "—" if missing(x) else f"{x:+.{digits}f}".replace("-", "−")
+    # round first (+ 0.0 turns -0.0 into 0.0), so that -0.004 reads +0.00, not −0.00
+    return "—" if missing(x) else f"{round(x, digits) + 0.0:+.{digits}f}".replace("-", "−")
 
 
 def epoch(x) -> str:
@@ -424,7 +425,19 @@ def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
             "known_miss": step.known_miss}
 
 
-def step_view(step: Step, records: list[dict]) -> dict:
+def vs_parent_text(parent: str, paired: dict | None) -> str | None:
+    """One sentence: the step's final accuracy minus its parent's on the seeds both ran, with its 95 % CI."""
+    if not paired:
+        return None
+    n = len(paired["seeds"])
+    lo, hi = paired["ci95"]
+    ci = "" if missing(lo) else f" (95 % CI [{signed(lo)}, {signed(hi)}])"
+    per_seed = ", ".join(f"{signed(d)} (seed {s})" for s, d in zip(paired["seeds"], paired["deltas"]))
+    return (f"Final test accuracy minus {parent}'s on the same {n} seed{'s' if n != 1 else ''}: "
+            f"{signed(paired['mean'])} % on average{ci}; per seed {per_seed}.")
+
+
+def step_view(step: Step, records: list[dict], parent_records: list[dict] | None = None) -> dict:
     summary = step_summary(records, step.goals) if records else None
     finals = [r["history"][-1]["test_acc"] for r in records if r["history"] and r["diverged_at"] is None]
     bests = [max(r["history"], key=lambda row: (row["test_acc"], -row["epoch"])) for r in records if r["history"]]
@@ -457,6 +470,7 @@ def step_view(step: Step, records: list[dict]) -> dict:
         "diff": [{"field": k, "parent": describe_value(a), "child": describe_value(b)}
                  for k, (a, b) in config_diff(parent, step).items()] if parent else [],
         "wall": summary["wall_seconds"] if summary else None,
+        "vs_parent": vs_parent_text(step.parent, paired_delta(records, parent_records or [])) if parent else None,
     }
     view["verdict"] = step_verdict(step, records, summary)
     return view
@@ -732,7 +746,8 @@ def _env(autoescape: bool):
 
 
 def build_views(records_by_step: dict[str, list[dict]]) -> dict:
-    views = {name: step_view(step, records_by_step.get(name, [])) for name, step in STEPS.items()}
+    views = {name: step_view(step, records_by_step.get(name, []), records_by_step.get(step.parent or "", []))
+             for name, step in STEPS.items()}
     return {"steps": list(views.values()), "verdict": mission_verdict(views, records_by_step), "mission": MISSION,
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs}
 

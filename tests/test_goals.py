@@ -11,10 +11,15 @@ showed missing the floor is a strict xfail (the step's `floor_misses`).
 Per step (`test_every_seed[<step>]`, when all the step's seeds are selected): the goals hold on every
 seed, and the mean final accuracy where a goal sets one. A step whose goals our runs showed are not
 met carries the reason (`known_miss`) as a strict xfail: if it ever starts passing, the test says so.
+
+Per run trained into another folder (`test_retrained_run_reproduces_the_committed_record`, e.g. CI's
+`--runs-dir build/ci-runs`): the fresh record's history and final weights equal the committed record's
+bit for bit, when both were made by the same engine source, libraries, device and thread count.
 """
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ablation import records
 from ablation.analysis import goal_verdicts, step_summary
@@ -49,6 +54,10 @@ def pytest_generate_tests(metafunc):
                                                    f"≥ {step.goals.accuracy_floor} % in the last {step.goals.last_epochs} epochs"))
                 cases.append(pytest.param((step, seed), id=f"{step.name}-seed{seed}", marks=marks))
         metafunc.parametrize("run_case", cases)
+    if "repro_case" in metafunc.fixturenames:  # the same runs, without the floor's xfails
+        metafunc.parametrize("repro_case", [pytest.param((step, seed), id=f"{step.name}-seed{seed}",
+                                                         marks=[pytest.mark.xdist_group(step.name)])
+                                            for step in selected_steps(config) for seed in selected_seeds(config, step)])
     if "step_case" in metafunc.fixturenames:
         cases = []
         for step in selected_steps(config):
@@ -59,14 +68,19 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("step_case", cases)
 
 
+def same_run_config(record: dict, step) -> bool:
+    """The record's config agrees with the step's in every field that defines a run (texts may differ)."""
+    config = run_config(step)
+    return {k: record["config"].get(k) for k in config} == config
+
+
 def reusable(path, step) -> dict | None:
     """A finished record of this exact step config made by the current engine source, if there is one."""
     if not path.exists():
         return None
     record = records.load(path)
-    config = run_config(step)
-    same_config = {k: record["config"].get(k) for k in config} == config
-    return record if same_config and records.is_current(record) and record["evaluated_on"] == "test" else None
+    current = same_run_config(record, step) and records.is_current(record)
+    return record if current and record["evaluated_on"] == "test" else None
 
 
 def test_run(run_case, runs_dir, request):
@@ -105,3 +119,36 @@ def test_every_seed(step_case, runs_dir, request):
     if step.goals.mean_final_floor is not None:
         assert summary["final_mean"] >= step.goals.mean_final_floor, (
             f"mean final accuracy {summary['final_mean']:.2f}% < {step.goals.mean_final_floor}%")
+
+
+# What has to agree for a run to be promised bit-identical to another: the engine source, the
+# libraries, the device and its model, the thread count and the pass layout (tests/test_train.py
+# shows the promise on quick runs; this checks it on a full one).
+SAME_MACHINE_KEYS = ("source_hash", "torch", "torchvision", "device", "device_name", "threads", "seeds_per_pass",
+                     "train_images", "eval_images")
+
+
+def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir):
+    """A run trained here into another folder (--runs-dir, as CI does) against the committed record of the
+    same step and seed: the same history, epoch by epoch, and the same final weights, bit for bit."""
+    step, seed = repro_case
+    if runs_dir.resolve() == records.DEFAULT_RUNS.resolve():
+        pytest.skip("these are the committed records themselves; train into another --runs-dir to compare")
+    fresh_path, fresh_weights = records.record_paths(runs_dir, step.name, seed)
+    committed_path, committed_weights = records.record_paths(records.DEFAULT_RUNS, step.name, seed)
+    if not fresh_path.exists():
+        pytest.skip(f"no record of {step.name} seed {seed} under {runs_dir}: test_run did not train it")
+    if not committed_path.exists():
+        pytest.skip(f"no committed record of {step.name} seed {seed} to compare with")
+    fresh, committed = records.load(fresh_path), records.load(committed_path)
+    if not same_run_config(committed, step):
+        pytest.skip(f"the committed record of {step.name} seed {seed} was made with another config")
+    differ = [k for k in SAME_MACHINE_KEYS if fresh["provenance"].get(k) != committed["provenance"].get(k)]
+    if differ:
+        pytest.skip(f"made with another {', '.join(differ)}: bit-identity is promised only on the same set-up")
+    without_time = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert without_time(fresh["history"]) == without_time(committed["history"])
+    assert fresh["diverged_at"] == committed["diverged_at"]
+    ours, theirs = records.load_weights(fresh_weights), records.load_weights(committed_weights)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours), "final weights differ"

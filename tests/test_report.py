@@ -294,3 +294,27 @@ def test_validation_runs_are_listed_with_their_numbers(runs, page, tmp_path):
     assert report.num(statistics.fmean(finals)) in section
     assert ", ".join(report.num(m) for m in mins) in section
     assert section.count("not a held-out split") == 1  # only the test-set run is flagged
+
+
+def test_each_step_is_compared_with_its_parent_on_the_seeds_both_ran(tmp_path):
+    step = STEPS[GOOD_STEP]
+    child = [make_record(GOOD_STEP, s, top=99.5) for s in (0, 1, 2)]
+    parent = [make_record(step.parent, s, top=99.3) for s in (1, 2, 3)]
+    parent.append(make_record(step.parent, 0, diverged_at=4))  # a diverged seed has no final accuracy to compare
+    records = load_all(write_records(tmp_path / "runs", child + parent))
+    final = {(r["step"], r["seed"]): r["history"][-1]["test_acc"] for rs in records.values() for r in rs if r["history"]}
+    deltas = [final[GOOD_STEP, s] - final[step.parent, s] for s in (1, 2)]
+    lo, hi = confidence_interval95(deltas)
+    expected = (f"Final test accuracy minus {step.parent}'s on the same 2 seeds: "
+                f"{report.signed(statistics.fmean(deltas))} % on average (95 % CI [{report.signed(lo)}, "
+                f"{report.signed(hi)}]); per seed {report.signed(deltas[0])} (seed 1), {report.signed(deltas[1])} (seed 2).")
+    assert expected in report.render_markdown(records)
+    assert expected.replace("'", "&#39;") in report.render_html(records)
+    # the first step has no parent, and a step whose parent has no runs gets no comparison
+    assert report.render_markdown(records).count("Final test accuracy minus") == 1
+
+
+def test_signed_numbers_never_read_minus_zero():
+    assert report.signed(-0.004) == "+0.00"
+    assert report.signed(-0.006) == "−0.01"
+    assert report.signed(0.2) == "+0.20"
