@@ -507,7 +507,10 @@ _wide_end6k = replace(
           "(those records are not kept): Nesterov momentum 99.17 %; SiLU for ReLU 99.12 and 99.19 % (2 seeds); "
           "BatchNorm after the 1x1 transition as well (6,000 parameters) 99.13, 99.23 and 99.08 % (3 seeds). "
           "Re-estimating the BatchNorm statistics on clean training images after training moved 11 saved "
-          "validation runs by −0.03 to +0.05 % (mean +0.01 %).",
+          "validation runs by −0.03 to +0.05 % (mean +0.01 %). A diagnostic beyond the budget: 25 epochs with the "
+          "anneal ending at epoch 20 ended at 99.18, 99.19, 99.20 and 99.28 % (mean 99.21 %) with training accuracy "
+          "up from 99.49 to 99.62 % (means): more training fits the training images better, not the held-out ones, "
+          "so the 15-epoch budget is not what holds this size back.",
     known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 2 of 5 seeds (seeds 2, 3, 4: 99.35, 99.35, 99.39 %), "
                "and the mean final accuracy is 99.40 %, not ≥ 99.5 %",
     floor_misses=(2, 3, 4),
