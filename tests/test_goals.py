@@ -83,13 +83,27 @@ def reusable(path, step) -> dict | None:
     return record if current and record["evaluated_on"] == "test" else None
 
 
+# Records this process obtained, so that the tests of one run share one training whatever order they
+# run in (xdist keeps a step's tests on one worker, but not in file order).
+_OBTAINED: dict[tuple, dict] = {}
+
+
+def obtain_record(step, seed: int, runs_dir, config) -> dict:
+    """The run's record: a reusable one (--reuse-records), one trained earlier in this process, or trained now."""
+    key = (step.name, seed, str(runs_dir))
+    if key not in _OBTAINED:
+        json_path, _ = records.record_paths(runs_dir, step.name, seed)
+        record = reusable(json_path, step) if config.getoption("--reuse-records") else None
+        if record is None:
+            result = train(step, seed, device=config.getoption("--device"), data_dir=config.getoption("--data-dir"))
+            record = records.load(records.save(result, runs_dir))
+        _OBTAINED[key] = record
+    return _OBTAINED[key]
+
+
 def test_run(run_case, runs_dir, request):
     step, seed = run_case
-    json_path, _ = records.record_paths(runs_dir, step.name, seed)
-    record = reusable(json_path, step) if request.config.getoption("--reuse-records") else None
-    if record is None:
-        result = train(step, seed, device=request.config.getoption("--device"), data_dir=request.config.getoption("--data-dir"))
-        record = records.load(records.save(result, runs_dir))
+    record = obtain_record(step, seed, runs_dir, request.config)
     v = goal_verdicts(step.goals, record["params"], record["history"], record["diverged_at"])
     assert v["diverged"]["met"], f"{step.name} seed {seed}: loss not finite at epoch {record['diverged_at']}"
     assert len(record["history"]) == step.epochs <= step.goals.max_epochs
@@ -128,21 +142,20 @@ SAME_MACHINE_KEYS = ("source_hash", "torch", "torchvision", "device", "device_na
                      "train_images", "eval_images")
 
 
-def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir):
+def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, request):
     """A run trained here into another folder (--runs-dir, as CI does) against the committed record of the
     same step and seed: the same history, epoch by epoch, and the same final weights, bit for bit."""
     step, seed = repro_case
     if runs_dir.resolve() == records.DEFAULT_RUNS.resolve():
         pytest.skip("these are the committed records themselves; train into another --runs-dir to compare")
-    fresh_path, fresh_weights = records.record_paths(runs_dir, step.name, seed)
     committed_path, committed_weights = records.record_paths(records.DEFAULT_RUNS, step.name, seed)
-    if not fresh_path.exists():
-        pytest.skip(f"no record of {step.name} seed {seed} under {runs_dir}: test_run did not train it")
     if not committed_path.exists():
         pytest.skip(f"no committed record of {step.name} seed {seed} to compare with")
-    fresh, committed = records.load(fresh_path), records.load(committed_path)
+    committed = records.load(committed_path)
     if not same_run_config(committed, step):
         pytest.skip(f"the committed record of {step.name} seed {seed} was made with another config")
+    fresh = obtain_record(step, seed, runs_dir, request.config)
+    _, fresh_weights = records.record_paths(runs_dir, step.name, seed)
     differ = [k for k in SAME_MACHINE_KEYS if fresh["provenance"].get(k) != committed["provenance"].get(k)]
     if differ:
         pytest.skip(f"made with another {', '.join(differ)}: bit-identity is promised only on the same set-up")
