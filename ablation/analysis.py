@@ -79,7 +79,6 @@ def step_summary(records: list[dict], goals: Goals) -> dict:
     }
 
 
-
 def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None:
     """A step's final test accuracy minus its parent's, seed by seed, over the seeds both ran to the end.
 
@@ -96,6 +95,7 @@ def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None
     deltas = [child[s] - parent[s] for s in seeds]
     mean, std = mean_std(deltas)
     return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "ci95": confidence_interval95(deltas)}
+
 
 # --- the per-layer table and the receptive field -------------------------------------------------
 
