@@ -55,9 +55,14 @@ def confidence_interval95(values: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def final_accuracies(records: list[dict]) -> dict[int, float]:
+    """{seed: last-epoch test accuracy} of the runs that finished; a diverged run has no final accuracy."""
+    return {r["seed"]: r["history"][-1]["test_acc"] for r in records if r["history"] and r["diverged_at"] is None}
+
+
 def step_summary(records: list[dict], goals: Goals) -> dict:
     """Statistics of one step over its seed records (diverged runs count as misses)."""
-    finals = [r["history"][-1]["test_acc"] for r in records if r["history"] and r["diverged_at"] is None]
+    finals = list(final_accuracies(records).values())
     min_last = [min(row["test_acc"] for row in r["history"][-goals.last_epochs:]) for r in records if r["history"]]
     first_hit = [next((row["epoch"] for row in r["history"] if row["test_acc"] >= goals.accuracy_floor), None)
                  for r in records]
@@ -85,10 +90,7 @@ def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None
     What an ablation row claims is this difference; comparing the same seeds keeps a lucky or unlucky
     seed of one step from standing in for the change. None when no seed is shared.
     """
-    def finals(recs: list[dict]) -> dict[int, float]:
-        return {r["seed"]: r["history"][-1]["test_acc"] for r in recs if r["history"] and r["diverged_at"] is None}
-
-    child, parent = finals(records), finals(parent_records)
+    child, parent = final_accuracies(records), final_accuracies(parent_records)
     seeds = sorted(child.keys() & parent.keys())
     if not seeds:
         return None

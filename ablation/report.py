@@ -23,7 +23,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
+from .analysis import final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
 from .augment import Augment
 from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff, run_config
 
@@ -425,7 +425,7 @@ def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
             "known_miss": step.known_miss}
 
 
-def vs_parent_text(parent: str, paired: dict | None) -> str | None:
+def vs_parent_text(parent: str | None, paired: dict | None) -> str | None:
     """One sentence: the step's final accuracy minus its parent's on the seeds both ran, with its 95 % CI."""
     if not paired:
         return None
@@ -439,7 +439,7 @@ def vs_parent_text(parent: str, paired: dict | None) -> str | None:
 
 def step_view(step: Step, records: list[dict], parent_records: list[dict] | None = None) -> dict:
     summary = step_summary(records, step.goals) if records else None
-    finals = [r["history"][-1]["test_acc"] for r in records if r["history"] and r["diverged_at"] is None]
+    finals = list(final_accuracies(records).values())
     bests = [max(r["history"], key=lambda row: (row["test_acc"], -row["epoch"])) for r in records if r["history"]]
     ours_best = statistics.fmean(b["test_acc"] for b in bests) if bests else None
     ours_epoch = statistics.median(b["epoch"] for b in bests) if bests else None
@@ -470,7 +470,7 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "diff": [{"field": k, "parent": describe_value(a), "child": describe_value(b)}
                  for k, (a, b) in config_diff(parent, step).items()] if parent else [],
         "wall": summary["wall_seconds"] if summary else None,
-        "vs_parent": vs_parent_text(step.parent, paired_delta(records, parent_records or [])) if parent else None,
+        "vs_parent": vs_parent_text(step.parent, paired_delta(records, parent_records or [])),
     }
     view["verdict"] = step_verdict(step, records, summary)
     return view
