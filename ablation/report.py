@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from .analysis import final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
 from .augment import Augment
-from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, config_diff, run_config
+from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, changed_run_fields, config_diff
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -632,7 +632,7 @@ def record_flags(step: Step | None, record: dict) -> list[str]:
     if step is not None:
         if len(record["history"]) < step.epochs and record["diverged_at"] is None:
             flags.append(f"{len(record['history'])} of {step.epochs} epochs")
-        changed = sorted(k for k, v in run_config(step).items() if record["config"].get(k) != v)
+        changed = changed_run_fields(step, record["config"])
         if changed:
             flags.append("config differs from the registry in " + ", ".join(changed))
     if record["diverged_at"] is not None:

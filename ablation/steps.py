@@ -109,6 +109,11 @@ def run_config(step: Step) -> dict:
     return {k: v for k, v in json.loads(json.dumps(asdict(step))).items() if k not in NON_RUN_FIELDS}
 
 
+def changed_run_fields(step: Step, config: dict) -> list[str]:
+    """The run-defining fields in which a record's `config` differs from `step` (texts and goals may differ)."""
+    return sorted(k for k, v in run_config(step).items() if config.get(k) != v)
+
+
 SEEDS = (0, 1, 2, 3, 4)  # every step is reported over these five
 
 # The seed's two non-GAP layouts could not be read off the text; this one is the step-3 network with

@@ -23,7 +23,7 @@ import torch
 
 from ablation import records
 from ablation.analysis import goal_verdicts, step_summary
-from ablation.steps import run_config
+from ablation.steps import changed_run_fields
 from ablation.train import train
 
 pytestmark = pytest.mark.slow
@@ -68,18 +68,12 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("step_case", cases)
 
 
-def same_run_config(record: dict, step) -> bool:
-    """The record's config agrees with the step's in every field that defines a run (texts may differ)."""
-    config = run_config(step)
-    return {k: record["config"].get(k) for k in config} == config
-
-
 def reusable(path, step) -> dict | None:
     """A finished record of this exact step config made by the current engine source, if there is one."""
     if not path.exists():
         return None
     record = records.load(path)
-    current = same_run_config(record, step) and records.is_current(record)
+    current = not changed_run_fields(step, record["config"]) and records.is_current(record)
     return record if current and record["evaluated_on"] == "test" else None
 
 
@@ -152,7 +146,7 @@ def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, req
     if not committed_path.exists():
         pytest.skip(f"no committed record of {step.name} seed {seed} to compare with")
     committed = records.load(committed_path)
-    if not same_run_config(committed, step):
+    if changed_run_fields(step, committed["config"]):
         pytest.skip(f"the committed record of {step.name} seed {seed} was made with another config")
     fresh = obtain_record(step, seed, runs_dir, request.config)
     _, fresh_weights = records.record_paths(runs_dir, step.name, seed)
