@@ -1,9 +1,11 @@
 """The registry: the ablation as data, each step a one-change edit of its parent."""
 import dataclasses
+import json
 
 import pytest
 
-from ablation.steps import FINAL_STEP, SEED_STEPS, STEPS, Goals, config_diff, get_step, with_overrides
+from ablation.steps import (FINAL_STEP, SEED_STEPS, STEPS, Goals, changed_run_fields, config_diff, get_step,
+                            with_overrides)
 
 pytestmark = pytest.mark.fast
 CHILDREN = [pytest.param(s, id=s.name) for s in STEPS.values() if s.parent]
@@ -67,3 +69,12 @@ def test_final_names_the_last_step():
 def test_unknown_step_names_the_known_ones():
     with pytest.raises(KeyError, match="1-basic"):
         get_step("no-such-step")
+
+
+def test_changed_run_fields_names_run_fields_only():
+    step = STEPS[FINAL_STEP]
+    config = json.loads(json.dumps(dataclasses.asdict(step)))  # as a record stores it: tuples become lists
+    assert changed_run_fields(step, config) == []
+    config.update(result="rewritten after the run", lr=step.lr * 2)
+    del config["batch_size"]
+    assert changed_run_fields(step, config) == ["batch_size", "lr"]
