@@ -30,7 +30,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 # The code that turns a step's config (stored whole in every record) into numbers. Report and CLI
 # changes do not touch a run's results, so they do not make older records stale.
-ENGINE_FILES = ("augment.py", "data.py", "models.py", "train.py")
+ENGINE_FILES = ("augment.py", "data.py", "distill.py", "models.py", "train.py")
 
 
 @lru_cache(maxsize=1)

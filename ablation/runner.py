@@ -73,7 +73,8 @@ def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> l
     progress = Progress(task.images(data), label, bar=bar)
     try:
         results = train_many(task.step, task.seeds, device=task.device, epochs=task.epochs, data=data,
-                             holdout=task.holdout, threads=task.threads, on_epoch=progress.epoch,
+                             holdout=task.holdout, threads=task.threads,
+                             teacher_dirs=[task.out, records.DEFAULT_RUNS], on_epoch=progress.epoch,
                              on_batch=progress.batch, **task.quick)
     finally:
         progress.close()

@@ -8,7 +8,7 @@ differs from its parent in exactly those fields, so the diff between two entries
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
 
 from .augment import Augment
 
@@ -32,6 +32,28 @@ class Schedule:
             end = f", ends ep {self.final_epoch}" if self.final_epoch else ""
             return f"one-cycle (warm-up {self.warmup:.0%}{end})"
         return "constant"
+
+
+@dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation: part of the loss is the cross-entropy with a teacher's softened outputs.
+
+    The teacher is the ensemble of every finished record of the step `teacher` trained on the same
+    training images (distill.py); its logits are averaged and computed once, on the clean images.
+    """
+
+    teacher: str = ""  # the step whose records teach; "" turns distillation off
+    weight: float = 0.0  # the soft targets' share of the loss; the labels keep 1 - weight
+    temperature: float = 1.0  # both teacher and student logits are divided by it (the loss is scaled by its square)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.teacher) and self.weight > 0
+
+    def describe(self) -> str:
+        if not self.active:
+            return "none"
+        return f"from {self.teacher} (weight {self.weight:g}, T {self.temperature:g})"
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,7 @@ class Step:
     known_miss: str | None  # why the goals are not met on every seed, from our runs (a strict xfail)
     seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
     floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
+    distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
 
     def describe_lr(self) -> str:
         return f"{self.optimizer} {self.lr:g}, {self.schedule.describe()}"
@@ -102,16 +125,25 @@ def config_diff(parent: Step, child: Step) -> dict[str, tuple]:
             for f in fields(Step) if f.name not in NON_RUN_FIELDS and getattr(parent, f.name) != getattr(child, f.name)}
 
 
-def run_config(step: Step) -> dict:
-    """The fields that define a run, as they read in a record's JSON `config` (tuples as lists)."""
+def _as_json(value):
     import json
 
-    return {k: v for k, v in json.loads(json.dumps(asdict(step))).items() if k not in NON_RUN_FIELDS}
+    return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value))
+
+
+def run_config(step: Step) -> dict:
+    """The fields that define a run, as they read in a record's JSON `config` (tuples as lists)."""
+    return {k: v for k, v in _as_json(step).items() if k not in NON_RUN_FIELDS}
+
+
+# A field added to Step after a record was made is absent from that record's config; the record was
+# made with the field's default, which is what the engine does when a step leaves it at the default.
+_DEFAULTS = {f.name: _as_json(f.default) for f in fields(Step) if f.default is not MISSING}
 
 
 def changed_run_fields(step: Step, config: dict) -> list[str]:
     """The run-defining fields in which a record's `config` differs from `step` (texts and goals may differ)."""
-    return sorted(k for k, v in run_config(step).items() if config.get(k) != v)
+    return sorted(k for k, v in run_config(step).items() if config.get(k, _DEFAULTS.get(k, MISSING)) != v)
 
 
 SEEDS = (0, 1, 2, 3, 4)  # every step is reported over these five

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
+from . import distill
 from .data import MNIST, load_mnist
 from .models import Net, count_parameters, normalize, stack_seeds, unstack_seeds
 from .steps import Step, get_step
@@ -130,6 +131,17 @@ def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: 
     return x, y
 
 
+def _distilled(hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor, step: Step) -> torch.Tensor:
+    """Per seed: (1 - w) * the labels' loss + w * T^2 * KL(teacher || student), both softened by T.
+
+    `soft` holds the teacher's log-probabilities. The T^2 keeps the soft term's gradient on the scale
+    of the hard one's as T changes (Hinton et al., 2015).
+    """
+    w, t = step.distill.weight, step.distill.temperature
+    kl = F.kl_div(F.log_softmax(logits / t, dim=-1), soft, log_target=True, reduction="none").sum(-1).mean(0)
+    return (1 - w) * hard + w * t * t * kl
+
+
 def train_many(
     step: Step | str,
     seeds: list[int] | tuple[int, ...] = (0,),
@@ -142,6 +154,7 @@ def train_many(
     holdout: int = 0,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    teacher_dirs: list | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[RunResult]:
@@ -149,7 +162,8 @@ def train_many(
 
     holdout: hold this many training images out as the evaluation set (design choices are made
     there, never on the test set). limit_train / limit_test: use only the first N images (the quick
-    smoke run). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
+    smoke run). teacher_dirs: where to look for the records of a distilling step's teacher, in order
+    (default: reports/runs). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
     """
     step = get_step(step) if isinstance(step, str) else step
     epochs = step.epochs if epochs is None else epochs
@@ -166,9 +180,18 @@ def train_many(
     evaluated_on = "test"
     if holdout:
         data, evaluated_on = data.holdout(holdout), f"validation ({holdout} held out of train)"
+    full_train = len(data.train_labels)  # a teacher must have trained on all of these (smoke runs use fewer)
     if limit_train or limit_test:
         data = MNIST(data.train_images[:limit_train], data.train_labels[:limit_train],
                      data.test_images[:limit_test], data.test_labels[:limit_test])
+
+    soft, teachers = None, None
+    if step.distill.active:
+        from .records import DEFAULT_RUNS
+
+        paths = distill.find_teachers(step, evaluated_on, full_train, teacher_dirs or [DEFAULT_RUNS])
+        logits, teachers = distill.teacher_logits(step, data, paths)
+        soft = torch.log_softmax(logits / step.distill.temperature, dim=-1)
 
     k = len(seeds)
     singles = [initial_model(step, s) for s in seeds]
@@ -183,7 +206,8 @@ def train_many(
     started = time.time()
     results = [RunResult(step, s, params, evaluated_on=evaluated_on, started=started,
                          engine={"device": device.type, "threads": n_threads, "seeds_per_pass": k,
-                                 "train_images": n_train, "eval_images": len(data.test_labels)}) for s in seeds]
+                                 "train_images": n_train, "eval_images": len(data.test_labels),
+                                 **({"teachers": teachers} if teachers else {})}) for s in seeds]
     alive = torch.ones(k, dtype=torch.bool)
     iteration = 0
     for epoch in range(1, epochs + 1):
@@ -200,6 +224,8 @@ def train_many(
             x, y = _batch(data, perms, start, stop, step, gens["augment"])
             logits = model(x).view(stop - start, k, -1)
             per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none", label_smoothing=step.label_smoothing).mean(0)
+            if soft is not None:
+                per_seed = _distilled(per_seed, logits, torch.stack([soft[p[start:stop]] for p in perms], dim=1), step)
             opt.zero_grad(set_to_none=True)
             # Summing the per-seed means gives each seed exactly the gradient of its own mean loss.
             per_seed.sum().backward()
