@@ -173,6 +173,11 @@ def train_many(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     device = resolve_device(str(device))
+    from .records import git_state, source_hash
+
+    # Read the code's identity now, while it is the code this process runs: a record written at the end
+    # must not take the hash of files edited on disk during a run of hours.
+    source_hash(), git_state()
     n_threads = configure_threads(threads)
     # warn_only: a few CUDA kernels have no deterministic variant; on the CPU every op used here has.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
