@@ -616,10 +616,10 @@ ENV_KEYS = ("commit", "dirty", "source_hash", "python", "torch", "torchvision", 
 
 
 def record_flags(step: Step | None, record: dict) -> list[str]:
-    from .records import is_current, source_hash
+    from .records import is_current, same_engine, source_hash
 
     p, flags = record["provenance"], []
-    if p.get("source_hash") != source_hash():
+    if not same_engine(p.get("source_hash")):
         flags.append(f"made by engine source {p.get('source_hash')}, not the current {source_hash()}")
     if p.get("dirty"):
         flags.append("made from a tree with uncommitted engine changes")
@@ -646,7 +646,7 @@ def when(iso: str) -> str:
 
 
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
-    from .records import source_hash
+    from .records import EQUIVALENT_SOURCES, source_hash
 
     all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
     envs: dict[tuple, dict] = {}
@@ -671,7 +671,8 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
                           "device": ", ".join(sorted({r["provenance"].get("device_name") or "?" for r in recs}))})
     started = sorted(r["provenance"]["started"] for r in all_records)
     finished = sorted(r["provenance"]["finished"] for r in all_records)
-    return {"source_hash": source_hash(), "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
+    equivalents = [{"hash": old, "evidence": why} for (new, old), why in EQUIVALENT_SOURCES.items() if new == source_hash()]
+    return {"source_hash": source_hash(), "equivalents": equivalents, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
             "flags": flags, "walls": walls, "n": len(all_records),
             "total_wall": num(sum(r["provenance"]["wall_seconds"] for r in all_records), 1),
             "dates": (when(started[0]), when(finished[-1])) if all_records else None,

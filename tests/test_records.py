@@ -76,3 +76,12 @@ def test_other_schema_versions_are_refused(tmp_path):
     path.write_text(json.dumps({"schema": 999}))
     with pytest.raises(ValueError, match="schema"):
         records.load(path)
+
+
+def test_an_equivalence_claim_holds_for_the_engine_it_names_only(monkeypatch):
+    now = records.source_hash()
+    assert records.same_engine(now) and not records.same_engine("0123456789abcdef") and not records.same_engine(None)
+    monkeypatch.setitem(records.EQUIVALENT_SOURCES, ("fedcba9876543210", "0123456789abcdef"), "shown for another engine")
+    assert not records.same_engine("0123456789abcdef")
+    monkeypatch.setitem(records.EQUIVALENT_SOURCES, (now, "0123456789abcdef"), "shown for this one")
+    assert records.same_engine("0123456789abcdef")

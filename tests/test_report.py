@@ -161,6 +161,17 @@ def test_records_of_other_code_or_a_dirty_tree_are_flagged(tmp_path):
     assert html.count("6 of 15 epochs") == 3  # the fixture's short histories are flagged too
 
 
+def test_records_of_an_engine_shown_equivalent_are_not_flagged(tmp_path, monkeypatch):
+    from ablation import records
+
+    older = make_record(GOOD_STEP, 0)
+    older["provenance"]["source_hash"] = "0123456789abcdef"
+    monkeypatch.setitem(records.EQUIVALENT_SOURCES, (records.source_hash(), "0123456789abcdef"), "retrained bit for bit")
+    html = report.render_html(load_all(write_records(tmp_path, [older])))
+    assert "made by engine source 0123456789abcdef" not in html
+    assert "<code>0123456789abcdef</code> count as this engine's: retrained bit for bit" in html
+
+
 def test_markdown_has_the_verdict_and_every_target(markdown):
     assert "## Verdict" in markdown and "**Mission not met**" in markdown
     for step in STEPS.values():

@@ -1,0 +1,96 @@
+"""Distillation: where the teacher comes from, what the loss is, and that it is off unless a step asks."""
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablation import STEPS, records, train
+from ablation.distill import TeacherError, find_teachers, teacher_logits
+from ablation.models import normalize
+from ablation.steps import Distill, run_config
+from ablation.train import _distilled, initial_model
+
+pytestmark = pytest.mark.fast
+TEACHER = "1-basic"  # the smallest run to fake a teacher with
+STUDENT = replace(STEPS["10-narrow-6k"], distill=Distill(TEACHER, weight=0.5, temperature=4.0))
+QUICK = dict(limit_train=512, limit_test=200, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def teacher_runs(mnist, tmp_path_factory):
+    """Two finished 1-basic records evaluated on the test set and one that held 10,000 images out: as
+    teachers, they differ in what the student may be judged on. Quick runs, each said to have trained on
+    its whole training set (what a real teacher record says), which is all the lookup reads."""
+    out = tmp_path_factory.mktemp("teachers")
+    full = [train(TEACHER, seed=s, data=mnist, **QUICK) for s in (0, 1)]
+    held = train(TEACHER, seed=2, data=mnist, holdout=10_000, **QUICK)
+    for r, n in zip(full + [held], (60_000, 60_000, 50_000)):
+        r.engine["train_images"] = n
+    smoke = train(TEACHER, seed=3, data=mnist, **QUICK)  # 512 images: never a teacher
+    return out, [records.save(r, out) for r in full + [held, smoke]]
+
+
+def test_a_step_left_at_the_default_does_not_distil():
+    assert not Distill().active and not Distill("8-no-dropout", weight=0.0).active
+    assert all(not step.distill.active for step in STEPS.values() if step.distill == Distill())
+
+
+def test_teachers_are_the_records_trained_on_the_students_own_training_set(teacher_runs):
+    out, paths = teacher_runs
+    assert find_teachers(STUDENT, "test", 60_000, [out]) == paths[:2]
+    # A validation run must not learn from a teacher that trained on its held-out images.
+    assert find_teachers(STUDENT, "validation (10000 held out of train)", 50_000, [out]) == paths[2:3]
+    with pytest.raises(TeacherError, match="5000 held out"):
+        find_teachers(STUDENT, "validation (5000 held out of train)", 55_000, [out])
+
+
+def test_the_first_folder_with_teachers_wins(teacher_runs, tmp_path):
+    out, paths = teacher_runs
+    assert find_teachers(STUDENT, "test", 60_000, [tmp_path, out]) == paths[:2]
+
+
+def test_teacher_logits_are_the_ensemble_mean_on_clean_images(teacher_runs, mnist):
+    _, paths = teacher_runs
+    subset = type(mnist)(mnist.train_images[:300], mnist.train_labels[:300], mnist.test_images, mnist.test_labels)
+    logits, used = teacher_logits(STUDENT, subset, paths[:2])
+    outputs = []
+    for path in paths[:2]:
+        model = initial_model(STEPS[TEACHER], 0)
+        model.load_state_dict(records.load_weights(path.with_suffix(".pt")))
+        with torch.no_grad():
+            outputs.append(model.eval()(normalize(subset.train_images).unsqueeze(1)).view(300, 10))
+    torch.testing.assert_close(logits, (outputs[0] + outputs[1]) / 2)
+    assert [u["record"] for u in used] == [str(p) for p in paths[:2]] and all(len(u["weights_sha256"]) == 16 for u in used)
+
+
+def test_the_loss_is_the_label_loss_plus_the_scaled_kl_to_the_teacher():
+    torch.manual_seed(0)
+    logits, hard = torch.randn(8, 3, 10), torch.rand(3)
+    same = F.log_softmax(logits / 4.0, dim=-1)
+    # A student that already matches its teacher pays only its share of the label loss ...
+    torch.testing.assert_close(_distilled(hard, logits, same, STUDENT), 0.5 * hard)
+    # ... and otherwise w * T^2 * KL on top, per seed.
+    other = F.log_softmax(torch.randn(8, 3, 10), dim=-1)
+    kl = (other.exp() * (other - same)).sum(-1).mean(0)
+    torch.testing.assert_close(_distilled(hard, logits, other, STUDENT), 0.5 * hard + 0.5 * 16 * kl)
+
+
+def test_a_distilled_run_is_deterministic_and_names_its_teachers(teacher_runs, mnist):
+    out, paths = teacher_runs
+    a = train(STUDENT, seed=0, data=mnist, teacher_dirs=[out], **QUICK)
+    b = train(STUDENT, seed=0, data=mnist, teacher_dirs=[out], **QUICK)
+    plain = train(replace(STUDENT, distill=Distill()), seed=0, data=mnist, **QUICK)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert [t["record"] for t in a.engine["teachers"]] == [str(p) for p in paths[:2]]
+    assert "teachers" not in plain.engine
+
+
+def test_a_missing_teacher_is_a_clear_error(mnist, tmp_path):
+    with pytest.raises(TeacherError, match=f"train it first: python -m ablation run --steps {TEACHER}"):
+        train(STUDENT, seed=0, data=mnist, teacher_dirs=[tmp_path], **QUICK)
+
+
+def test_the_distill_field_is_part_of_the_run_config():
+    assert run_config(STUDENT)["distill"] == {"teacher": TEACHER, "weight": 0.5, "temperature": 4.0}
