@@ -64,7 +64,7 @@ def cmd_steps(args) -> int:
     for s in STEPS.values():
         rows.append({"name": s.name, "parent": s.parent, "params": count_parameters(build_model(s.name)),
                      "epochs": s.epochs, "batch_size": s.batch_size, "lr": s.describe_lr(),
-                     "augment": s.augment.describe(), "dropout": s.dropout, "seeds": list(s.seeds),
+                     "augment": s.augment.describe(), "distill": s.distill.describe(), "dropout": s.dropout, "seeds": list(s.seeds),
                      "goals": {"max_params": s.goals.max_params, "accuracy_floor": s.goals.accuracy_floor,
                                "last_epochs": s.goals.last_epochs, "max_epochs": s.goals.max_epochs,
                                "mean_final_floor": s.goals.mean_final_floor},
@@ -72,9 +72,10 @@ def cmd_steps(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(table([[r["name"], f"{r['params']:,}", r["epochs"], r["batch_size"], r["lr"], r["augment"],
+    print(table([[r["name"], f"{r['params']:,}", r["epochs"], r["batch_size"], r["lr"], r["augment"], r["distill"],
                   STEPS[r["name"]].goals.describe()] for r in rows],
-                ["step", "params", "epochs", "batch", "optimiser / lr / schedule", "augmentation", "goals"]))
+                ["step", "params", "epochs", "batch", "optimiser / lr / schedule", "augmentation", "distillation",
+                 "goals"]))
     return 0
 
 

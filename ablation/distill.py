@@ -1,7 +1,7 @@
 """A teacher's soft targets for knowledge distillation (a step's `distill` field; the loss is in train.py).
 
-The teacher is an ensemble: every finished record of the teacher step, trained on the same training
-images as the student. That rule matters for validation runs: a teacher trained on all 60,000 images
+The teacher is an ensemble: the finished records of all of the teacher step's seeds, trained on the
+same training images as the student. That rule matters for validation runs: a teacher trained on all 60,000 images
 has seen the held-out ones, and a student taught by it would be judged on images its teacher learnt.
 Its logits are averaged over the ensemble and computed once, on the clean (un-augmented) training
 images, so distillation costs one forward pass per teacher per run, not one per batch.
@@ -25,20 +25,29 @@ class TeacherError(LookupError):
 
 
 def find_teachers(step: Step, evaluated_on: str, train_images: int, folders: list[Path]) -> list[Path]:
-    """The teacher's finished record JSONs in the first of `folders` that holds any trained on all of the
-    student's `train_images` and evaluated on the same images, so no teacher has seen what the student is judged on."""
+    """The record JSONs of every one of the teacher step's seeds, from the first of `folders` that holds any
+    trained on all of the student's `train_images` and evaluated on the same images, so that no teacher
+    has seen what the student is judged on."""
     from . import records
 
     teacher = get_step(step.distill.teacher)
     for folder in folders:
-        found = []
-        for path in sorted((Path(folder) / teacher.name).glob("seed-*.json")):
+        found = {}
+        for seed in teacher.seeds:
+            path, _ = records.record_paths(folder, teacher.name, seed)
+            if not path.exists():
+                continue
             r = records.load(path)
             same_data = r["evaluated_on"] == evaluated_on and r["provenance"].get("train_images") == train_images
             if same_data and r["diverged_at"] is None and not changed_run_fields(teacher, r["config"]):
-                found.append(path)
+                found[seed] = path
         if found:
-            return found
+            missing = sorted(set(teacher.seeds) - set(found))
+            if missing:  # a partial ensemble would teach something else than the full one does
+                raise TeacherError(f"{step.name} is taught by all of {teacher.name}'s seeds {list(teacher.seeds)}; "
+                                   f"{folder} lacks seeds {missing} trained on these {train_images:,} images "
+                                   f"({evaluated_on})")
+            return list(found.values())
     raise TeacherError(f"{step.name} is taught by {teacher.name}, but none of {[str(f) for f in folders]} holds a "
                        f"finished {teacher.name} record trained on these {train_images:,} images ({evaluated_on}); "
                        f"train it first: python -m ablation run --steps {teacher.name}, with the same --holdout")

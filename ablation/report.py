@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from .analysis import final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
 from .augment import Augment
-from .steps import FINAL_STEP, MISSION, STEPS, Goals, Schedule, Step, changed_run_fields, config_diff
+from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -68,7 +68,7 @@ def sort_key(x) -> str:
 
 
 def describe_value(value) -> str:
-    if isinstance(value, (Schedule, Augment)):
+    if isinstance(value, (Schedule, Augment, Distill)):
         return value.describe()
     if isinstance(value, Goals):
         return value.describe()
@@ -452,6 +452,7 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "params": count(records[0]["params"] if records else step.params),
         "params_v": records[0]["params"] if records else step.params,
         "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.augment.describe(),
+        "distill": step.distill.describe() if step.distill.active else None,
         "n": len(records), "planned": len(step.seeds), "finals": finals,
         "final_mean": summary["final_mean"] if summary else None,
         "final": (f"{num(summary['final_mean'])} ± {num(summary['final_std'])}" if finals else "—"),

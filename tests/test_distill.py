@@ -19,16 +19,20 @@ QUICK = dict(limit_train=512, limit_test=200, epochs=1)
 
 @pytest.fixture(scope="module")
 def teacher_runs(mnist, tmp_path_factory):
-    """Two finished 1-basic records evaluated on the test set and one that held 10,000 images out: as
-    teachers, they differ in what the student may be judged on. Quick runs, each said to have trained on
-    its whole training set (what a real teacher record says), which is all the lookup reads."""
-    out = tmp_path_factory.mktemp("teachers")
-    full = [train(TEACHER, seed=s, data=mnist, **QUICK) for s in (0, 1)]
-    held = train(TEACHER, seed=2, data=mnist, holdout=10_000, **QUICK)
-    for r, n in zip(full + [held], (60_000, 60_000, 50_000)):
-        r.engine["train_images"] = n
-    smoke = train(TEACHER, seed=3, data=mnist, **QUICK)  # 512 images: never a teacher
-    return out, [records.save(r, out) for r in full + [held, smoke]]
+    """Folders of 1-basic records for every one of its seeds: evaluated on the test set ("full"), with
+    10,000 images held out ("held"), and the test-set ones less seed 4 ("partial"). Quick runs, each said
+    to have trained on its whole training set (what a real teacher record says), which is all the lookup reads."""
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("full", "held", "partial")}
+    paths = {name: [] for name in folders}
+    for seed in STEPS[TEACHER].seeds:
+        full = train(TEACHER, seed=seed, data=mnist, **QUICK)
+        held = train(TEACHER, seed=seed, data=mnist, holdout=10_000, **QUICK)
+        full.engine["train_images"], held.engine["train_images"] = 60_000, 50_000
+        paths["full"].append(records.save(full, folders["full"]))
+        paths["held"].append(records.save(held, folders["held"]))
+        if seed != 4:
+            paths["partial"].append(records.save(full, folders["partial"]))
+    return folders, paths
 
 
 def test_a_step_left_at_the_default_does_not_distil():
@@ -36,32 +40,43 @@ def test_a_step_left_at_the_default_does_not_distil():
     assert all(not step.distill.active for step in STEPS.values() if step.distill == Distill())
 
 
-def test_teachers_are_the_records_trained_on_the_students_own_training_set(teacher_runs):
-    out, paths = teacher_runs
-    assert find_teachers(STUDENT, "test", 60_000, [out]) == paths[:2]
-    # A validation run must not learn from a teacher that trained on its held-out images.
-    assert find_teachers(STUDENT, "validation (10000 held out of train)", 50_000, [out]) == paths[2:3]
+def test_teachers_are_every_seed_trained_on_the_students_own_training_set(teacher_runs):
+    folders, paths = teacher_runs
+    assert find_teachers(STUDENT, "test", 60_000, [folders["full"]]) == paths["full"]
+    # A validation run must not learn from a teacher that trained on its held-out images ...
+    assert find_teachers(STUDENT, "validation (10000 held out of train)", 50_000,
+                         [folders["full"], folders["held"]]) == paths["held"]
     with pytest.raises(TeacherError, match="5000 held out"):
-        find_teachers(STUDENT, "validation (5000 held out of train)", 55_000, [out])
+        find_teachers(STUDENT, "validation (5000 held out of train)", 55_000, [folders["full"], folders["held"]])
+    # ... nor one that saw only part of it (a smoke run).
+    with pytest.raises(TeacherError, match="train it first"):
+        find_teachers(STUDENT, "test", 50_000, [folders["full"]])
+
+
+def test_a_partial_ensemble_is_refused(teacher_runs):
+    folders, _ = teacher_runs
+    with pytest.raises(TeacherError, match=r"lacks seeds \[4\]"):
+        find_teachers(STUDENT, "test", 60_000, [folders["partial"], folders["full"]])
 
 
 def test_the_first_folder_with_teachers_wins(teacher_runs, tmp_path):
-    out, paths = teacher_runs
-    assert find_teachers(STUDENT, "test", 60_000, [tmp_path, out]) == paths[:2]
+    folders, paths = teacher_runs
+    assert find_teachers(STUDENT, "test", 60_000, [tmp_path, folders["full"]]) == paths["full"]
 
 
 def test_teacher_logits_are_the_ensemble_mean_on_clean_images(teacher_runs, mnist):
     _, paths = teacher_runs
+    two = paths["full"][:2]
     subset = type(mnist)(mnist.train_images[:300], mnist.train_labels[:300], mnist.test_images, mnist.test_labels)
-    logits, used = teacher_logits(STUDENT, subset, paths[:2])
+    logits, used = teacher_logits(STUDENT, subset, two)
     outputs = []
-    for path in paths[:2]:
+    for path in two:
         model = initial_model(STEPS[TEACHER], 0)
         model.load_state_dict(records.load_weights(path.with_suffix(".pt")))
         with torch.no_grad():
             outputs.append(model.eval()(normalize(subset.train_images).unsqueeze(1)).view(300, 10))
     torch.testing.assert_close(logits, (outputs[0] + outputs[1]) / 2)
-    assert [u["record"] for u in used] == [str(p) for p in paths[:2]] and all(len(u["weights_sha256"]) == 16 for u in used)
+    assert [u["record"] for u in used] == [str(p) for p in two] and all(len(u["weights_sha256"]) == 16 for u in used)
 
 
 def test_the_loss_is_the_label_loss_plus_the_scaled_kl_to_the_teacher():
@@ -77,13 +92,13 @@ def test_the_loss_is_the_label_loss_plus_the_scaled_kl_to_the_teacher():
 
 
 def test_a_distilled_run_is_deterministic_and_names_its_teachers(teacher_runs, mnist):
-    out, paths = teacher_runs
-    a = train(STUDENT, seed=0, data=mnist, teacher_dirs=[out], **QUICK)
-    b = train(STUDENT, seed=0, data=mnist, teacher_dirs=[out], **QUICK)
+    folders, paths = teacher_runs
+    a = train(STUDENT, seed=0, data=mnist, teacher_dirs=[folders["full"]], **QUICK)
+    b = train(STUDENT, seed=0, data=mnist, teacher_dirs=[folders["full"]], **QUICK)
     plain = train(replace(STUDENT, distill=Distill()), seed=0, data=mnist, **QUICK)
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"] != plain.history[0]["train_loss"]
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
-    assert [t["record"] for t in a.engine["teachers"]] == [str(p) for p in paths[:2]]
+    assert [t["record"] for t in a.engine["teachers"]] == [str(p) for p in paths["full"]]
     assert "teachers" not in plain.engine
 
 
