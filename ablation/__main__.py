@@ -118,7 +118,9 @@ def cmd_run(args) -> int:
         group = args.group or (len(seeds) if device.type == "cuda" else 1)
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
                        quick, args.out) for i in range(0, len(seeds), group)]
-    run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
+    errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
     # The summary covers every record of the steps asked for, including earlier runs.
     all_records = records.load_all(args.out)
     rows = []
@@ -135,7 +137,7 @@ def cmd_run(args) -> int:
         # The report lands beside its records folder: reports/runs -> reports/ablation.html.
         for path in render_files(args.out, args.out.parent / "ablation.html"):
             print(f"wrote {path}", file=sys.stderr)
-    return 0
+    return 2 if errors else 0
 
 
 def cmd_report(args) -> int:

@@ -81,24 +81,56 @@ def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> l
     return [f"wrote {records.save(r, task.out)} ({r.finished - r.started:.0f} s)" for r in results]
 
 
-def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None) -> None:
-    """Run every task, `jobs` at a time in worker processes (or here, when jobs is 1).
+def waves(tasks: list[Task]) -> list[list[Task]]:
+    """The tasks in waves that run one after another: a step distilled from a teacher among the tasks runs
+    in a wave after all of its teacher's runs, whose records it reads when it starts."""
+    names = {task.step.name for task in tasks}
+    depth: dict[str, int] = {}
+
+    def level(step: Step) -> int:
+        if step.name not in depth:
+            teacher = step.distill.teacher if step.distill.active else None
+            depth[step.name] = 0
+            if teacher in names:
+                depth[step.name] = 1 + level(next(t.step for t in tasks if t.step.name == teacher))
+        return depth[step.name]
+
+    out: dict[int, list[Task]] = {}
+    for task in tasks:
+        out.setdefault(level(task.step), []).append(task)
+    return [out[k] for k in sorted(out)]
+
+
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None) -> list[str]:
+    """Run every task, wave by wave, `jobs` at a time in worker processes (or here, when jobs is 1).
+    Returns the errors of tasks whose teacher could not be found; the other tasks still run.
 
     On a CPU, one single-thread process per core beats one process using every core (small
     convolutions scale poorly across threads), and the thread count, hence every result, stays the
     same whatever the job count.
     """
-    jobs = max(1, min(jobs, len(tasks)))
-    if jobs == 1:
-        for task in tasks:
-            print("\n".join(train_and_save(task, data)), file=sys.stderr, flush=True)
-        return
-    print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(train_and_save, task, None, False) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                print("\n".join(future.result()), file=sys.stderr, flush=True)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    from .distill import TeacherError
+
+    errors = []
+    for wave in waves(tasks):
+        jobs = max(1, min(jobs, len(wave)))
+        if jobs == 1:
+            for task in wave:
+                try:
+                    print("\n".join(train_and_save(task, data)), file=sys.stderr, flush=True)
+                except TeacherError as e:
+                    errors.append(str(e))
+            continue
+        print(f"training {len(wave)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(train_and_save, task, None, False) for task in wave]
+            try:
+                for future in as_completed(futures):
+                    try:
+                        print("\n".join(future.result()), file=sys.stderr, flush=True)
+                    except TeacherError as e:
+                        errors.append(str(e))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    return errors
