@@ -556,12 +556,12 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
 
     from .data import SHA256, data_root, load_mnist
     from .models import Net, normalize
-    from .records import load_weights
+    from .records import load_weights, record_paths
 
     records = records_by_step.get(FINAL_STEP, [])
     if not records:
         return {"missing": f"no runs of {FINAL_STEP} under {runs}"}
-    found = [(r, Path(runs) / FINAL_STEP / f"seed-{r['seed']}.pt") for r in records]
+    found = [(r, record_paths(runs, FINAL_STEP, r["seed"])[1]) for r in records]
     found = [(r, p) for r, p in found if p.is_file()]
     if not found:
         return {"missing": f"no weights (.pt) beside the {FINAL_STEP} records under {runs}"}
@@ -725,12 +725,15 @@ def validation_view(folder: Path) -> list[dict]:
     rows = []
     last = MISSION_GOALS.last_epochs  # the same window as the summary table's "min, last N"
     for name, records in sorted(load_all(folder).items()):
-        finals = [r["history"][-1]["test_acc"] for r in records]
+        finals = final_accuracies(records)
+        # A diverged run keeps its column, so the seeds, finals and minima stay aligned.
+        cell = lambda r, value: f"diverged @ {r['diverged_at']}" if r["seed"] not in finals else num(value(r))
         base, _, overrides = name.partition("[")
         rows.append({"name": name, "base": base, "in_registry": base in STEPS, "overrides": overrides[:-1] or "as registered",
                      "params": count(records[0]["params"]), "seeds": ", ".join(str(r["seed"]) for r in records),
-                     "finals": ", ".join(num(f) for f in finals), "mean": num(statistics.fmean(finals)),
-                     "mins": ", ".join(num(min(h["test_acc"] for h in r["history"][-last:])) for r in records),
+                     "finals": ", ".join(cell(r, lambda r: finals[r["seed"]]) for r in records),
+                     "mean": num(statistics.fmean(finals.values())) if finals else "—",
+                     "mins": ", ".join(cell(r, lambda r: min(h["test_acc"] for h in r["history"][-last:])) for r in records),
                      "evaluated_on": sorted({str(r.get("evaluated_on")) for r in records}),
                      "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records)})
     return rows

@@ -307,6 +307,19 @@ def test_validation_runs_are_listed_with_their_numbers(runs, page, tmp_path):
     assert section.count("not a held-out split") == 1  # only the test-set run is flagged
 
 
+def test_a_diverged_validation_run_keeps_its_column_and_stays_out_of_the_mean(tmp_path):
+    records = [make_record(GOOD_STEP, 0, top=99.2), make_record(GOOD_STEP, 1, diverged_at=1),
+               make_record(GOOD_STEP, 2, diverged_at=4)]
+    for r in records:
+        r.update(step="3-gap[lr=9.0]", evaluated_on="validation (10000 held out of train)")
+    (row,) = report.validation_view(write_records(tmp_path / "validation", records))
+    final = records[0]["history"][-1]["test_acc"]
+    assert row["seeds"] == "0, 1, 2"
+    assert row["finals"] == f"{report.num(final)}, diverged @ 1, diverged @ 4"
+    assert row["mean"] == report.num(final)
+    assert row["mins"].endswith(", diverged @ 1, diverged @ 4")
+
+
 def test_each_step_is_compared_with_its_parent_on_the_seeds_both_ran(tmp_path):
     step = STEPS[GOOD_STEP]
     child = [make_record(GOOD_STEP, s, top=99.5) for s in (0, 1, 2)]
