@@ -120,9 +120,14 @@ def layer_table(model: Net, image_size: int = 28) -> list[dict]:
             y = block(x)
         if isinstance(first, nn.Conv2d):
             k, s = first.kernel_size[0], first.stride[0]
-            name = f"conv{k}x{k} {first.in_channels}→{first.out_channels}" + (" pad 1" if first.padding[0] else "")
+            rest = list(block)[1:] if isinstance(block, nn.Sequential) else []
+            if first.groups == first.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
+                name, rest = f"sep{k}x{k} {first.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
+            else:
+                name = f"conv{k}x{k} {first.in_channels // model.seeds}→{first.out_channels // model.seeds}"
+            name += " pad 1" if first.padding[0] else ""
             extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
-                      for m in list(block)[1:]] if isinstance(block, nn.Sequential) else []
+                      for m in rest]
             name += "".join(f", {e}" for e in extras)
         elif isinstance(first, nn.MaxPool2d):
             k, s, name = 2, 2, "max-pool 2x2"

@@ -7,6 +7,9 @@ A layout is a tuple of tokens, read left to right:
     pool        2x2 max-pool, stride 2
     gap         global average pooling to 1x1
     conv6:10    any other kernel size, e.g. a 6x6 convolution that sees a whole 6x6 map
+    sep3:24     depthwise-separable 3x3: a 3x3 filter per input channel, then a 1x1 convolution to 24
+                channels, as one block ("sep3p:24" pads by 1); C_in * (9 + C_out) weights instead of
+                9 * C_in * C_out, so the same budget buys wider layers
 
 Every convolution but the last is followed by BatchNorm (when the step has it), ReLU and dropout
 (when the step has it). 1x1 transitions get ReLU only: the seed's 9,752 counts BatchNorm after
@@ -28,7 +31,7 @@ import torch.nn as nn
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 NUM_CLASSES = 10
-_TOKEN = re.compile(r"conv(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
+_TOKEN = re.compile(r"(?P<conv>conv|sep)(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Layer:
     kernel: int = 1  # pixels; for pool the window (2)
     padding: int = 0  # pixels
     out_channels: int = 0  # for conv only
+    separable: bool = False  # conv only: depthwise kxk, then pointwise 1x1 to out_channels
 
 
 def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
@@ -45,14 +49,15 @@ def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
     for token in layout:
         m = _TOKEN.match(token)
         if not m:
-            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, pool or gap")
+            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, sepK:C, sepKp:C, pool or gap")
         if m["pool"]:
             layers.append(Layer("pool", kernel=2))
         elif m["gap"]:
             layers.append(Layer("gap"))
         else:
             k = int(m["k"])
-            layers.append(Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"])))
+            layers.append(Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"]),
+                                separable=m["conv"] == "sep"))
     convs = [l for l in layers if l.kind == "conv"]
     if not convs or layers[-1] != convs[-1] or convs[-1].out_channels != NUM_CLASSES:
         raise ValueError(f"layout {layout} must end with a convolution to {NUM_CLASSES} channels")
@@ -109,7 +114,13 @@ class Net(nn.Module):
                 blocks.append(GlobalAvgPool())
             else:
                 out = layer.out_channels
-                block = [nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False, groups=seeds)]
+                if layer.separable:  # one filter per channel of every seed, then each seed's own 1x1 mixing
+                    block = [nn.Conv2d(channels * seeds, channels * seeds, layer.kernel, padding=layer.padding,
+                                       bias=False, groups=channels * seeds),
+                             nn.Conv2d(channels * seeds, out * seeds, 1, bias=False, groups=seeds)]
+                else:
+                    block = [nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False,
+                                       groups=seeds)]
                 if i != last_conv:
                     if batchnorm and layer.kernel > 1:
                         block.append(nn.BatchNorm2d(out * seeds))

@@ -81,10 +81,25 @@ def test_layout_that_does_not_reduce_to_1x1_says_so():
         Net(("conv3:8", "conv3:10"))(torch.zeros(1, 1, 28, 28))
 
 
+SEPARABLE = ("conv3:8", "sep3:16", "pool", "sep3:24", "sep3:24", "sep3:24", "sep3p:24", "sep3p:24", "gap", "conv1:10")
+
+
+def test_a_separable_block_is_a_filter_per_channel_then_a_1x1():
+    model = Net(("conv3:8", "sep3p:24", "pool", "conv13:10"))
+    rows = layer_table(model)
+    assert rows[1]["layer"] == "sep3x3 8→24 pad 1, BatchNorm, ReLU"
+    assert rows[1]["params"] == 8 * 9 + 8 * 24 + 2 * 24  # depthwise, pointwise, BatchNorm's scale and shift
+    assert rows[1]["output"] == (24, 26, 26)
+    assert receptive_field(model) == 3 + 2 + 1 + 12 * 2 == receptive_field_probe(model)
+
+
+@pytest.mark.parametrize("layout", [STEPS["5-lr-schedule"].layout, SEPARABLE], ids=["conv", "separable"])
 @given(k=st.integers(min_value=2, max_value=4), batch=st.integers(min_value=1, max_value=5))
-def test_stacked_seeds_compute_each_seed_exactly(k, batch):
-    step = STEPS["5-lr-schedule"]
-    singles = [build_model(step.name).eval() for _ in range(k)]
+def test_stacked_seeds_compute_each_seed_exactly(layout, k, batch):
+    singles = []
+    for i in range(k):
+        torch.manual_seed(i)  # distinct weights per seed, so a mixed-up slice would show
+        singles.append(Net(layout, dropout=0.1).eval())
     stacked = stack_seeds(singles).eval()
     x = torch.randn(batch, k, 28, 28)
     with torch.no_grad():
