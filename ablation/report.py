@@ -716,6 +716,27 @@ def load_bench(path: Path) -> dict | None:
 
 # --- the validation runs behind the choices -----------------------------------------------------------
 
+def as_registered(step: Step, runs: dict[str, list[dict]]) -> list[dict]:
+    """The held-out runs made with `step`'s own config, one per seed, wherever they are filed (some were
+    made under a draft name or as a variant of another step); those filed under the step's name first."""
+    by_seed: dict[int, dict] = {}
+    for name in sorted(runs, key=lambda n: n != step.name):
+        for r in runs[name]:
+            if str(r.get("evaluated_on")).startswith("validation") and not changed_run_fields(step, r["config"]):
+                by_seed.setdefault(r["seed"], r)
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+def vs_registered_text(step: Step, records: list[dict], runs: dict[str, list[dict]]) -> str:
+    """A variant's final held-out accuracy minus its step's as registered, on the seeds both ran."""
+    paired = paired_delta(records, as_registered(step, runs))
+    if not paired:
+        return "no shared seed"
+    lo, hi = paired["ci95"]
+    ci = "" if missing(lo) else f" [{signed(lo)}, {signed(hi)}]"
+    return f"{signed(paired['mean'])}{ci} ({len(paired['seeds'])})"
+
+
 def validation_view(folder: Path) -> list[dict]:
     """One row per variant under `folder` (reports/validation): the runs every choice of steps 6 onward was
     made on, so that a step's Analysis can be checked against them. Accuracy here is on the held-out
@@ -724,7 +745,8 @@ def validation_view(folder: Path) -> list[dict]:
 
     rows = []
     last = MISSION_GOALS.last_epochs  # the same window as the summary table's "min, last N"
-    for name, records in sorted(load_all(folder).items()):
+    runs = load_all(folder)
+    for name, records in sorted(runs.items()):
         finals = final_accuracies(records)
         # A diverged run keeps its column, so the seeds, finals and minima stay aligned.
         cell = lambda r, value: f"diverged @ {r['diverged_at']}" if r["seed"] not in finals else num(value(r))
@@ -734,6 +756,7 @@ def validation_view(folder: Path) -> list[dict]:
                      "finals": ", ".join(cell(r, lambda r: finals[r["seed"]]) for r in records),
                      "mean": num(statistics.fmean(finals.values())) if finals else "—",
                      "mins": ", ".join(cell(r, lambda r: min(h["test_acc"] for h in r["history"][-last:])) for r in records),
+                     "vs_base": vs_registered_text(STEPS[base], records, runs) if base in STEPS and overrides else "—",
                      "evaluated_on": sorted({str(r.get("evaluated_on")) for r in records}),
                      "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records)})
     return rows

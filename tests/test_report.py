@@ -307,6 +307,25 @@ def test_validation_runs_are_listed_with_their_numbers(runs, page, tmp_path):
     assert section.count("not a held-out split") == 1  # only the test-set run is flagged
 
 
+def test_a_variant_is_compared_with_its_step_as_registered_wherever_those_runs_are_filed(tmp_path):
+    held_out = "validation (10000 held out of train)"
+    base = [make_record(GOOD_STEP, s, top=99.2 + 0.02 * s) for s in (0, 1)]
+    elsewhere = make_record(GOOD_STEP, 2, top=99.15)  # the registered config, run under a draft name
+    elsewhere["step"] = "3-draft[lr=0.1]"
+    other = make_record(GOOD_STEP, 3, top=99.2)  # another config: not the step as registered
+    other["config"]["lr"], other["step"] = 0.3, "3-gap[lr=0.3]"
+    variant = [make_record(GOOD_STEP, s, top=99.3) for s in (0, 1, 2, 3)]
+    for r in variant:
+        r["step"], r["config"]["batch_size"] = "3-gap[batch_size=64]", 64
+    for r in base + [elsewhere, other] + variant:
+        r["evaluated_on"] = held_out
+    rows = {r["name"]: r for r in report.validation_view(write_records(tmp_path / "v", base + [elsewhere, other] + variant))}
+    deltas = [v["history"][-1]["test_acc"] - b["history"][-1]["test_acc"] for v, b in zip(variant, base + [elsewhere])]
+    assert rows["3-gap[batch_size=64]"]["vs_base"].startswith(report.signed(statistics.fmean(deltas)) + " [")
+    assert rows["3-gap[batch_size=64]"]["vs_base"].endswith("(3)")  # seeds 0-2; seed 3's base run is another config
+    assert rows["3-gap"]["vs_base"] == "—" and rows["3-draft[lr=0.1]"]["vs_base"] == "—"  # not a registry step
+
+
 def test_a_diverged_validation_run_keeps_its_column_and_stays_out_of_the_mean(tmp_path):
     records = [make_record(GOOD_STEP, 0, top=99.2), make_record(GOOD_STEP, 1, diverged_at=1),
                make_record(GOOD_STEP, 2, diverged_at=4)]
