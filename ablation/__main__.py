@@ -110,6 +110,11 @@ def cmd_run(args) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.holdout:
+        try:  # a holdout or fold that does not fit is refused before anything trains
+            data.holdout(args.holdout, fold=args.fold)
+        except ValueError as e:
+            args.parser.error(str(e))
     quick = dict(limit_train=2048, limit_test=1000) if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     tasks = []
@@ -117,7 +122,7 @@ def cmd_run(args) -> int:
         seeds = args.seeds or list(step.seeds)
         group = args.group or (len(seeds) if device.type == "cuda" else 1)
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
-                       quick, args.out) for i in range(0, len(seeds), group)]
+                       quick, args.out, args.fold) for i in range(0, len(seeds), group)]
     errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
@@ -182,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained in parallel processes (default: one per CPU core on cpu, 1 on cuda)")
     p.add_argument("--holdout", type=positive_int, default=0,
                    help="evaluate on N images held out of the training set instead of the test set (for design choices)")
+    p.add_argument("--fold", type=int, default=0,
+                   help="with --holdout N: hold out the K-th block of N images instead of the first (k-fold "
+                        "validation; write each fold to its own --out)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="run a variant of each step with a field changed, e.g. --set lr=0.1 --set schedule.final_epoch=12")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args.parser = parser
     if args.command == "run" and args.quick and args.out == Path("reports/runs"):
         parser.error("--quick runs are smoke tests: give them their own --out folder, not the reference records")
+    if args.command == "run" and args.fold and not args.holdout:
+        parser.error("--fold picks a block of the held-out images: it needs --holdout N")
     try:
         return args.func(args)
     except KeyboardInterrupt:

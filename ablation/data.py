@@ -44,17 +44,22 @@ class MNIST:
     def to(self, device: str | torch.device) -> "MNIST":
         return MNIST(*(t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels)))
 
-    def holdout(self, size: int, seed: int = 0) -> "MNIST":
+    def holdout(self, size: int, seed: int = 0, fold: int = 0) -> "MNIST":
         """Split `size` images off the training set as the evaluation set (the test set is left out).
 
         Design choices are made on this split so the test set is looked at once, at the end. The
-        split is a fixed permutation of the training set from `seed`, the same for every run.
+        split is a fixed permutation of the training set from `seed`, the same for every run; fold k
+        holds out its k-th block of `size` images, so folds 0, 1, ... are disjoint (k-fold validation).
         """
-        if not 0 < size < len(self.train_labels):
-            raise ValueError(f"holdout size must be between 1 and {len(self.train_labels) - 1}, got {size}")
-        perm = torch.randperm(len(self.train_labels), generator=torch.Generator().manual_seed(seed))
+        n = len(self.train_labels)
+        if not 0 < size < n:
+            raise ValueError(f"holdout size must be between 1 and {n - 1}, got {size}")
+        if not 0 <= fold < n // size:
+            raise ValueError(f"fold must be between 0 and {n // size - 1} for a holdout of {size}, got {fold}")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         perm = perm.to(self.train_labels.device)
-        fit, val = perm[size:], perm[:size]
+        start, stop = fold * size, (fold + 1) * size
+        fit, val = torch.cat([perm[:start], perm[stop:]]), perm[start:stop]
         return MNIST(self.train_images[fit], self.train_labels[fit], self.train_images[val], self.train_labels[val])
 
 

@@ -28,6 +28,7 @@ class Task:
     threads: int | None
     quick: dict  # limit_train / limit_test for smoke runs
     out: Path
+    fold: int = 0  # which block of `holdout` images is held out (k-fold validation)
 
     def images(self, data: MNIST) -> int:
         per_epoch = self.quick.get("limit_train") or len(data.train_labels)
@@ -73,7 +74,7 @@ def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> l
     progress = Progress(task.images(data), label, bar=bar)
     try:
         results = train_many(task.step, task.seeds, device=task.device, epochs=task.epochs, data=data,
-                             holdout=task.holdout, threads=task.threads,
+                             holdout=task.holdout, fold=task.fold, threads=task.threads,
                              teacher_dirs=[task.out, records.DEFAULT_RUNS], on_epoch=progress.epoch,
                              on_batch=progress.batch, **task.quick)
     finally:

@@ -152,6 +152,7 @@ def train_many(
     data_dir: str | None = None,
     threads: int | None = None,
     holdout: int = 0,
+    fold: int = 0,
     limit_train: int | None = None,
     limit_test: int | None = None,
     teacher_dirs: list | None = None,
@@ -161,7 +162,7 @@ def train_many(
     """Train every seed of `seeds` for `step` in one pass; return one RunResult per seed.
 
     holdout: hold this many training images out as the evaluation set (design choices are made
-    there, never on the test set). limit_train / limit_test: use only the first N images (the quick
+    there, never on the test set); fold: which block of that size (k-fold validation). limit_train / limit_test: use only the first N images (the quick
     smoke run). teacher_dirs: where to look for the records of a distilling step's teacher, in order
     (default: reports/runs). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
     """
@@ -184,7 +185,8 @@ def train_many(
     data = (data or load_mnist(data_dir)).to(device)
     evaluated_on = "test"
     if holdout:
-        data, evaluated_on = data.holdout(holdout), f"validation ({holdout} held out of train)"
+        data = data.holdout(holdout, fold=fold)
+        evaluated_on = f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
     full_train = len(data.train_labels)  # a teacher must have trained on all of these (smoke runs use fewer)
     if limit_train or limit_test:
         data = MNIST(data.train_images[:limit_train], data.train_labels[:limit_train],

@@ -41,6 +41,7 @@ def test_summary_prints_layers_with_macs_and_receptive_field(capsys):
     (["run", "--epochs", "-3"], "positive integer"),
     (["run", "--set", "nope=1", "--quick", "--out", "x"], "not a step field"),
     (["frobnicate"], "invalid choice"),
+    (["run", "--fold", "2", "--quick", "--out", "x"], "needs --holdout"),
 ])
 def test_bad_input_is_a_clear_error_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -133,3 +134,10 @@ def test_teachers_train_in_a_wave_before_their_students():
              task(STEPS["9-narrow-8k"], 1)]
     assert [[(t.step.name, t.seeds[0]) for t in wave] for wave in waves(tasks)] == [
         [("9-narrow-8k", 0), ("1-basic", 0), ("9-narrow-8k", 1)], [("student", 0)], [("grand", 0)]]
+
+
+def test_a_fold_beyond_the_training_set_is_refused(data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--holdout", "10000", "--fold", "6", "--quick", "--data-dir", str(data_dir), "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and "fold must be between 0 and 5" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -32,6 +32,18 @@ def test_holdout_is_a_fixed_disjoint_split(mnist):
     assert not any(img.numpy().tobytes() in train_keys for img in a.test_images[:2000])
 
 
+def test_holdout_folds_are_disjoint_and_fold_0_is_the_plain_split(mnist):
+    plain, first, second = mnist.holdout(10_000), mnist.holdout(10_000, fold=0), mnist.holdout(10_000, fold=1)
+    assert torch.equal(plain.test_images, first.test_images) and torch.equal(plain.train_images, first.train_images)
+    assert len(second.train_labels) == 50_000 and len(second.test_labels) == 10_000
+    held = lambda split: {img.numpy().tobytes() for img in split.test_images}
+    fit = {img.numpy().tobytes() for img in second.train_images}
+    assert not held(first) & held(second)  # MNIST has a few duplicate images; these 10,000 pairs share none
+    assert not held(second) & fit
+    with pytest.raises(ValueError, match="fold must be between 0 and 5"):
+        mnist.holdout(10_000, fold=6)
+
+
 def copy_raw(data_dir, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)

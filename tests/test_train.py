@@ -82,6 +82,11 @@ def test_holdout_evaluates_on_training_images_not_the_test_set(quick_step, mnist
     assert result.evaluated_on.startswith("validation") and result.engine["eval_images"] == 10_000
 
 
+def test_a_fold_is_named_in_what_the_run_was_evaluated_on(quick_step, mnist):
+    result = train(quick_step, seed=0, data=mnist, holdout=10_000, fold=2, limit_train=512, epochs=1)
+    assert result.evaluated_on == "validation (10000 held out of train, fold 2)"
+
+
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(epochs=-2)])
 def test_bad_epochs_are_rejected(quick_step, mnist, bad):
     with pytest.raises(ValueError, match="epochs"):
