@@ -737,6 +737,34 @@ def vs_registered_text(step: Step, records: list[dict], runs: dict[str, list[dic
     return f"{signed(paired['mean'])}{ci} ({len(paired['seeds'])})"
 
 
+def fold_view(folder: Path, records_by_step: dict[str, list[dict]]) -> list[dict]:
+    """k-fold validation against the test set: for each registry step with runs as registered in two or more
+    folds (fold 0 is `folder`, fold K is validation-folds/fold-K beside it), its final held-out accuracy per
+    fold, their mean, and its final test accuracy. It shows whether the held-out split ranks steps as the
+    test set does."""
+    from .records import load_all
+
+    folds = {0: load_all(folder)} if folder.is_dir() else {}
+    for path in sorted(folder.parent.glob("validation-folds/fold-*")):
+        if path.name.removeprefix("fold-").isdigit():
+            folds[int(path.name.removeprefix("fold-"))] = load_all(path)
+    rows = []
+    for name, step in STEPS.items():
+        finals = {k: f for k, runs in sorted(folds.items()) if (f := final_accuracies(as_registered(step, runs)))}
+        seeds = sorted(set.intersection(*(set(f) for f in finals.values()))) if finals else []
+        if len(finals) < 2 or not seeds:
+            continue
+        # The seeds every fold ran, so that no fold's figure rests on other seeds than the rest.
+        per_fold = {k: statistics.fmean(f[s] for s in seeds) for k, f in finals.items()}
+        test = list(final_accuracies(records_by_step.get(name, [])).values())
+        rows.append({"name": name, "params": count(step.params), "folds": ", ".join(map(str, per_fold)),
+                     "seeds": ", ".join(map(str, seeds)),
+                     "per_fold": ", ".join(num(v) for v in per_fold.values()),
+                     "mean": num(statistics.fmean(per_fold.values())), "mean_v": statistics.fmean(per_fold.values()),
+                     "test": num(statistics.fmean(test)) if test else "—", "n_test": len(test)})
+    return rows
+
+
 def validation_view(folder: Path) -> list[dict]:
     """One row per variant under `folder` (reports/validation): the runs every choice of steps 6 onward was
     made on, so that a step's Analysis can be checked against them. Accuracy here is on the held-out
@@ -781,9 +809,10 @@ def build_views(records_by_step: dict[str, list[dict]]) -> dict:
 
 
 def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
-                validation: list[dict] | None = None) -> str:
+                validation: list[dict] | None = None, folds: list[dict] | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
-    computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows."""
+    computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
+    `folds` fold_view(...)'s."""
     ctx = build_views(records_by_step)
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
@@ -795,7 +824,7 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     if "confusion" in mistakes:
         mistakes = {**mistakes, "matrix": confusion_view(mistakes["confusion"])}
     ctx.update(mistakes=mistakes, bench=bench_view(bench), provenance=provenance_view(records_by_step),
-               validation=validation or [])
+               validation=validation or [], folds=folds or [])
     return _env(True).get_template("report.html.j2").render(ctx)
 
 
@@ -821,9 +850,10 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     if fmt == "md":
         text = render_markdown(records_by_step)
     else:
+        validation = Path(validation) if validation is not None else runs.parent / "validation"
         text = render_html(records_by_step, final_mistakes(runs, records_by_step),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
-                           validation_view(validation if validation is not None else runs.parent / "validation"))
+                           validation_view(validation), fold_view(validation, records_by_step))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

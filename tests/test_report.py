@@ -326,6 +326,27 @@ def test_a_variant_is_compared_with_its_step_as_registered_wherever_those_runs_a
     assert rows["3-gap"]["vs_base"] == "—" and rows["3-draft[lr=0.1]"]["vs_base"] == "—"  # not a registry step
 
 
+def test_folds_are_compared_over_the_seeds_every_fold_ran_beside_the_test_set(tmp_path):
+    def held_out(seed, top, fold, step=GOOD_STEP):
+        r = make_record(step, seed, top=top)
+        r["evaluated_on"] = f"validation (10000 held out of train{f', fold {fold}' if fold else ''})"
+        return r
+
+    only_one_fold = held_out(0, 99.1, 0, step="2-bn-dropout")  # not listed: nothing to compare across
+    fold0 = write_records(tmp_path / "validation", [held_out(0, 99.2, 0), held_out(1, 99.0, 0), only_one_fold])
+    fold1 = write_records(tmp_path / "validation-folds" / "fold-1", [held_out(0, 99.3, 1)])
+    write_records(tmp_path / "validation-folds" / "fold-x", [held_out(0, 90.0, 0)])  # not a fold: ignored
+    test = load_all(write_records(tmp_path / "runs", [make_record(GOOD_STEP, s, top=99.5) for s in (0, 1)]))
+    (row,) = report.fold_view(fold0, test)
+    final = lambda folder: load_all(folder)[GOOD_STEP][0]["history"][-1]["test_acc"]
+    assert row["name"] == GOOD_STEP and row["folds"] == "0, 1" and row["seeds"] == "0"  # seed 1 ran in fold 0 only
+    assert row["per_fold"] == f"{report.num(final(fold0))}, {report.num(final(fold1))}"
+    assert row["mean"] == report.num((final(fold0) + final(fold1)) / 2)
+    assert row["test"] == report.num(statistics.fmean(r["history"][-1]["test_acc"] for r in test[GOOD_STEP]))
+    html = report.render_html(test, folds=[row])
+    assert "Across folds, against the test set" in html and row["per_fold"] in html
+
+
 def test_a_diverged_validation_run_keeps_its_column_and_stays_out_of_the_mean(tmp_path):
     records = [make_record(GOOD_STEP, 0, top=99.2), make_record(GOOD_STEP, 1, diverged_at=1),
                make_record(GOOD_STEP, 2, diverged_at=4)]
