@@ -160,10 +160,10 @@ def load_weights(path: Path) -> dict:
 # further change to the engine drops the claim until a run shows it again (CI's reproduction check
 # retrains the final step's seed 0 on every push).
 EQUIVALENT_SOURCES = {
-    ("c1bac9d24956e4f8", "56f0cb08803b4819"):
-        "14-padded-8k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit b6407b9 by this engine "
-        "(distillation, off by default; depthwise-separable layout tokens; an unused import dropped), has the "
-        "committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("f242a2e7096b2db2", "56f0cb08803b4819"):
+        "14-padded-8k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 4c6938e by this engine "
+        "(distillation, off by default; depthwise-separable layout tokens; k-fold holdout; an unused import "
+        "dropped), has the committed record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
