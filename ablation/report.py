@@ -425,13 +425,18 @@ def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
             "known_miss": step.known_miss}
 
 
+def signed_interval(ci: tuple[float, float]) -> str | None:
+    """'[−0.12, +0.03]' for a paired difference's 95 % CI; None where one seed gives no interval."""
+    lo, hi = ci
+    return None if missing(lo) else f"[{signed(lo)}, {signed(hi)}]"
+
+
 def vs_parent_text(parent: str | None, paired: dict | None) -> str | None:
     """One sentence: the step's final accuracy minus its parent's on the seeds both ran, with its 95 % CI."""
     if not paired:
         return None
     n = len(paired["seeds"])
-    lo, hi = paired["ci95"]
-    ci = "" if missing(lo) else f" (95 % CI [{signed(lo)}, {signed(hi)}])"
+    ci = f" (95 % CI {interval})" if (interval := signed_interval(paired["ci95"])) else ""
     per_seed = ", ".join(f"{signed(d)} (seed {s})" for s, d in zip(paired["seeds"], paired["deltas"]))
     return (f"Final test accuracy minus {parent}'s on the same {n} seed{'s' if n != 1 else ''}: "
             f"{signed(paired['mean'])} % on average{ci}; per seed {per_seed}.")
@@ -732,22 +737,26 @@ def vs_registered_text(step: Step, records: list[dict], runs: dict[str, list[dic
     paired = paired_delta(records, as_registered(step, runs))
     if not paired:
         return "no shared seed"
-    lo, hi = paired["ci95"]
-    ci = "" if missing(lo) else f" [{signed(lo)}, {signed(hi)}]"
+    ci = f" {interval}" if (interval := signed_interval(paired["ci95"])) else ""
     return f"{signed(paired['mean'])}{ci} ({len(paired['seeds'])})"
 
 
-def fold_view(folder: Path, records_by_step: dict[str, list[dict]]) -> list[dict]:
-    """k-fold validation against the test set: for each registry step with runs as registered in two or more
-    folds (fold 0 is `folder`, fold K is validation-folds/fold-K beside it), its final held-out accuracy per
-    fold, their mean, and its final test accuracy. It shows whether the held-out split ranks steps as the
-    test set does."""
+def load_folds(folder: Path) -> dict[int, dict[str, list[dict]]]:
+    """{fold: {step name: records}} of the held-out runs: fold 0 is `folder` (reports/validation), fold K
+    is validation-folds/fold-K beside it. Read once, for both validation tables."""
     from .records import load_all
 
-    folds = {0: load_all(folder)} if folder.is_dir() else {}
+    folds = {0: load_all(folder)}
     for path in sorted(folder.parent.glob("validation-folds/fold-*")):
-        if path.name.removeprefix("fold-").isdigit():
-            folds[int(path.name.removeprefix("fold-"))] = load_all(path)
+        if (k := path.name.removeprefix("fold-")).isdigit():
+            folds[int(k)] = load_all(path)
+    return folds
+
+
+def fold_view(folds: dict[int, dict[str, list[dict]]], records_by_step: dict[str, list[dict]]) -> list[dict]:
+    """k-fold validation against the test set: for each registry step with runs as registered in two or more
+    folds (load_folds' answer), its final held-out accuracy per fold, their mean, and its final test
+    accuracy. It shows whether the held-out split ranks steps as the test set does."""
     rows = []
     for name, step in STEPS.items():
         finals = {k: f for k, runs in sorted(folds.items()) if (f := final_accuracies(as_registered(step, runs)))}
@@ -765,15 +774,12 @@ def fold_view(folder: Path, records_by_step: dict[str, list[dict]]) -> list[dict
     return rows
 
 
-def validation_view(folder: Path) -> list[dict]:
-    """One row per variant under `folder` (reports/validation): the runs every choice of steps 6 onward was
-    made on, so that a step's Analysis can be checked against them. Accuracy here is on the held-out
+def validation_view(runs: dict[str, list[dict]]) -> list[dict]:
+    """One row per variant among `runs` (reports/validation, loaded): the runs every choice of steps 6 onward
+    was made on, so that a step's Analysis can be checked against them. Accuracy here is on the held-out
     training images, never the test set; variants are named as `run --set` named them."""
-    from .records import load_all
-
     rows = []
     last = MISSION_GOALS.last_epochs  # the same window as the summary table's "min, last N"
-    runs = load_all(folder)
     for name, records in sorted(runs.items()):
         finals = final_accuracies(records)
         # A diverged run keeps its column, so the seeds, finals and minima stay aligned.
@@ -850,10 +856,10 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     if fmt == "md":
         text = render_markdown(records_by_step)
     else:
-        validation = Path(validation) if validation is not None else runs.parent / "validation"
+        folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
         text = render_html(records_by_step, final_mistakes(runs, records_by_step),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
-                           validation_view(validation), fold_view(validation, records_by_step))
+                           validation_view(folds[0]), fold_view(folds, records_by_step))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

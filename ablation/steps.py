@@ -36,7 +36,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Distill:
-    """Knowledge distillation: part of the loss is the cross-entropy with a teacher's softened outputs.
+    """Knowledge distillation: part of the loss is the KL divergence to a teacher's softened outputs.
 
     The teacher is the ensemble of the records of all of the step `teacher`'s seeds trained on the same
     training images (distill.py); its logits are averaged and computed once, on the clean images.

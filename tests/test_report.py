@@ -319,7 +319,7 @@ def test_a_variant_is_compared_with_its_step_as_registered_wherever_those_runs_a
         r["step"], r["config"]["batch_size"] = "3-gap[batch_size=64]", 64
     for r in base + [elsewhere, other] + variant:
         r["evaluated_on"] = held_out
-    rows = {r["name"]: r for r in report.validation_view(write_records(tmp_path / "v", base + [elsewhere, other] + variant))}
+    rows = {r["name"]: r for r in report.validation_view(load_all(write_records(tmp_path / "v", base + [elsewhere, other] + variant)))}
     deltas = [v["history"][-1]["test_acc"] - b["history"][-1]["test_acc"] for v, b in zip(variant, base + [elsewhere])]
     assert rows["3-gap[batch_size=64]"]["vs_base"].startswith(report.signed(statistics.fmean(deltas)) + " [")
     assert rows["3-gap[batch_size=64]"]["vs_base"].endswith("(3)")  # seeds 0-2; seed 3's base run is another config
@@ -337,7 +337,7 @@ def test_folds_are_compared_over_the_seeds_every_fold_ran_beside_the_test_set(tm
     fold1 = write_records(tmp_path / "validation-folds" / "fold-1", [held_out(0, 99.3, 1)])
     write_records(tmp_path / "validation-folds" / "fold-x", [held_out(0, 90.0, 0)])  # not a fold: ignored
     test = load_all(write_records(tmp_path / "runs", [make_record(GOOD_STEP, s, top=99.5) for s in (0, 1)]))
-    (row,) = report.fold_view(fold0, test)
+    (row,) = report.fold_view(report.load_folds(fold0), test)
     final = lambda folder: load_all(folder)[GOOD_STEP][0]["history"][-1]["test_acc"]
     assert row["name"] == GOOD_STEP and row["folds"] == "0, 1" and row["seeds"] == "0"  # seed 1 ran in fold 0 only
     assert row["per_fold"] == f"{report.num(final(fold0))}, {report.num(final(fold1))}"
@@ -352,7 +352,7 @@ def test_a_diverged_validation_run_keeps_its_column_and_stays_out_of_the_mean(tm
                make_record(GOOD_STEP, 2, diverged_at=4)]
     for r in records:
         r.update(step="3-gap[lr=9.0]", evaluated_on="validation (10000 held out of train)")
-    (row,) = report.validation_view(write_records(tmp_path / "validation", records))
+    (row,) = report.validation_view(load_all(write_records(tmp_path / "validation", records)))
     final = records[0]["history"][-1]["test_acc"]
     assert row["seeds"] == "0, 1, 2"
     assert row["finals"] == f"{report.num(final)}, diverged @ 1, diverged @ 4"
