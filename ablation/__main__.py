@@ -1,4 +1,4 @@
-"""The command line: `python -m ablation {steps,summary,run,report,bench} --help`."""
+"""The command line: `python -m ablation {steps,summary,run,screen,report,bench} --help`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+from .screen import Rule
 from .steps import STEPS, Step, get_step, with_overrides
+
+# What --quick trains on: a smoke test of the whole path in seconds, one epoch.
+QUICK = dict(limit_train=2048, limit_test=1000)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -115,7 +119,7 @@ def cmd_run(args) -> int:
             data.holdout(args.holdout, fold=args.fold)
         except ValueError as e:
             args.parser.error(str(e))
-    quick = dict(limit_train=2048, limit_test=1000) if args.quick else {}
+    quick = QUICK if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     tasks = []
     for step in args.steps:
@@ -142,6 +146,56 @@ def cmd_run(args) -> int:
         # The report lands beside its records folder: reports/runs -> reports/ablation.html.
         for path in render_files(args.out, args.out.parent / "ablation.html"):
             print(f"wrote {path}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def cmd_screen(args) -> int:
+    import os
+
+    from .data import DataError, load_mnist
+    from .runner import Task, run_tasks
+    from .screen import Rule, fold_dir, load_folds, pairs, to_train, verdict
+    from .train import resolve_device
+
+    try:
+        variant = with_overrides(args.step, args.overrides)
+        device = resolve_device(args.device)
+    except ValueError as e:
+        args.parser.error(str(e))
+    if variant.name == args.step.name:
+        args.parser.error("a screen compares a variant with its step: give at least one --set FIELD=VALUE")
+    try:
+        data = load_mnist(args.data_dir)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for k in args.folds:  # a fold that does not fit is refused before anything trains
+        try:
+            data.holdout(args.holdout, fold=k)
+        except ValueError as e:
+            args.parser.error(str(e))
+    rule = Rule(min_gain=args.min_gain)
+    todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)
+    print(f"screen {variant.name}: folds {', '.join(map(str, args.folds))} x seeds {', '.join(map(str, args.seeds))}; "
+          f"{len(todo)} runs to train, the rest found under {args.validation} and its validation-folds/", file=sys.stderr)
+    if args.dry_run:
+        for step, k, seed in todo:
+            print(f"would train {step.name} seed {seed} on fold {k} into {fold_dir(args.validation, k)}")
+        return 0
+    quick = QUICK if args.quick else {}
+    tasks = [Task(step, [seed], str(device), 1 if args.quick else None, args.data_dir, args.holdout, args.threads,
+                  quick, fold_dir(args.validation, k), k) for step, k, seed in todo]
+    errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    folds = {k: runs for k, runs in load_folds(args.validation).items() if k in args.folds}
+    found = [p for p in pairs(args.step, variant.name, folds) if p.seed in args.seeds]
+    print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
+                ["fold", "seed", args.step.name, "variant", "variant - step"]))
+    v = verdict(found, rule)
+    if v["n"]:
+        print(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} of {v['n']}")
+    print(f"{variant.name} {v['text']}")
     return 2 if errors else 0
 
 
@@ -196,6 +250,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not render reports/ablation.html afterwards")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("screen", help="k-fold screen: a variant (--set) against its step as registered, on held-out folds",
+                       description="Train a step as registered and its variant on held-out folds of the training set "
+                                   "(what is already there is reused), pair their final accuracies fold by fold and "
+                                   "judge the pairs by a rule fixed in advance: " + Rule().describe() + ". "
+                                   "The test set is never touched.")
+    p.add_argument("step", type=step_name, help=f"the step the variant changes, e.g. {list(STEPS)[-1]}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="the variant's change, as for run (repeatable), e.g. --set batch_size=64 --set lr=0.1")
+    p.add_argument("--folds", type=parse_seeds, default=list(range(6)),
+                   help="held-out folds, e.g. 0-5 (default: all six disjoint folds of 10,000)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="seeds per fold (default 0)")
+    p.add_argument("--holdout", type=positive_int, default=10_000, help="images per fold (default 10000)")
+    p.add_argument("--validation", type=Path, default=Path("reports/validation"),
+                   help="fold 0's records folder; fold K is validation-folds/fold-K beside it (default reports/validation)")
+    p.add_argument("--min-gain", type=float, default=Rule().min_gain,
+                   help=f"percent: the paired mean gain the variant needs (default {Rule().min_gain:g})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="runs trained in parallel (default: one per CPU core)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke screen: one epoch on 2,048 training and 1,000 held-out images, into its own --validation")
+    p.add_argument("--dry-run", action="store_true", help="list the runs a screen would train, train nothing")
+    p.set_defaults(func=cmd_screen)
+
     p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")
     p.add_argument("--runs", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
     p.add_argument("--out", type=Path, default=None, help="output file (default reports/ablation.html or .md)")
@@ -219,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     args.parser = parser
     if args.command == "run" and args.quick and args.out == Path("reports/runs"):
         parser.error("--quick runs are smoke tests: give them their own --out folder, not the reference records")
+    if args.command == "screen" and args.quick and args.validation == Path("reports/validation"):
+        parser.error("--quick screens are smoke tests: give them their own --validation folder, not the study's")
     if args.command == "run" and args.fold and not args.holdout:
         parser.error("--fold picks a block of the held-out images: it needs --holdout N")
     try:

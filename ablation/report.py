@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from .analysis import final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
 from .augment import Augment
+from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -721,17 +722,6 @@ def load_bench(path: Path) -> dict | None:
 
 # --- the validation runs behind the choices -----------------------------------------------------------
 
-def as_registered(step: Step, runs: dict[str, list[dict]]) -> list[dict]:
-    """The held-out runs made with `step`'s own config, one per seed, wherever they are filed (some were
-    made under a draft name or as a variant of another step); those filed under the step's name first."""
-    by_seed: dict[int, dict] = {}
-    for name in sorted(runs, key=lambda n: n != step.name):
-        for r in runs[name]:
-            if str(r.get("evaluated_on")).startswith("validation") and not changed_run_fields(step, r["config"]):
-                by_seed.setdefault(r["seed"], r)
-    return [by_seed[seed] for seed in sorted(by_seed)]
-
-
 def vs_registered_text(step: Step, records: list[dict], runs: dict[str, list[dict]]) -> str:
     """A variant's final held-out accuracy minus its step's as registered, on the seeds both ran."""
     paired = paired_delta(records, as_registered(step, runs))
@@ -739,18 +729,6 @@ def vs_registered_text(step: Step, records: list[dict], runs: dict[str, list[dic
         return "no shared seed"
     ci = f" {interval}" if (interval := signed_interval(paired["ci95"])) else ""
     return f"{signed(paired['mean'])}{ci} ({len(paired['seeds'])})"
-
-
-def load_folds(folder: Path) -> dict[int, dict[str, list[dict]]]:
-    """{fold: {step name: records}} of the held-out runs: fold 0 is `folder` (reports/validation), fold K
-    is validation-folds/fold-K beside it. Read once, for both validation tables."""
-    from .records import load_all
-
-    folds = {0: load_all(folder)}
-    for path in sorted(folder.parent.glob("validation-folds/fold-*")):
-        if (k := path.name.removeprefix("fold-")).isdigit():
-            folds[int(k)] = load_all(path)
-    return folds
 
 
 def fold_view(folds: dict[int, dict[str, list[dict]]], records_by_step: dict[str, list[dict]]) -> list[dict]:
@@ -771,6 +749,25 @@ def fold_view(folds: dict[int, dict[str, list[dict]]], records_by_step: dict[str
                      "per_fold": ", ".join(num(v) for v in per_fold.values()),
                      "mean": num(statistics.fmean(per_fold.values())), "mean_v": statistics.fmean(per_fold.values()),
                      "test": num(statistics.fmean(test)) if test else "—", "n_test": len(test)})
+    return rows
+
+
+def screen_view(folds: dict[int, dict[str, list[dict]]], rule: Rule = Rule()) -> list[dict]:
+    """One row per variant of a registry step screened on two or more folds (`python -m ablation screen`):
+    its final held-out accuracy minus the step's as registered, (fold, seed) by (fold, seed), and the
+    screening rule's verdict."""
+    rows = []
+    for name in sorted({n for runs in folds.values() for n in runs if "[" in n}):
+        base = name.partition("[")[0]
+        if base not in STEPS or len(found := pairs(STEPS[base], name, folds)) < 2 or len({p.fold for p in found}) < 2:
+            continue
+        v = verdict(found, rule)
+        rows.append({"name": name, "base": base, "overrides": name[len(base) + 1:-1], "n": v["n"],
+                     "folds": ", ".join(map(str, v["folds"])),
+                     "deltas": ", ".join(f"{p.fold}: {signed(p.delta)}" if len({q.seed for q in found}) == 1
+                                         else f"{p.fold}/s{p.seed}: {signed(p.delta)}" for p in found),
+                     "mean": signed(v["mean"]), "mean_v": v["mean"], "ci": signed_interval(v["ci95"]) or "",
+                     "ahead": f"{v['ahead']}/{v['n']}", "passed": v["passed"], "verdict": v["text"]})
     return rows
 
 
@@ -815,10 +812,11 @@ def build_views(records_by_step: dict[str, list[dict]]) -> dict:
 
 
 def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
-                validation: list[dict] | None = None, folds: list[dict] | None = None) -> str:
+                validation: list[dict] | None = None, folds: list[dict] | None = None,
+                screens: list[dict] | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
     computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
-    `folds` fold_view(...)'s."""
+    `folds` fold_view(...)'s; `screens` screen_view(...)'s."""
     ctx = build_views(records_by_step)
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
@@ -830,7 +828,8 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     if "confusion" in mistakes:
         mistakes = {**mistakes, "matrix": confusion_view(mistakes["confusion"])}
     ctx.update(mistakes=mistakes, bench=bench_view(bench), provenance=provenance_view(records_by_step),
-               validation=validation or [], folds=folds or [])
+               validation=validation or [], folds=folds or [], screens=screens or [],
+               rule=Rule().describe())
     return _env(True).get_template("report.html.j2").render(ctx)
 
 
@@ -859,7 +858,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
         folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
         text = render_html(records_by_step, final_mistakes(runs, records_by_step),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
-                           validation_view(folds[0]), fold_view(folds, records_by_step))
+                           validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

@@ -1,0 +1,111 @@
+"""k-fold screening: is a variant of a step better than the step, on held-out folds, fold by fold?
+
+At these sizes one 10,000-image split decides a choice largely at random: a paired difference between
+two steps moves by up to 0.25 % from fold to fold (the report's "Across folds" table), more than the
+differences sought. A screen therefore trains the step as registered and its variant on the same
+folds and seeds, pairs their final held-out accuracies (fold, seed) by (fold, seed), and judges the
+pairs by a rule fixed before any run (`Rule`), so that what decides is not read off the results.
+
+Fold 0 is `reports/validation`, fold K is `reports/validation-folds/fold-K` beside it: the folders that
+`run --holdout N --fold K --out ...` writes and the report reads.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from .analysis import confidence_interval95, final_accuracies
+from .steps import Step, changed_run_fields
+
+VALIDATION = Path("reports/validation")
+
+
+def fold_dir(validation: Path, fold: int) -> Path:
+    """The records folder of held-out fold `fold`: `validation` itself for fold 0."""
+    return Path(validation) if fold == 0 else Path(validation).parent / "validation-folds" / f"fold-{fold}"
+
+
+def load_folds(validation: Path = VALIDATION) -> dict[int, dict[str, list[dict]]]:
+    """{fold: {step name: records}} of every held-out fold found beside `validation`, fold 0 included."""
+    from .records import load_all
+
+    folds = {0: load_all(validation)}
+    for path in sorted(Path(validation).parent.glob("validation-folds/fold-*")):
+        if (k := path.name.removeprefix("fold-")).isdigit():
+            folds[int(k)] = load_all(path)
+    return dict(sorted(folds.items()))
+
+
+def as_registered(step: Step, runs: dict[str, list[dict]]) -> list[dict]:
+    """The held-out runs made with `step`'s own config, one per seed, wherever they are filed (some were
+    made under a draft name or as a variant of another step); those filed under the step's name first."""
+    by_seed: dict[int, dict] = {}
+    for name in sorted(runs, key=lambda n: n != step.name):
+        for r in runs[name]:
+            if str(r.get("evaluated_on")).startswith("validation") and not changed_run_fields(step, r["config"]):
+                by_seed.setdefault(r["seed"], r)
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a variant must show to be worth a test-set run: set before screening, the same for every screen."""
+
+    min_gain: float = 0.05  # percent: the paired mean gain over all (fold, seed) pairs
+    min_ahead: float = 0.75  # the share of pairs in which the variant must finish ahead of the step
+
+    def ahead_needed(self, n: int) -> int:
+        return math.ceil(self.min_ahead * n - 1e-9)
+
+    def describe(self) -> str:
+        return f"a paired mean gain ≥ {self.min_gain:+g} % and ahead in ≥ {self.min_ahead:.0%} of the pairs"
+
+
+@dataclass(frozen=True)
+class Pair:
+    fold: int
+    seed: int
+    base: float  # final held-out accuracy of the step as registered, percent
+    variant: float  # the variant's, same fold and seed
+
+    @property
+    def delta(self) -> float:
+        return self.variant - self.base
+
+
+def pairs(step: Step, variant_name: str, folds: dict[int, dict[str, list[dict]]]) -> list[Pair]:
+    """Every (fold, seed) in which both the step as registered and the variant ran to the end."""
+    out = []
+    for k, runs in sorted(folds.items()):
+        base = final_accuracies(as_registered(step, runs))
+        variant = final_accuracies([r for r in runs.get(variant_name, []) if str(r.get("evaluated_on")).startswith("validation")])
+        out += [Pair(k, s, base[s], variant[s]) for s in sorted(base.keys() & variant.keys())]
+    return out
+
+
+def verdict(found: list[Pair], rule: Rule = Rule()) -> dict:
+    """The pairs' mean gain, 95 % CI and how many the variant leads, and whether they pass `rule`."""
+    deltas = [p.delta for p in found]
+    if not deltas:
+        return {"n": 0, "passed": False, "text": "no (fold, seed) ran both"}
+    mean, ahead = statistics.fmean(deltas), sum(d > 0 for d in deltas)
+    passed = mean >= rule.min_gain and ahead >= rule.ahead_needed(len(deltas))
+    return {"n": len(deltas), "mean": mean, "ci95": confidence_interval95(deltas), "ahead": ahead, "passed": passed,
+            "folds": sorted({p.fold for p in found}),
+            "text": f"{'passes' if passed else 'fails'}: {rule.describe()} (needs {rule.ahead_needed(len(deltas))} of {len(deltas)})"}
+
+
+def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]], fold_ids: list[int],
+             seeds: list[int]) -> list[tuple[Step, int, int]]:
+    """(step or variant, fold, seed) still to be trained for a screen over `fold_ids` x `seeds`. A run
+    that diverged counts as done: training it again would give the same history."""
+    todo = []
+    for k in fold_ids:
+        runs = folds.get(k, {})
+        have_base = {r["seed"] for r in as_registered(step, runs)}
+        have_variant = {r["seed"] for r in runs.get(variant.name, [])}
+        todo += [(step, k, s) for s in seeds if s not in have_base]
+        todo += [(variant, k, s) for s in seeds if s not in have_variant]
+    return todo

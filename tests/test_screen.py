@@ -1,0 +1,141 @@
+"""k-fold screening: folds are found where run writes them, pairs are (fold, seed) with the step as registered,
+the rule decides as it says, what is missing is what gets trained, and the report and CLI show it."""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from ablation import report
+from ablation.__main__ import main
+from ablation.screen import Pair, Rule, fold_dir, load_folds, pairs, to_train, verdict
+from ablation.steps import STEPS, with_overrides
+from test_report import make_record, write_records
+
+pytestmark = pytest.mark.fast
+
+STEP = "3-gap"
+VARIANT = with_overrides(STEPS[STEP], ["lr=0.05"])
+
+
+def held_out(step_name: str, seed: int, fold: int, top: float, *, config: dict | None = None, **kw) -> dict:
+    r = make_record(STEP, seed, top=top, **kw)
+    r["step"] = step_name
+    r["config"].update(config or {})
+    r["evaluated_on"] = f"validation (10000 held out of train{f', fold {fold}' if fold else ''})"
+    return r
+
+
+def final(r: dict) -> float:
+    return r["history"][-1]["test_acc"]
+
+
+@pytest.fixture
+def folds(tmp_path):
+    """Folds 0-2, seed 0 each (and seed 1 in fold 0): the step, its variant, and decoys that must not pair."""
+    validation = tmp_path / "validation"
+    lr = {"lr": 0.05}
+    written = {
+        0: [held_out(STEP, 0, 0, 99.20), held_out(STEP, 1, 0, 99.10), held_out(VARIANT.name, 0, 0, 99.30, config=lr),
+            held_out(VARIANT.name, 1, 0, 99.05, config=lr)],
+        # the step as registered, filed under a draft name, still pairs; a run of another config does not
+        1: [held_out("3-draft", 0, 1, 99.00), held_out(f"{STEP}[lr=0.3]", 1, 1, 99.9, config={"lr": 0.3}),
+            held_out(VARIANT.name, 0, 1, 99.10, config=lr), held_out(VARIANT.name, 1, 1, 99.9, config=lr)],
+        # a diverged variant run has no final accuracy to pair
+        2: [held_out(STEP, 0, 2, 99.25), held_out(VARIANT.name, 0, 2, 99.0, config=lr, diverged_at=3)],
+    }
+    for k, records in written.items():
+        write_records(fold_dir(validation, k), records)
+    write_records(tmp_path / "validation-folds" / "fold-x", [held_out(STEP, 0, 0, 1.0)])  # not a fold
+    return validation, written
+
+
+def test_fold_0_is_the_validation_folder_and_fold_k_sits_beside_it(tmp_path):
+    assert fold_dir(tmp_path / "validation", 0) == tmp_path / "validation"
+    assert fold_dir(tmp_path / "validation", 3) == tmp_path / "validation-folds" / "fold-3"
+
+
+def test_pairs_are_fold_and_seed_with_the_step_as_registered(folds):
+    validation, written = folds
+    loaded = load_folds(validation)
+    assert sorted(loaded) == [0, 1, 2]
+    found = pairs(STEPS[STEP], VARIANT.name, loaded)
+    assert [(p.fold, p.seed) for p in found] == [(0, 0), (0, 1), (1, 0)]  # not fold 1 seed 1, not the diverged run
+    by_name = {(k, r["step"], r["seed"]): final(r) for k, rs in written.items() for r in rs}
+    assert found[2].base == by_name[(1, "3-draft", 0)] and found[2].variant == by_name[(1, VARIANT.name, 0)]
+    assert [p.delta for p in found] == [by_name[(k, VARIANT.name, s)] - by_name[(k, STEP, s) if k == 0 else (k, "3-draft", s)]
+                                        for k, s in ((0, 0), (0, 1), (1, 0))]
+
+
+def test_what_is_missing_is_what_gets_trained(folds):
+    validation, _ = folds
+    todo = to_train(STEPS[STEP], VARIANT, load_folds(validation), [0, 1, 2, 3], [0, 1])
+    # fold 1 seed 1 ran another config only; fold 2 seed 0's diverged variant counts as done; fold 3 is new
+    assert [(s.name, k, seed) for s, k, seed in todo] == [
+        (STEP, 1, 1), (STEP, 2, 1), (VARIANT.name, 2, 1),
+        (STEP, 3, 0), (STEP, 3, 1), (VARIANT.name, 3, 0), (VARIANT.name, 3, 1)]
+
+
+@pytest.mark.parametrize("deltas, passed", [
+    ([0.1, 0.1, 0.1, -0.05], True),  # +0.06, ahead in 3 of 4
+    ([0.3, 0.3, -0.1, -0.1], False),  # +0.1 but ahead in only 2 of 4
+    ([0.04, 0.05, 0.06, 0.04], False),  # ahead in all, but +0.0475 < +0.05
+    ([0.1, 0.1, 0.1, 0.1, 0.1, -0.15], True),  # +0.058, ahead in 5 of 6 (needs 5)
+    ([0.1, 0.1, 0.1, 0.1, -0.1, -0.1], False),  # +0.033, ahead in 4 of 6
+])
+def test_the_rule_needs_both_the_mean_gain_and_the_share_ahead(deltas, passed):
+    found = [Pair(k, 0, 99.0, 99.0 + d) for k, d in enumerate(deltas)]
+    v = verdict(found)
+    assert v["passed"] is passed
+    assert v["mean"] == pytest.approx(statistics.fmean(deltas)) and v["ahead"] == sum(d > 0 for d in deltas)
+    assert v["text"].startswith("passes" if passed else "fails")
+    assert verdict(found, Rule(min_gain=-1.0, min_ahead=0.0))["passed"]
+
+
+def test_no_pairs_is_never_a_pass():
+    assert verdict([]) == {"n": 0, "passed": False, "text": "no (fold, seed) ran both"}
+
+
+def test_the_report_lists_each_screened_variant_with_its_per_fold_differences_and_verdict(folds):
+    validation, _ = folds
+    loaded = load_folds(validation)
+    (row,) = report.screen_view(loaded)  # the lr=0.3 decoy ran in one fold only, so it is not a screen
+    found = pairs(STEPS[STEP], VARIANT.name, loaded)
+    assert row["name"] == VARIANT.name and row["base"] == STEP and row["overrides"] == "lr=0.05"
+    assert row["n"] == 3 and row["folds"] == "0, 1"
+    assert row["deltas"] == ", ".join(f"{p.fold}/s{p.seed}: {report.signed(p.delta)}" for p in found)
+    assert row["mean"] == report.signed(statistics.fmean(p.delta for p in found))
+    assert row["passed"] is verdict(found)["passed"]
+    html = report.render_html({}, screens=[row])
+    assert "Screens across folds" in html and row["deltas"] in html and row["verdict"] in html
+
+
+def test_a_screen_without_a_change_or_with_a_fold_that_does_not_fit_is_refused(data_dir, tmp_path, capsys, monkeypatch):
+    root = data_dir.resolve()
+    monkeypatch.chdir(tmp_path)
+    for argv, message in ((["screen", STEP], "give at least one --set"),
+                          (["screen", STEP, "--set", "lr=0.05", "--folds", "5-6"], "fold must be between 0 and 5"),
+                          (["screen", STEP, "--set", "lr=0.05", "--quick"], "their own --validation")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv + ["--data-dir", str(root)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_quick_screen_trains_what_is_missing_then_reuses_it(data_dir, tmp_path, capsys):
+    validation = tmp_path / "validation"
+    argv = ["screen", STEP, "--set", "lr=0.05", "--folds", "0-1", "--quick", "--validation", str(validation),
+            "--data-dir", str(data_dir), "--jobs", "1"]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert "4 runs to train" in first.err
+    for k in (0, 1):
+        assert sorted(p.name for p in (fold_dir(validation, k) / VARIANT.name).iterdir()) == ["seed-0.json", "seed-0.pt"]
+        assert (fold_dir(validation, k) / STEP / "seed-0.json").is_file()
+    found = pairs(STEPS[STEP], VARIANT.name, load_folds(validation))
+    assert [(p.fold, p.seed) for p in found] == [(0, 0), (1, 0)]
+    for p in found:
+        assert f"{p.delta:+.2f}" in first.out
+    assert main(argv) == 0
+    second = capsys.readouterr()
+    assert "0 runs to train" in second.err and second.out == first.out
