@@ -113,24 +113,25 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None) -> list[s
     from .distill import TeacherError
 
     errors = []
+
+    def report(finished) -> None:  # a missing teacher fails its own task only
+        try:
+            print("\n".join(finished()), file=sys.stderr, flush=True)
+        except TeacherError as e:
+            errors.append(str(e))
+
     for wave in waves(tasks):
         jobs = max(1, min(jobs, len(wave)))
         if jobs == 1:
             for task in wave:
-                try:
-                    print("\n".join(train_and_save(task, data)), file=sys.stderr, flush=True)
-                except TeacherError as e:
-                    errors.append(str(e))
+                report(lambda: train_and_save(task, data))
             continue
         print(f"training {len(wave)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(train_and_save, task, None, False) for task in wave]
             try:
                 for future in as_completed(futures):
-                    try:
-                        print("\n".join(future.result()), file=sys.stderr, flush=True)
-                    except TeacherError as e:
-                        errors.append(str(e))
+                    report(future.result)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
