@@ -178,16 +178,17 @@ def cmd_screen(args) -> int:
     todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)
     print(f"screen {variant.name}: folds {', '.join(map(str, args.folds))} x seeds {', '.join(map(str, args.seeds))}; "
           f"{len(todo)} runs to train, the rest found under {args.validation} and its validation-folds/", file=sys.stderr)
-    if args.dry_run:
+    errors = []
+    if args.dry_run:  # what would be trained, then the verdict on what is there now
         for step, k, seed in todo:
-            print(f"would train {step.name} seed {seed} on fold {k} into {fold_dir(args.validation, k)}")
-        return 0
-    quick = QUICK if args.quick else {}
-    tasks = [Task(step, [seed], str(device), 1 if args.quick else None, args.data_dir, args.holdout, args.threads,
-                  quick, fold_dir(args.validation, k), k) for step, k, seed in todo]
-    errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
+            print(f"would train {step.name} seed {seed} on fold {k} into {fold_dir(args.validation, k)}", file=sys.stderr)
+    else:
+        quick = QUICK if args.quick else {}
+        tasks = [Task(step, [seed], str(device), 1 if args.quick else None, args.data_dir, args.holdout, args.threads,
+                      quick, fold_dir(args.validation, k), k) for step, k, seed in todo]
+        errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
     folds = {k: runs for k, runs in load_folds(args.validation).items() if k in args.folds}
     found = [p for p in pairs(args.step, variant.name, folds) if p.seed in args.seeds]
     print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
@@ -272,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=None, help="runs trained in parallel (default: one per CPU core)")
     p.add_argument("--quick", action="store_true",
                    help="smoke screen: one epoch on 2,048 training and 1,000 held-out images, into its own --validation")
-    p.add_argument("--dry-run", action="store_true", help="list the runs a screen would train, train nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train nothing: list the runs the screen lacks and judge the pairs found so far")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")

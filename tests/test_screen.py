@@ -126,6 +126,10 @@ def test_a_quick_screen_trains_what_is_missing_then_reuses_it(data_dir, tmp_path
     validation = tmp_path / "validation"
     argv = ["screen", STEP, "--set", "lr=0.05", "--folds", "0-1", "--quick", "--validation", str(validation),
             "--data-dir", str(data_dir), "--jobs", "1"]
+    assert main(argv + ["--dry-run"]) == 0
+    dry = capsys.readouterr()
+    assert "4 runs to train" in dry.err and dry.err.count("would train") == 4 and "no (fold, seed) ran both" in dry.out
+    assert not validation.exists()
     assert main(argv) == 0
     first = capsys.readouterr()
     assert "4 runs to train" in first.err
