@@ -102,7 +102,7 @@ def test_the_report_lists_each_screened_variant_with_its_per_fold_differences_an
     (row,) = report.screen_view(loaded)  # the lr=0.3 decoy ran in one fold only, so it is not a screen
     found = pairs(STEPS[STEP], VARIANT.name, loaded)
     assert row["name"] == VARIANT.name and row["base"] == STEP and row["overrides"] == "lr=0.05"
-    assert row["n"] == 3 and row["folds"] == "0, 1"
+    assert row["n"] == 3 and row["folds"] == "0, 1" and row["params"] == report.count(STEPS[STEP].params)
     assert row["deltas"] == ", ".join(f"{p.fold}/s{p.seed}: {report.signed(p.delta)}" for p in found)
     assert row["mean"] == report.signed(statistics.fmean(p.delta for p in found))
     assert row["passed"] is verdict(found)["passed"]
@@ -140,6 +140,8 @@ def test_a_quick_screen_trains_what_is_missing_then_reuses_it(data_dir, tmp_path
     assert [(p.fold, p.seed) for p in found] == [(0, 0), (1, 0)]
     for p in found:
         assert f"{p.delta:+.2f}" in first.out
+    written = [r for k in (0, 1) for runs in load_folds(validation)[k].values() for r in runs]
+    assert len(written) == 4 and all(r["evaluated_on"].startswith("validation") for r in written)  # never the test set
     assert main(argv) == 0
     second = capsys.readouterr()
     assert "0 runs to train" in second.err and second.out == first.out
