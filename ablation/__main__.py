@@ -191,8 +191,9 @@ def cmd_screen(args) -> int:
             print(f"error: {error}", file=sys.stderr)
     folds = {k: runs for k, runs in load_folds(args.validation).items() if k in args.folds}
     found = [p for p in pairs(args.step, variant.name, folds) if p.seed in args.seeds]
-    print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
-                ["fold", "seed", args.step.name, "variant", "variant - step"]))
+    print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}",
+                  f"{p.variant_min:.2f}"] for p in found],
+                ["fold", "seed", args.step.name, "variant", "variant - step", "step min, last 5", "variant min, last 5"]))
     v = verdict(found, rule)
     if v["n"]:
         print(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} of {v['n']}")

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .analysis import confidence_interval95, final_accuracies
-from .steps import Step, changed_run_fields
+from .steps import Goals, Step, changed_run_fields
 
 VALIDATION = Path("reports/validation")
+LAST_EPOCHS = Goals().last_epochs  # the mission's window, for the lowest accuracy of a run's last epochs
 
 
 def fold_dir(validation: Path, fold: int) -> Path:
@@ -75,6 +76,8 @@ class Pair:
     seed: int
     base: float  # final held-out accuracy of the step as registered, percent
     variant: float  # the variant's, same fold and seed
+    base_min: float = math.nan  # the step's lowest held-out accuracy over the last LAST_EPOCHS epochs
+    variant_min: float = math.nan  # the variant's: a gain that comes with dips would break the mission's floor
 
     @property
     def delta(self) -> float:
@@ -83,11 +86,16 @@ class Pair:
 
 def pairs(step: Step, variant_name: str, folds: dict[int, dict[str, list[dict]]]) -> list[Pair]:
     """Every (fold, seed) in which both the step as registered and the variant ran to the end."""
+    def by_seed(records: list[dict]) -> dict[int, tuple[float, float]]:
+        finals = final_accuracies(records)
+        return {r["seed"]: (finals[r["seed"]], min(h["test_acc"] for h in r["history"][-LAST_EPOCHS:]))
+                for r in records if r["seed"] in finals}
+
     out = []
     for k, runs in sorted(folds.items()):
-        base = final_accuracies(as_registered(step, runs))
-        variant = final_accuracies([r for r in runs.get(variant_name, []) if str(r.get("evaluated_on")).startswith("validation")])
-        out += [Pair(k, s, base[s], variant[s]) for s in sorted(base.keys() & variant.keys())]
+        base = by_seed(as_registered(step, runs))
+        variant = by_seed([r for r in runs.get(variant_name, []) if str(r.get("evaluated_on")).startswith("validation")])
+        out += [Pair(k, s, base[s][0], variant[s][0], base[s][1], variant[s][1]) for s in sorted(base.keys() & variant.keys())]
     return out
 
 

@@ -61,6 +61,8 @@ def test_pairs_are_fold_and_seed_with_the_step_as_registered(folds):
     assert sorted(loaded) == [0, 1, 2]
     found = pairs(STEPS[STEP], VARIANT.name, loaded)
     assert [(p.fold, p.seed) for p in found] == [(0, 0), (0, 1), (1, 0)]  # not fold 1 seed 1, not the diverged run
+    lowest = {(k, r["step"], r["seed"]): min(h["test_acc"] for h in r["history"][-5:]) for k, rs in written.items() for r in rs}
+    assert (found[0].base_min, found[0].variant_min) == (lowest[(0, STEP, 0)], lowest[(0, VARIANT.name, 0)])
     by_name = {(k, r["step"], r["seed"]): final(r) for k, rs in written.items() for r in rs}
     assert found[2].base == by_name[(1, "3-draft", 0)] and found[2].variant == by_name[(1, VARIANT.name, 0)]
     assert [p.delta for p in found] == [by_name[(k, VARIANT.name, s)] - by_name[(k, STEP, s) if k == 0 else (k, "3-draft", s)]
