@@ -108,6 +108,7 @@ def test_the_report_lists_each_screened_variant_with_its_per_fold_differences_an
     assert row["deltas"] == ", ".join(f"{p.fold}/s{p.seed}: {report.signed(p.delta)}" for p in found)
     assert row["mean"] == report.signed(statistics.fmean(p.delta for p in found))
     assert row["passed"] is verdict(found)["passed"]
+    assert row["min_delta"] == report.signed(statistics.fmean(p.variant_min - p.base_min for p in found))
     html = report.render_html({}, screens=[row])
     assert "Screens across folds" in html and row["deltas"] in html and row["verdict"] in html
 
