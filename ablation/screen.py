@@ -62,12 +62,14 @@ class Rule:
 
     min_gain: float = 0.05  # percent: the paired mean gain over all (fold, seed) pairs
     min_ahead: float = 0.75  # the share of pairs in which the variant must finish ahead of the step
+    min_pairs: int = 6  # fewer pairs judge nothing: the pass rates below hold for six
 
     def ahead_needed(self, n: int) -> int:
         return math.ceil(self.min_ahead * n - 1e-9)
 
     def describe(self) -> str:
-        return f"a paired mean gain ≥ {self.min_gain:+g} % and ahead in ≥ {self.min_ahead:.0%} of the pairs"
+        return (f"a paired mean gain ≥ {self.min_gain:+g} % and ahead in ≥ {self.min_ahead:.0%} of the pairs, "
+                f"over at least {self.min_pairs} (fold, seed) pairs")
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,14 @@ def verdict(found: list[Pair], rule: Rule = Rule()) -> dict:
     if not deltas:
         return {"n": 0, "passed": False, "text": "no (fold, seed) ran both"}
     mean, ahead = statistics.fmean(deltas), sum(d > 0 for d in deltas)
-    passed = mean >= rule.min_gain and ahead >= rule.ahead_needed(len(deltas))
+    complete = len(deltas) >= rule.min_pairs
+    passed = complete and mean >= rule.min_gain and ahead >= rule.ahead_needed(len(deltas))
+    if not complete:
+        text = f"incomplete: {len(deltas)} of the {rule.min_pairs} pairs the rule needs"
+    else:
+        text = f"{'passes' if passed else 'fails'}: {rule.describe()} (needs {rule.ahead_needed(len(deltas))} of {len(deltas)} ahead)"
     return {"n": len(deltas), "mean": mean, "ci95": confidence_interval95(deltas), "ahead": ahead, "passed": passed,
-            "folds": sorted({p.fold for p in found}),
-            "text": f"{'passes' if passed else 'fails'}: {rule.describe()} (needs {rule.ahead_needed(len(deltas))} of {len(deltas)})"}
+            "folds": sorted({p.fold for p in found}), "text": text}
 
 
 def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]], fold_ids: list[int],

@@ -79,11 +79,12 @@ def test_what_is_missing_is_what_gets_trained(folds):
 
 
 @pytest.mark.parametrize("deltas, passed", [
-    ([0.1, 0.1, 0.1, -0.05], True),  # +0.06, ahead in 3 of 4
-    ([0.3, 0.3, -0.1, -0.1], False),  # +0.1 but ahead in only 2 of 4
-    ([0.04, 0.05, 0.06, 0.04], False),  # ahead in all, but +0.0475 < +0.05
-    ([0.1, 0.1, 0.1, 0.1, 0.1, -0.15], True),  # +0.058, ahead in 5 of 6 (needs 5)
-    ([0.1, 0.1, 0.1, 0.1, -0.1, -0.1], False),  # +0.033, ahead in 4 of 6
+    ([0.1, 0.1, 0.1, -0.05, 0.1, 0.1], True),  # +0.075, ahead in 5 of 6 (needs 5)
+    ([0.3, 0.3, 0.3, -0.1, -0.1, 0.1], False),  # +0.13 but ahead in only 4 of 6
+    ([0.04, 0.05, 0.06, 0.04, 0.04, 0.05], False),  # ahead in all, but +0.047 < +0.05
+    ([0.1, 0.1, 0.1, 0.1, 0.1, -0.15], True),  # +0.058, ahead in 5 of 6
+    ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, -0.1], True),  # more pairs than needed: 7 of 8 ahead (needs 6)
+    ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, -0.1, -0.1], False),  # 6 of 8 ahead, short of 75 %
 ])
 def test_the_rule_needs_both_the_mean_gain_and_the_share_ahead(deltas, passed):
     found = [Pair(k, 0, 99.0, 99.0 + d) for k, d in enumerate(deltas)]
@@ -92,6 +93,13 @@ def test_the_rule_needs_both_the_mean_gain_and_the_share_ahead(deltas, passed):
     assert v["mean"] == pytest.approx(statistics.fmean(deltas)) and v["ahead"] == sum(d > 0 for d in deltas)
     assert v["text"].startswith("passes" if passed else "fails")
     assert verdict(found, Rule(min_gain=-1.0, min_ahead=0.0))["passed"]
+
+
+def test_too_few_pairs_are_incomplete_however_good():
+    found = [Pair(k, 0, 99.0, 99.5) for k in range(5)]
+    v = verdict(found)
+    assert not v["passed"] and v["text"] == "incomplete: 5 of the 6 pairs the rule needs"
+    assert verdict(found, Rule(min_pairs=5))["passed"]
 
 
 def test_no_pairs_is_never_a_pass():
