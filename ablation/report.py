@@ -421,7 +421,9 @@ def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
     ok = summary["every_seed"] and short <= 0
     text = f"{summary['seeds_meeting']}/{n} seeds" + (f" (of {len(step.seeds)} planned)" if short > 0 else "")
     if g.mean_final_floor and not (summary["final_mean"] >= g.mean_final_floor):
-        text += f", mean final {num(summary['final_mean'])} % < {g.mean_final_floor:g} %"
+        # 99.498 would print as 99.50 beside a 99.5 bar: a third decimal where two would hide the miss
+        mean = summary["final_mean"]
+        text += f", mean final {num(mean, 2 if round(mean, 2) < g.mean_final_floor else 3)} % < {g.mean_final_floor:g} %"
     return {"status": "met" if ok else "miss", "text": ("met: " if ok else "not met: ") + text, "failed": failed,
             "known_miss": step.known_miss}
 

@@ -382,3 +382,13 @@ def test_signed_numbers_never_read_minus_zero():
     assert report.signed(-0.004) == "+0.00"
     assert report.signed(-0.006) == "−0.01"
     assert report.signed(0.2) == "+0.20"
+
+
+@pytest.mark.parametrize("mean, shown", [(99.498, "99.498"), (99.43, "99.43")])
+def test_a_mean_just_under_its_bar_is_not_rounded_up_to_it(mean, shown):
+    from ablation.analysis import step_summary
+
+    step = STEPS["12-wide-end"]  # goals: mean final >= 99.5 %
+    records = [make_record(step.name, s) for s in step.seeds]
+    summary = {**step_summary(records, step.goals), "final_mean": mean}
+    assert f"mean final {shown} % < 99.5 %" in report.step_verdict(step, records, summary)["text"]
