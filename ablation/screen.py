@@ -54,7 +54,7 @@ def as_registered(step: Step, runs: dict[str, list[dict]]) -> list[dict]:
 class Rule:
     """What a variant must show to be worth a test-set run: set before screening, the same for every screen.
 
-    Why these two numbers: paired differences between our 8k/6k steps move from fold to fold with a
+    Why these numbers: paired differences between our 8k/6k steps move from fold to fold with a
     standard deviation of about 0.09 % (seed 0, folds 0-5). On six such pairs, simulated with normal noise,
     the rule passes a variant that is no better 4-7 % of the time, one that is +0.05 % better 34-39 %
     and one that is +0.1 % better 74-85 %: it resolves a tenth of a percent, not less.
@@ -62,7 +62,7 @@ class Rule:
 
     min_gain: float = 0.05  # percent: the paired mean gain over all (fold, seed) pairs
     min_ahead: float = 0.75  # the share of pairs in which the variant must finish ahead of the step
-    min_pairs: int = 6  # fewer pairs judge nothing: the pass rates below hold for six
+    min_pairs: int = 6  # fewer pairs judge nothing: the pass rates above hold for six
 
     def ahead_needed(self, n: int) -> int:
         return math.ceil(self.min_ahead * n - 1e-9)
