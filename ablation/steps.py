@@ -9,6 +9,7 @@ differs from its parent in exactly those fields, so the diff between two entries
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
+from functools import lru_cache
 
 from .augment import Augment
 
@@ -142,9 +143,16 @@ def run_config(step: Step) -> dict:
 _DEFAULTS = {f.name: _as_json(f.default) for f in fields(Step) if f.default is not MISSING}
 
 
+@lru_cache(maxsize=None)
+def _run_config_to_compare(step: Step) -> dict:
+    # Read-only: the report and the screens compare every record they read against a few steps, and the
+    # JSON round trip of run_config, once per record, was most of their time.
+    return run_config(step)
+
+
 def changed_run_fields(step: Step, config: dict) -> list[str]:
     """The run-defining fields in which a record's `config` differs from `step` (texts and goals may differ)."""
-    return sorted(k for k, v in run_config(step).items() if config.get(k, _DEFAULTS.get(k, MISSING)) != v)
+    return sorted(k for k, v in _run_config_to_compare(step).items() if config.get(k, _DEFAULTS.get(k, MISSING)) != v)
 
 
 SEEDS = (0, 1, 2, 3, 4)  # every step is reported over these five
