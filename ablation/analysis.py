@@ -11,6 +11,11 @@ from .models import GlobalAvgPool, Net, SeedDropout
 from .steps import Goals
 
 
+def lowest_of_last(history: list[dict], last: int) -> float:
+    """The lowest test accuracy over a run's last `last` epochs, as they came: where the floor is judged."""
+    return min(row["test_acc"] for row in history[-last:])
+
+
 def last_epochs_at_or_above(history: list[dict], floor: float, last: int) -> bool:
     """True when each of the last `last` epochs, as they came, has test accuracy >= floor."""
     tail = [row["test_acc"] for row in history[-last:]]
@@ -19,13 +24,12 @@ def last_epochs_at_or_above(history: list[dict], floor: float, last: int) -> boo
 
 def goal_verdicts(goals: Goals, params: int, history: list[dict], diverged_at: int | None = None) -> dict:
     """Per-run verdicts of a step's goals; the evidence beside each."""
-    tail = [row["test_acc"] for row in history[-goals.last_epochs:]]
     return {
         "params": {"met": params <= goals.max_params, "value": params, "limit": goals.max_params},
         "epochs": {"met": len(history) <= goals.max_epochs and diverged_at is None,
                    "value": len(history), "limit": goals.max_epochs},
         "floor": {"met": diverged_at is None and last_epochs_at_or_above(history, goals.accuracy_floor, goals.last_epochs),
-                  "min_last": min(tail) if tail else None, "floor": goals.accuracy_floor, "last": goals.last_epochs},
+                  "min_last": lowest_of_last(history, goals.last_epochs) if history else None, "floor": goals.accuracy_floor, "last": goals.last_epochs},
         "diverged": {"met": diverged_at is None, "epoch": diverged_at},
     }
 
@@ -63,7 +67,7 @@ def final_accuracies(records: list[dict]) -> dict[int, float]:
 def step_summary(records: list[dict], goals: Goals) -> dict:
     """Statistics of one step over its seed records (diverged runs count as misses)."""
     finals = list(final_accuracies(records).values())
-    min_last = [min(row["test_acc"] for row in r["history"][-goals.last_epochs:]) for r in records if r["history"]]
+    min_last = [lowest_of_last(r["history"], goals.last_epochs) for r in records if r["history"]]
     first_hit = [next((row["epoch"] for row in r["history"] if row["test_acc"] >= goals.accuracy_floor), None)
                  for r in records]
     hits = sorted(e for e in first_hit if e is not None)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, paired_delta, step_summary
+from .analysis import (final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, lowest_of_last, paired_delta,
+                       step_summary)
 from .augment import Augment
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
@@ -501,7 +502,7 @@ def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict
         params = max(r["params"] for r in records)
         holds = [r["diverged_at"] is None and last_epochs_at_or_above(r["history"], g.accuracy_floor, g.last_epochs)
                  for r in records]
-        tails = [min(row["test_acc"] for row in r["history"][-g.last_epochs:]) for r in records if r["history"]]
+        tails = [lowest_of_last(r["history"], g.last_epochs) for r in records if r["history"]]
         epochs = max(len(r["history"]) for r in records)
         every = [h and r["params"] <= g.max_params and len(r["history"]) <= g.max_epochs for h, r in zip(holds, records)]
         run_seeds = {r["seed"] for r in records}
@@ -790,7 +791,7 @@ def validation_view(runs: dict[str, list[dict]]) -> list[dict]:
                      "params": count(records[0]["params"]), "seeds": ", ".join(str(r["seed"]) for r in records),
                      "finals": ", ".join(cell(r, lambda r: finals[r["seed"]]) for r in records),
                      "mean": num(statistics.fmean(finals.values())) if finals else "—",
-                     "mins": ", ".join(cell(r, lambda r: min(h["test_acc"] for h in r["history"][-last:])) for r in records),
+                     "mins": ", ".join(cell(r, lambda r: lowest_of_last(r["history"], last)) for r in records),
                      "vs_base": vs_registered_text(STEPS[base], records, runs) if base in STEPS and overrides else "—",
                      "evaluated_on": sorted({str(r.get("evaluated_on")) for r in records}),
                      "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records)})

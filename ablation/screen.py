@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analysis import confidence_interval95, final_accuracies
+from .analysis import confidence_interval95, final_accuracies, lowest_of_last
 from .steps import Goals, Step, changed_run_fields
 
 VALIDATION = Path("reports/validation")
@@ -90,7 +90,7 @@ def pairs(step: Step, variant_name: str, folds: dict[int, dict[str, list[dict]]]
     """Every (fold, seed) in which both the step as registered and the variant ran to the end."""
     def by_seed(records: list[dict]) -> dict[int, tuple[float, float]]:
         finals = final_accuracies(records)
-        return {r["seed"]: (finals[r["seed"]], min(h["test_acc"] for h in r["history"][-LAST_EPOCHS:]))
+        return {r["seed"]: (finals[r["seed"]], lowest_of_last(r["history"], LAST_EPOCHS))
                 for r in records if r["seed"] in finals}
 
     out = []
