@@ -95,13 +95,40 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def load_data(args, folds: list[int]):
+    """MNIST from --data-dir, with every held-out fold asked for checked to fit before anything trains.
+    None when the files cannot be had (the error is printed); a fold that does not fit is a usage error."""
+    from .data import DataError, load_mnist
+
+    try:
+        data = load_mnist(args.data_dir)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    for k in folds:
+        try:
+            data.holdout(args.holdout, fold=k)
+        except ValueError as e:
+            args.parser.error(str(e))
+    return data
+
+
+def train_tasks(tasks: list, args, device, data) -> list[str]:
+    """Run the tasks, --jobs at a time (default: one per CPU core, one on a GPU); print and return the errors."""
     import os
 
+    from .runner import run_tasks
+
+    errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return errors
+
+
+def cmd_run(args) -> int:
     from . import records
     from .analysis import step_summary
-    from .data import DataError, load_mnist
-    from .runner import Task, run_tasks
+    from .runner import Task
     from .train import resolve_device
 
     try:
@@ -109,16 +136,8 @@ def cmd_run(args) -> int:
         device = resolve_device(args.device)
     except ValueError as e:
         args.parser.error(str(e))
-    try:
-        data = load_mnist(args.data_dir)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+    if (data := load_data(args, [args.fold] if args.holdout else [])) is None:
         return 2
-    if args.holdout:
-        try:  # a holdout or fold that does not fit is refused before anything trains
-            data.holdout(args.holdout, fold=args.fold)
-        except ValueError as e:
-            args.parser.error(str(e))
     quick = QUICK if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     tasks = []
@@ -127,9 +146,7 @@ def cmd_run(args) -> int:
         group = args.group or (len(seeds) if device.type == "cuda" else 1)
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
                        quick, args.out, args.fold) for i in range(0, len(seeds), group)]
-    errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
+    errors = train_tasks(tasks, args, device, data)
     # The summary covers every record of the steps asked for, including earlier runs.
     all_records = records.load_all(args.out)
     rows = []
@@ -150,10 +167,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_screen(args) -> int:
-    import os
-
-    from .data import DataError, load_mnist
-    from .runner import Task, run_tasks
+    from .runner import Task
     from .screen import Rule, fold_dir, load_folds, pairs, to_train, verdict
     from .train import resolve_device
 
@@ -164,16 +178,8 @@ def cmd_screen(args) -> int:
         args.parser.error(str(e))
     if variant.name == args.step.name:
         args.parser.error("a screen compares a variant with its step: give at least one --set FIELD=VALUE")
-    try:
-        data = load_mnist(args.data_dir)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+    if (data := load_data(args, args.folds)) is None:
         return 2
-    for k in args.folds:  # a fold that does not fit is refused before anything trains
-        try:
-            data.holdout(args.holdout, fold=k)
-        except ValueError as e:
-            args.parser.error(str(e))
     rule = Rule(min_gain=args.min_gain)
     todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)
     print(f"screen {variant.name}: folds {', '.join(map(str, args.folds))} x seeds {', '.join(map(str, args.seeds))}; "
@@ -186,9 +192,7 @@ def cmd_screen(args) -> int:
         quick = QUICK if args.quick else {}
         tasks = [Task(step, [seed], str(device), 1 if args.quick else None, args.data_dir, args.holdout, args.threads,
                       quick, fold_dir(args.validation, k), k) for step, k, seed in todo]
-        errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
-        for error in errors:
-            print(f"error: {error}", file=sys.stderr)
+        errors = train_tasks(tasks, args, device, data)
     folds = {k: runs for k, runs in load_folds(args.validation).items() if k in args.folds}
     found = [p for p in pairs(args.step, variant.name, folds) if p.seed in args.seeds]
     print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}",
