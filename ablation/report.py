@@ -765,11 +765,11 @@ def screen_view(folds: dict[int, dict[str, list[dict]]], rule: Rule = Rule()) ->
         if base not in STEPS or len(found := pairs(STEPS[base], name, folds)) < 2 or len({p.fold for p in found}) < 2:
             continue
         v = verdict(found, rule)
+        label = (lambda p: f"{p.fold}") if len({p.seed for p in found}) == 1 else (lambda p: f"{p.fold}/s{p.seed}")
         params = next(r["params"] for runs in folds.values() for r in runs.get(name, []))
         rows.append({"name": name, "base": base, "overrides": name[len(base) + 1:-1], "params": count(params), "n": v["n"],
                      "folds": ", ".join(map(str, v["folds"])),
-                     "deltas": ", ".join(f"{p.fold}: {signed(p.delta)}" if len({q.seed for q in found}) == 1
-                                         else f"{p.fold}/s{p.seed}: {signed(p.delta)}" for p in found),
+                     "deltas": ", ".join(f"{label(p)}: {signed(p.delta)}" for p in found),
                      "mean": signed(v["mean"]), "mean_v": v["mean"], "ci": signed_interval(v["ci95"]) or "",
                      "ahead": f"{v['ahead']}/{v['n']}", "passed": v["passed"], "verdict": v["text"],
                      "min_delta": signed(statistics.fmean(p.variant_min - p.base_min for p in found))})
