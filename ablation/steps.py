@@ -110,10 +110,12 @@ class Step:
     seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
     floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
     distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
+    ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
 
     def describe_lr(self) -> str:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
-        return f"{self.optimizer} {self.lr:g}{decay}, {self.schedule.describe()}"
+        average = f", weights averaged (EMA {self.ema:g})" if self.ema else ""
+        return f"{self.optimizer} {self.lr:g}{decay}, {self.schedule.describe()}{average}"
 
 
 # Fields that describe or judge a step but do not change what its run computes.

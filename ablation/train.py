@@ -10,6 +10,7 @@ summation order inside the grouped convolution kernels; tests/test_train.py boun
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -142,6 +143,23 @@ def _distilled(hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor, ste
     return (1 - w) * hard + w * t * t * kl
 
 
+@torch.no_grad()
+def _update_average(averaged: Net, model: Net, decay: float, iteration: int) -> None:
+    """One step of the exponential moving average of the weights and of the BatchNorm statistics.
+
+    The decay ramps up as (1 + t) / (10 + t) to `decay`, so the first iterations' random weights do not
+    linger in the average: until the cap, the average spans about the last tenth of the iterations
+    (0.998 is reached after 4,490 iterations, epoch 10 at batch size 128). BatchNorm's running statistics are averaged like the weights, since they
+    belong to the weights they were measured with; its integer batch counter is copied.
+    """
+    d = min(decay, (1 + iteration) / (10 + iteration))
+    for mine, live in zip(averaged.state_dict().values(), model.state_dict().values()):
+        if mine.is_floating_point():
+            mine.lerp_(live, 1 - d)
+        else:
+            mine.copy_(live)
+
+
 def train_many(
     step: Step | str,
     seeds: list[int] | tuple[int, ...] = (0,),
@@ -204,6 +222,8 @@ def train_many(
     singles = [initial_model(step, s) for s in seeds]
     params = count_parameters(singles[0])
     model = (singles[0] if k == 1 else stack_seeds(singles)).to(device)
+    # The averaged copy is what is evaluated and saved; the live model only trains.
+    averaged = copy.deepcopy(model) if step.ema else None
     opt = _optimizer(step, model.parameters())
     gens = {name: [generator(s, name, device) for s in seeds] for name in STREAMS if name != "init"}
     model.set_dropout_generators(gens["dropout"])
@@ -238,12 +258,14 @@ def train_many(
             per_seed.sum().backward()
             opt.step()
             iteration += 1
+            if averaged is not None:
+                _update_average(averaged, model, step.ema, iteration)
             with torch.no_grad():
                 loss_sum += per_seed.detach() * (stop - start)
                 correct += (logits.argmax(-1) == y).sum(0)
             if on_batch:
                 on_batch((stop - start) * k)
-        test_loss, test_correct = evaluate(model, data.test_images, data.test_labels)
+        test_loss, test_correct = evaluate(model if averaged is None else averaged, data.test_images, data.test_labels)
         seconds = time.perf_counter() - t0
         train_loss = (loss_sum / n_train).tolist()
         rows = zip(train_loss, (correct / n_train * 100).tolist(), (test_loss / len(data.test_labels)).tolist(),
@@ -263,7 +285,8 @@ def train_many(
             break
 
     finished = time.time()
-    states = [model.state_dict()] if k == 1 else unstack_seeds(model)
+    final = model if averaged is None else averaged
+    states = [final.state_dict()] if k == 1 else unstack_seeds(final)
     for r, state in zip(results, states):
         r.state_dict = {name: t.detach().cpu().clone() for name, t in state.items()}
         r.finished = finished

@@ -6,7 +6,8 @@ import torch
 
 from ablation import STEPS, build_model, train, train_many
 from ablation.steps import Schedule, with_overrides
-from ablation.train import generator, learning_rate
+from ablation.models import Net, normalize
+from ablation.train import _update_average, generator, learning_rate
 
 pytestmark = pytest.mark.fast
 QUICK = dict(limit_train=1024, limit_test=500, epochs=1)
@@ -63,12 +64,43 @@ def test_weights_load_into_the_public_model(quick_step, mnist):
     model = build_model(quick_step.name)
     model.load_state_dict(result.state_dict)
     model.eval()
-    from ablation.models import normalize
 
     with torch.no_grad():
         logits = model(normalize(mnist.test_images[:500]).unsqueeze(1))
     accuracy = (logits.argmax(1) == mnist.test_labels[:500]).float().mean().item() * 100
     assert accuracy == pytest.approx(result.history[-1]["test_acc"], abs=1e-4)
+
+
+def test_weight_average_is_what_is_evaluated_and_saved_and_leaves_training_alone(quick_step, mnist):
+    plain = train(quick_step, seed=0, data=mnist, **QUICK)
+    averaged_step = with_overrides(quick_step, ["ema=0.9"])
+    averaged = train(averaged_step, seed=0, data=mnist, **QUICK)
+    # The live model trains exactly as without the average: same losses, same batches.
+    assert averaged.history[0]["train_loss"] == plain.history[0]["train_loss"]
+    assert averaged.history[0]["train_acc"] == plain.history[0]["train_acc"]
+    assert not torch.equal(averaged.state_dict["features.0.0.weight"], plain.state_dict["features.0.0.weight"])
+    model = Net(averaged_step.layout, batchnorm=averaged_step.batchnorm, dropout=averaged_step.dropout)
+    model.load_state_dict(averaged.state_dict)
+    model.eval()
+    with torch.no_grad():
+        logits = model(normalize(mnist.test_images[:500]).unsqueeze(1))
+    accuracy = (logits.argmax(1) == mnist.test_labels[:500]).float().mean().item() * 100
+    assert accuracy == pytest.approx(averaged.history[-1]["test_acc"], abs=1e-4)
+    assert accuracy != plain.history[-1]["test_acc"] or averaged.history[-1]["test_loss"] != plain.history[-1]["test_loss"]
+
+
+def test_weight_average_ramps_up_to_its_decay_and_copies_integer_buffers():
+    live, averaged = Net(("conv3:4", "gap", "conv1:10")), Net(("conv3:4", "gap", "conv1:10"))
+    for net, value in ((live, 1.0), (averaged, 0.0)):
+        for tensor in net.state_dict().values():
+            tensor.fill_(value)
+    _update_average(averaged, live, decay=0.99, iteration=1)  # the ramp: (1 + 1) / (10 + 1)
+    weight = averaged.state_dict()["features.0.0.weight"]
+    assert torch.allclose(weight, torch.full_like(weight, 1 - 2 / 11))
+    _update_average(averaged, live, decay=0.99, iteration=10_000)  # the ramp is past 0.99: the decay holds
+    assert torch.allclose(weight, torch.full_like(weight, 1 - (2 / 11) * 0.99))
+    counters = [k for k, t in averaged.state_dict().items() if not t.is_floating_point()]
+    assert counters and all(averaged.state_dict()[k].item() == 1 for k in counters)
 
 
 def test_non_finite_loss_stops_the_run_and_names_the_epoch(mnist):
