@@ -200,7 +200,8 @@ def cmd_screen(args) -> int:
                 ["fold", "seed", args.step.name, "variant", "variant - step", "step min, last 5", "variant min, last 5"]))
     v = verdict(found, rule)
     if v["n"]:
-        print(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} of {v['n']}")
+        print(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} of {v['n']}, "
+              f"lowest of the last 5 changed by {v['floor_change']:+.3f} % on average")
     print(f"{variant.name} {v['text']}")
     return 2 if errors else 0
 

@@ -772,7 +772,7 @@ def screen_view(folds: dict[int, dict[str, list[dict]]], rule: Rule = Rule()) ->
                      "deltas": ", ".join(f"{label(p)}: {signed(p.delta)}" for p in found),
                      "mean": signed(v["mean"]), "mean_v": v["mean"], "ci": signed_interval(v["ci95"]) or "",
                      "ahead": f"{v['ahead']}/{v['n']}", "passed": v["passed"], "verdict": v["text"],
-                     "min_delta": signed(statistics.fmean(p.variant_min - p.base_min for p in found))})
+                     "min_delta": signed(v["floor_change"])})
     return rows
 
 

@@ -95,6 +95,16 @@ def test_the_rule_needs_both_the_mean_gain_and_the_share_ahead(deltas, passed):
     assert verdict(found, Rule(min_gain=-1.0, min_ahead=0.0))["passed"]
 
 
+def test_a_gain_that_comes_with_lower_minima_over_the_last_epochs_fails():
+    # Step 15's screen: ahead on every fold by +0.06 % on average, its lowest last-5 accuracy 0.16 % lower.
+    found = [Pair(k, 0, 99.2, 99.26, base_min=99.15, variant_min=98.99) for k in range(6)]
+    v = verdict(found)
+    assert not v["passed"] and v["floor_change"] == pytest.approx(-0.16)
+    assert verdict(found, Rule(min_floor_change=-0.2))["passed"]
+    steadier = [Pair(k, 0, 99.2, 99.26, base_min=99.15, variant_min=99.15) for k in range(6)]
+    assert verdict(steadier)["passed"]
+
+
 def test_too_few_pairs_are_incomplete_however_good():
     found = [Pair(k, 0, 99.0, 99.5) for k in range(5)]
     v = verdict(found)
