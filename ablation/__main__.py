@@ -194,7 +194,7 @@ def cmd_screen(args) -> int:
                       quick, fold_dir(args.validation, k), k) for step, k, seed in todo]
         errors = train_tasks(tasks, args, device, data)
     folds = {k: runs for k, runs in load_folds(args.validation).items() if k in args.folds}
-    found = [p for p in pairs(args.step, variant.name, folds) if p.seed in args.seeds]
+    found = [p for p in pairs(args.step, variant, folds) if p.seed in args.seeds]
     print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}",
                   f"{p.variant_min:.2f}"] for p in found],
                 ["fold", "seed", args.step.name, "variant", "variant - step", "step min, last 5", "variant min, last 5"]))

@@ -93,8 +93,12 @@ class Pair:
         return self.variant - self.base
 
 
-def pairs(step: Step, variant_name: str, folds: dict[int, dict[str, list[dict]]]) -> list[Pair]:
-    """Every (fold, seed) in which both the step as registered and the variant ran to the end."""
+def pairs(step: Step, variant: Step | str, folds: dict[int, dict[str, list[dict]]]) -> list[Pair]:
+    """Every (fold, seed) in which both the step as registered and the variant ran to the end.
+
+    A variant given as a Step pairs its runs wherever they are filed (matched by config, like the step's),
+    so the same config screened against another step is not trained twice; given as a name, the runs
+    filed under that name."""
     def by_seed(records: list[dict]) -> dict[int, tuple[float, float]]:
         finals = final_accuracies(records)
         return {r["seed"]: (finals[r["seed"]], lowest_of_last(r["history"], LAST_EPOCHS))
@@ -103,8 +107,9 @@ def pairs(step: Step, variant_name: str, folds: dict[int, dict[str, list[dict]]]
     out = []
     for k, runs in sorted(folds.items()):
         base = by_seed(as_registered(step, runs))
-        variant = by_seed([r for r in runs.get(variant_name, []) if str(r.get("evaluated_on")).startswith("validation")])
-        out += [Pair(k, s, base[s][0], variant[s][0], base[s][1], variant[s][1]) for s in sorted(base.keys() & variant.keys())]
+        theirs = by_seed(as_registered(variant, runs) if isinstance(variant, Step) else
+                         [r for r in runs.get(variant, []) if str(r.get("evaluated_on")).startswith("validation")])
+        out += [Pair(k, s, base[s][0], theirs[s][0], base[s][1], theirs[s][1]) for s in sorted(base.keys() & theirs.keys())]
     return out
 
 
@@ -135,7 +140,7 @@ def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]],
     for k in fold_ids:
         runs = folds.get(k, {})
         have_base = {r["seed"] for r in as_registered(step, runs)}
-        have_variant = {r["seed"] for r in runs.get(variant.name, [])}
+        have_variant = {r["seed"] for r in as_registered(variant, runs)}
         todo += [(step, k, s) for s in seeds if s not in have_base]
         todo += [(variant, k, s) for s in seeds if s not in have_variant]
     return todo

@@ -69,6 +69,19 @@ def test_pairs_are_fold_and_seed_with_the_step_as_registered(folds):
                                         for k, s in ((0, 0), (0, 1), (1, 0))]
 
 
+def test_a_variant_config_screened_before_under_another_name_is_paired_not_retrained(folds):
+    validation, _ = folds
+    # The same config as a variant of another step: named after that step, found by its config.
+    elsewhere = held_out("3b-other[lr=0.05]", 0, 3, 99.4, config={"lr": 0.05})
+    write_records(fold_dir(validation, 3), [held_out(STEP, 0, 3, 99.1), elsewhere])
+    loaded = load_folds(validation)
+    by_config = pairs(STEPS[STEP], VARIANT, loaded)
+    assert [(p.fold, p.seed) for p in by_config] == [(0, 0), (0, 1), (1, 0), (3, 0)]
+    assert by_config[-1].variant == final(elsewhere)
+    assert [(p.fold, p.seed) for p in pairs(STEPS[STEP], VARIANT.name, loaded)] == [(0, 0), (0, 1), (1, 0)]
+    assert to_train(STEPS[STEP], VARIANT, loaded, [3], [0]) == []
+
+
 def test_what_is_missing_is_what_gets_trained(folds):
     validation, _ = folds
     todo = to_train(STEPS[STEP], VARIANT, load_folds(validation), [0, 1, 2, 3], [0, 1])
