@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -195,11 +196,11 @@ def cmd_screen(args) -> int:
         errors = train_tasks(tasks, args, device, data)
     folds = {k: runs for k, runs in load_folds(args.validation).items() if k in args.folds}
     found = [p for p in pairs(args.step, variant, folds) if p.seed in args.seeds]
-    print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}",
-                  f"{p.variant_min:.2f}"] for p in found],
+    print(table([[p.fold, p.seed, f"{p.base:.2f}", *(["diverged", "", f"{p.base_min:.2f}", ""] if math.isnan(p.variant) else
+                  [f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}", f"{p.variant_min:.2f}"])] for p in found],
                 ["fold", "seed", args.step.name, "variant", "variant - step", "step min, last 5", "variant min, last 5"]))
     v = verdict(found, rule)
-    if v["n"]:
+    if v["n"] and not math.isnan(v["mean"]):
         print(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} of {v['n']}, "
               f"lowest of the last 5 changed by {v['floor_change']:+.3f} % on average")
     print(f"{variant.name} {v['text']}")

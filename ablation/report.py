@@ -769,7 +769,7 @@ def screen_view(folds: dict[int, dict[str, list[dict]]], rule: Rule = Rule()) ->
         params = next(r["params"] for runs in folds.values() for r in runs.get(name, []))
         rows.append({"name": name, "base": base, "overrides": name[len(base) + 1:-1], "params": count(params), "n": v["n"],
                      "folds": ", ".join(map(str, v["folds"])),
-                     "deltas": ", ".join(f"{label(p)}: {signed(p.delta)}" for p in found),
+                     "deltas": ", ".join(f"{label(p)}: {'diverged' if math.isnan(p.variant) else signed(p.delta)}" for p in found),
                      "mean": signed(v["mean"]), "mean_v": v["mean"], "ci": signed_interval(v["ci95"]) or "",
                      "ahead": f"{v['ahead']}/{v['n']}", "passed": v["passed"], "verdict": v["text"],
                      "min_delta": signed(v["floor_change"])})

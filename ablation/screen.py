@@ -100,34 +100,45 @@ def pairs(step: Step, variant: Step | str, folds: dict[int, dict[str, list[dict]
     so the same config screened against another step is not trained twice; given as a name, the runs
     filed under that name."""
     def by_seed(records: list[dict]) -> dict[int, tuple[float, float]]:
+        # A run that diverged has no final accuracy: nan, which fails the variant's screen (verdict).
         finals = final_accuracies(records)
-        return {r["seed"]: (finals[r["seed"]], lowest_of_last(r["history"], LAST_EPOCHS))
-                for r in records if r["seed"] in finals}
+        return {r["seed"]: (finals[r["seed"]], lowest_of_last(r["history"], LAST_EPOCHS)) if r["seed"] in finals
+                else (math.nan, math.nan) for r in records}
 
     out = []
     for k, runs in sorted(folds.items()):
         base = by_seed(as_registered(step, runs))
         theirs = by_seed(as_registered(variant, runs) if isinstance(variant, Step) else
                          [r for r in runs.get(variant, []) if str(r.get("evaluated_on")).startswith("validation")])
-        out += [Pair(k, s, base[s][0], theirs[s][0], base[s][1], theirs[s][1]) for s in sorted(base.keys() & theirs.keys())]
+        out += [Pair(k, s, base[s][0], theirs[s][0], base[s][1], theirs[s][1])
+                for s in sorted(base.keys() & theirs.keys()) if not math.isnan(base[s][0])]
     return out
 
 
 def verdict(found: list[Pair], rule: Rule = Rule()) -> dict:
-    """The pairs' mean gain, 95 % CI and how many the variant leads, and whether they pass `rule`."""
-    deltas = [p.delta for p in found]
-    if not deltas:
+    """The pairs' mean gain, 95 % CI and how many the variant leads, and whether they pass `rule`.
+
+    The statistics are over the pairs in which the variant finished; a variant that diverged in any
+    pair fails, however the others went."""
+    if not found:
         return {"n": 0, "passed": False, "text": "no (fold, seed) ran both"}
-    mean, ahead = statistics.fmean(deltas), sum(d > 0 for d in deltas)
-    floor_change = statistics.fmean(p.variant_min - p.base_min for p in found)  # nan when a pair has no minima
-    complete = len(deltas) >= rule.min_pairs
-    passed = (complete and mean >= rule.min_gain and ahead >= rule.ahead_needed(len(deltas))
+    diverged = [p for p in found if math.isnan(p.variant)]
+    finished = [p for p in found if not math.isnan(p.variant)]
+    deltas = [p.delta for p in finished]
+    mean = statistics.fmean(deltas) if deltas else math.nan
+    ahead = sum(d > 0 for d in deltas)
+    # nan when a pair has no minima (fewer epochs than the window): then the minima do not judge
+    floor_change = statistics.fmean(p.variant_min - p.base_min for p in finished) if finished else math.nan
+    complete = len(found) >= rule.min_pairs
+    passed = (complete and not diverged and mean >= rule.min_gain and ahead >= rule.ahead_needed(len(deltas))
               and not floor_change < rule.min_floor_change)
-    if not complete:
+    if diverged:
+        text = "fails: diverged on " + ", ".join(f"fold {p.fold} seed {p.seed}" for p in diverged)
+    elif not complete:
         text = f"incomplete: {len(deltas)} of the {rule.min_pairs} pairs the rule needs"
     else:
         text = f"{'passes' if passed else 'fails'}: {rule.describe()} (needs {rule.ahead_needed(len(deltas))} of {len(deltas)} ahead)"
-    return {"n": len(deltas), "mean": mean, "ci95": confidence_interval95(deltas), "ahead": ahead,
+    return {"n": len(found), "mean": mean, "ci95": confidence_interval95(deltas), "ahead": ahead,
             "floor_change": floor_change, "passed": passed,
             "folds": sorted({p.fold for p in found}), "text": text}
 

@@ -2,6 +2,7 @@
 the rule decides as it says, what is missing is what gets trained, and the report and CLI show it."""
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -41,7 +42,7 @@ def folds(tmp_path):
         # the step as registered, filed under a draft name, still pairs; a run of another config does not
         1: [held_out("3-draft", 0, 1, 99.00), held_out(f"{STEP}[lr=0.3]", 1, 1, 99.9, config={"lr": 0.3}),
             held_out(VARIANT.name, 0, 1, 99.10, config=lr), held_out(VARIANT.name, 1, 1, 99.9, config=lr)],
-        # a diverged variant run has no final accuracy to pair
+        # a diverged variant run pairs with no final accuracy, and fails the screen
         2: [held_out(STEP, 0, 2, 99.25), held_out(VARIANT.name, 0, 2, 99.0, config=lr, diverged_at=3)],
     }
     for k, records in written.items():
@@ -60,12 +61,13 @@ def test_pairs_are_fold_and_seed_with_the_step_as_registered(folds):
     loaded = load_folds(validation)
     assert sorted(loaded) == [0, 1, 2]
     found = pairs(STEPS[STEP], VARIANT.name, loaded)
-    assert [(p.fold, p.seed) for p in found] == [(0, 0), (0, 1), (1, 0)]  # not fold 1 seed 1, not the diverged run
+    assert [(p.fold, p.seed) for p in found] == [(0, 0), (0, 1), (1, 0), (2, 0)]  # not fold 1 seed 1 (no base)
+    assert math.isnan(found[3].variant) and not math.isnan(found[3].base)
     lowest = {(k, r["step"], r["seed"]): min(h["test_acc"] for h in r["history"][-5:]) for k, rs in written.items() for r in rs}
     assert (found[0].base_min, found[0].variant_min) == (lowest[(0, STEP, 0)], lowest[(0, VARIANT.name, 0)])
     by_name = {(k, r["step"], r["seed"]): final(r) for k, rs in written.items() for r in rs}
     assert found[2].base == by_name[(1, "3-draft", 0)] and found[2].variant == by_name[(1, VARIANT.name, 0)]
-    assert [p.delta for p in found] == [by_name[(k, VARIANT.name, s)] - by_name[(k, STEP, s) if k == 0 else (k, "3-draft", s)]
+    assert [p.delta for p in found[:3]] == [by_name[(k, VARIANT.name, s)] - by_name[(k, STEP, s) if k == 0 else (k, "3-draft", s)]
                                         for k, s in ((0, 0), (0, 1), (1, 0))]
 
 
@@ -76,9 +78,9 @@ def test_a_variant_config_screened_before_under_another_name_is_paired_not_retra
     write_records(fold_dir(validation, 3), [held_out(STEP, 0, 3, 99.1), elsewhere])
     loaded = load_folds(validation)
     by_config = pairs(STEPS[STEP], VARIANT, loaded)
-    assert [(p.fold, p.seed) for p in by_config] == [(0, 0), (0, 1), (1, 0), (3, 0)]
+    assert [(p.fold, p.seed) for p in by_config] == [(0, 0), (0, 1), (1, 0), (2, 0), (3, 0)]
     assert by_config[-1].variant == final(elsewhere)
-    assert [(p.fold, p.seed) for p in pairs(STEPS[STEP], VARIANT.name, loaded)] == [(0, 0), (0, 1), (1, 0)]
+    assert [(p.fold, p.seed) for p in pairs(STEPS[STEP], VARIANT.name, loaded)] == [(0, 0), (0, 1), (1, 0), (2, 0)]
     assert to_train(STEPS[STEP], VARIANT, loaded, [3], [0]) == []
 
 
@@ -118,6 +120,14 @@ def test_a_gain_that_comes_with_lower_minima_over_the_last_epochs_fails():
     assert verdict(steadier)["passed"]
 
 
+def test_a_variant_that_diverged_in_any_pair_fails_however_the_others_went():
+    found = [Pair(k, 0, 99.0, 99.5) for k in range(6)] + [Pair(6, 0, 99.0, math.nan), Pair(7, 1, 99.0, math.nan)]
+    v = verdict(found)
+    assert not v["passed"] and v["text"] == "fails: diverged on fold 6 seed 0, fold 7 seed 1"
+    assert v["n"] == 8 and v["mean"] == pytest.approx(0.5) and v["ahead"] == 6
+    assert verdict(found[:6])["passed"]
+
+
 def test_too_few_pairs_are_incomplete_however_good():
     found = [Pair(k, 0, 99.0, 99.5) for k in range(5)]
     v = verdict(found)
@@ -135,11 +145,12 @@ def test_the_report_lists_each_screened_variant_with_its_per_fold_differences_an
     (row,) = report.screen_view(loaded)  # the lr=0.3 decoy ran in one fold only, so it is not a screen
     found = pairs(STEPS[STEP], VARIANT.name, loaded)
     assert row["name"] == VARIANT.name and row["base"] == STEP and row["overrides"] == "lr=0.05"
-    assert row["n"] == 3 and row["folds"] == "0, 1" and row["params"] == report.count(STEPS[STEP].params)
-    assert row["deltas"] == ", ".join(f"{p.fold}/s{p.seed}: {report.signed(p.delta)}" for p in found)
-    assert row["mean"] == report.signed(statistics.fmean(p.delta for p in found))
-    assert row["passed"] is verdict(found)["passed"]
-    assert row["min_delta"] == report.signed(statistics.fmean(p.variant_min - p.base_min for p in found))
+    assert row["n"] == 4 and row["folds"] == "0, 1, 2" and row["params"] == report.count(STEPS[STEP].params)
+    finished = found[:3]  # fold 2's variant diverged
+    assert row["deltas"] == ", ".join(f"{p.fold}/s{p.seed}: {report.signed(p.delta)}" for p in finished) + ", 2/s0: diverged"
+    assert row["mean"] == report.signed(statistics.fmean(p.delta for p in finished))
+    assert row["passed"] is False and row["verdict"] == "fails: diverged on fold 2 seed 0"
+    assert row["min_delta"] == report.signed(statistics.fmean(p.variant_min - p.base_min for p in finished))
     html = report.render_html({}, screens=[row])
     assert "Screens across folds" in html and row["deltas"] in html and row["verdict"] in html
 
