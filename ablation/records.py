@@ -164,6 +164,14 @@ EQUIVALENT_SOURCES = {
         "14-padded-8k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 4c6938e by this engine "
         "(distillation, off by default; depthwise-separable layout tokens; k-fold holdout; an unused import "
         "dropped), has the committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("b25d82b2e5ea2013", "56f0cb08803b4819"):
+        "12-wide-end seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 2cd3d9e by this engine "
+        "(a moving average of the weights, off by default), has the committed record's history, epoch by epoch, "
+        "and its final weights, bit for bit.",
+    ("b25d82b2e5ea2013", "f242a2e7096b2db2"):
+        "15-weight-decay seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 2cd3d9e by this "
+        "engine (a moving average of the weights, off by default), has the committed record's history, epoch by "
+        "epoch, and its final weights, bit for bit.",
 }
 
 
