@@ -653,8 +653,20 @@ _weight_average = replace(
            "about the last 500 updates, one epoch; BatchNorm's statistics averaged alike): the dips of epochs 11-12, which broke "
            "step 15's floor while the learning rate was still falling, are noise of the last few hundred updates, "
            "and an average over them should not dip, while the live model trains exactly as before.",
-    result="Not yet trained on the test set.",
-    analysis="",
+    result="7,952 parameters. Final-epoch test accuracy 99.51 ± 0.03 % over 5 seeds (99.53, 99.46, 99.53, 99.50, "
+           "99.51; mean 99.506 %); the lowest of the last 5 epochs per seed 99.50, 99.37, 99.44, 99.43, 99.41 %: the "
+           "floor holds on 4 of 5 seeds (seed 1: 99.37 and 99.39 % in epochs 11 and 12). Training accuracy "
+           "(augmented, the live model's) 99.47 %. 3.4 minutes a run.",
+    analysis="1. The average did what it was for: against step 15 with the same seeds the lowest accuracy of the last "
+             "5 epochs rose on every seed, by +0.23, +0.08, +0.17, +0.30 and +0.15 % (mean +0.19 %, the folds had "
+             "shown +0.17 %), and the floor now holds on 4 seeds instead of none. 2. It did not remove the dip: "
+             "each seed's lowest accuracy of the last five is still in epoch 11 or 12, and on seed 1 both stay under "
+             "99.4 %, so the goal fails on that seed. 3. The final accuracy moved by +0.02, −0.03, +0.04, 0.00 and +0.01 % against "
+             "step 15 (mean +0.01 %) and by −0.02, −0.06, +0.07, −0.02 and +0.10 % against step 12 (mean +0.01 %): "
+             "the mean, 99.506 %, is the first of an 8k step at or above 99.5 %, but by less than its own standard "
+             "error (0.013 %), and the +0.07 % the folds showed against step 12 did not carry over. 4. What is left "
+             "between this step and the goal is the anneal still falling in epochs 11-12; ending it at epoch 10 "
+             "(step 12) holds the floor but loses the 0.01 %. Neither is a real difference at five seeds.",
     notes="Chosen on six held-out folds (seed 0). Against step 15 (python -m ablation screen 15-weight-decay --set "
           "ema=0.998): final held-out accuracy +0.01, +0.02, +0.01, −0.03, +0.00, +0.05 % (mean +0.010 %, ahead on 4 "
           "of 6), which fails the rule's +0.05 %, while the lowest accuracy of the last 5 epochs rose on every fold "
@@ -667,8 +679,9 @@ _weight_average = replace(
           "had been seen, because a step that only steadies its parent cannot pass a rule that asks for a gain "
           "over it; the rule itself was not changed. Engine-level change: the average is Step.ema (train.py), off "
           "for every earlier step, whose records it reproduces bit for bit (records.EQUIVALENT_SOURCES).",
-    known_miss=None,
-    floor_misses=(),
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 4 of 5 seeds (seed 1: 99.37 %, in epoch 11); the "
+               "mean final accuracy, 99.506 %, is ≥ 99.5 %",
+    floor_misses=(1,),
     ema=0.998,
 )
 
