@@ -685,8 +685,36 @@ _weight_average = replace(
     ema=0.998,
 )
 
+_long_anneal = replace(
+    _wide_end,
+    name="17-average-long-anneal",
+    parent="12-wide-end",
+    changes=("schedule", "ema"),
+    target="Step 12 with the learning rate annealing over all 15 epochs instead of 10, and its weights averaged as in "
+           "step 16 (EMA 0.998): the longer anneal gives the weights five more epochs of useful updates, and the "
+           "average is there to keep the last five epochs, now all still annealing, from dipping. No weight decay.",
+    result="Seeds 0-4: final-epoch test accuracy 99.47, 99.52, 99.57, 99.50, 99.49 % (mean 99.510 %), the lowest of "
+           "the last 5 epochs 99.47, 99.48, 99.54, 99.49, 99.46 %. Seeds 5-9: in training.",
+    analysis="To be written when all ten seeds have run (see the notes).",
+    notes="Chosen on six held-out folds (seed 0, python -m ablation screen 12-wide-end --set schedule.final_epoch=15 "
+          "--set ema=0.998): final held-out accuracy minus step 12's +0.04, +0.01, +0.10, +0.15, +0.06, −0.01 % (mean "
+          "+0.058 %, 95 % CI [−0.004, +0.120]), ahead on 5 of 6, lowest of the last 5 epochs +0.03 % on average: it "
+          "passes the rule. The anneal ending at epoch 15 without the average had gained as much (+0.058 %, ahead "
+          "on 4 of 6) with minima 0.08 % lower. Screened after step 16's test runs, as the other way of spending "
+          "the late epochs that the screens of the last stop had left open; two candidates passing in three screens "
+          "of this stop is more than the rule's 4-7 % false-pass rate would give by chance alone, but each gain is "
+          "within what the test set's five seeds cannot resolve. Seeds 5-9 were added after seeds 0-4 had met the "
+          "goals, and before they were trained it was fixed that the goals are judged over all ten: a mean 0.01 % "
+          "above the bar, with a standard error of 0.017 %, is not yet a result.",
+    known_miss=None,
+    floor_misses=(),
+    seeds=tuple(range(10)),
+    schedule=replace(_wide_end.schedule, final_epoch=15),
+    ema=0.998,
+)
+
 BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end, _wide_end6k, _padded8k,
-                _weight_decay, _weight_average)
+                _weight_decay, _weight_average, _long_anneal)
 
 STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS + BEYOND_STEPS}
 FINAL_STEP = list(STEPS)[-1]
