@@ -693,9 +693,24 @@ _long_anneal = replace(
     target="Step 12 with the learning rate annealing over all 15 epochs instead of 10, and its weights averaged as in "
            "step 16 (EMA 0.998): the longer anneal gives the weights five more epochs of useful updates, and the "
            "average is there to keep the last five epochs, now all still annealing, from dipping. No weight decay.",
-    result="Seeds 0-4: final-epoch test accuracy 99.47, 99.52, 99.57, 99.50, 99.49 % (mean 99.510 %), the lowest of "
-           "the last 5 epochs 99.47, 99.48, 99.54, 99.49, 99.46 %. Seeds 5-9: in training.",
-    analysis="To be written when all ten seeds have run (see the notes).",
+    result="7,952 parameters. Final-epoch test accuracy 99.49 ± 0.06 % over 10 seeds (99.47, 99.52, 99.57, 99.50, "
+           "99.49, 99.38, 99.51, 99.40, 99.50, 99.56; mean 99.490 %); the lowest of the last 5 epochs per seed 99.47, "
+           "99.48, 99.54, 99.49, 99.46, 99.38, 99.50, 99.38, 99.50, 99.56 %: the floor holds on 8 of 10 seeds (seed 5: "
+           "99.38 % in epoch 15, seed 7: 99.38 % in epoch 11). Seeds 0-4 alone met every goal (mean 99.510 %, lowest "
+           "99.46 %). Training accuracy (augmented, the live model's) 99.59 %. 5-7½ minutes a run while four "
+           "trainings shared the two cores.",
+    analysis="1. Five seeds said pass and ten say fail: seeds 0-4 held the floor with a mean of 99.510 %, seeds 5-9 "
+             "averaged 99.47 % and two of them ended or dipped at 99.38 %. Over ten seeds the mean, 99.490 ± 0.019 % "
+             "(standard error), is step 12's 99.49 % again, so the held-out gain (+0.06 % on six folds) did not carry "
+             "over, as with steps 14-16. 2. Against step 12 on its five seeds the final accuracy moved by −0.08, 0.00, "
+             "+0.11, −0.02 and +0.08 % (mean +0.02 %), and against step 16 by +0.00 % on average: the three 7,952-"
+             "parameter recipes of steps 12, 16 and 17 cannot be told apart on the test set. 3. The average did keep "
+             "an anneal that runs to the last epoch from dipping: each seed's last five epochs span at most 0.08 %, "
+             "against 0.20-0.39 % for step 15 without the average. What fails is the level: 99.49 % leaves the "
+             "99.4 % floor only 0.09 %, about 1.5 standard deviations of one run (0.06 %), below it, so over ten seeds "
+             "one or two runs land under it. 4. At 7,952 parameters the goal as set (every seed ≥ 99.4 % in each of the last 5 "
+             "epochs and a mean ≥ 99.5 %) sits at the edge of what this family reaches: it is met or missed by the "
+             "draw of seeds, not by the recipe.",
     notes="Chosen on six held-out folds (seed 0, python -m ablation screen 12-wide-end --set schedule.final_epoch=15 "
           "--set ema=0.998): final held-out accuracy minus step 12's +0.04, +0.01, +0.10, +0.15, +0.06, −0.01 % (mean "
           "+0.058 %, 95 % CI [−0.004, +0.120]), ahead on 5 of 6, lowest of the last 5 epochs +0.03 % on average: it "
@@ -706,8 +721,9 @@ _long_anneal = replace(
           "within what the test set's five seeds cannot resolve. Seeds 5-9 were added after seeds 0-4 had met the "
           "goals, and before they were trained it was fixed that the goals are judged over all ten: a mean 0.01 % "
           "above the bar, with a standard error of 0.017 %, is not yet a result.",
-    known_miss=None,
-    floor_misses=(),
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 8 of 10 seeds (seeds 5 and 7: 99.38 %), and the "
+               "mean final accuracy over the ten is 99.490 %, not ≥ 99.5 % (seeds 0-4 alone: every goal met)",
+    floor_misses=(5, 7),
     seeds=tuple(range(10)),
     schedule=replace(_wide_end.schedule, final_epoch=15),
     ema=0.998,
