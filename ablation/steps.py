@@ -520,10 +520,13 @@ _wide_end = replace(
                "accuracy is 99.49 %, not ≥ 99.5 %",
     params=7_952,
     layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:16", "conv3:16", "conv3p:16", "gap", "conv1:10"),
+    # Seeds 5-9 were added when step 17, which passed on seeds 0-4, failed on 5-9: fixed before they were trained.
+    seeds=tuple(range(10)),
 )
 
 _wide_end6k = replace(
     _wide_end,
+    seeds=SEEDS,
     name="13-wide-end-6k",
     parent="12-wide-end",
     changes=("layout",),
@@ -569,6 +572,7 @@ _wide_end6k = replace(
 
 _padded8k = replace(
     _wide_end,
+    seeds=SEEDS,
     name="14-padded-8k",
     parent="12-wide-end",
     changes=("layout",),
@@ -607,6 +611,7 @@ _padded8k = replace(
 
 _weight_decay = replace(
     _wide_end,
+    seeds=SEEDS,
     name="15-weight-decay",
     parent="12-wide-end",
     changes=("weight_decay", "schedule"),
