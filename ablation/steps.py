@@ -499,25 +499,30 @@ _wide_end = replace(
            "(12 → 10 channels each) and the middle one after the pool widens (12 → 16), so the last three 3x3 "
            "convolutions, at 8x8 and 6x6 where each output pixel sees most of the digit, are all 16 wide. "
            "7,952 parameters against step 9's 7,536.",
-    result="7,952 parameters. Final-epoch test accuracy 99.49 ± 0.06 % over 5 seeds (99.55, 99.52, 99.46, 99.52, "
-           "99.41); the lowest of the last 5 epochs per seed 99.55, 99.50, 99.41, 99.50, 99.41 %: the floor holds on 5 "
-           "of 5 seeds. Training accuracy (augmented) 99.53 %. 3.1 minutes a run.",
-    analysis="1. The mission's bar, ≥ 99.4 % in each of the last 5 epochs within 15 epochs, holds on every one of 5 "
-             "seeds with 7,952 parameters, 18 % fewer than the seed's network; on two seeds (2 and 4) by 0.01 %. "
-             "2. The stricter goal of this project, a mean final accuracy of 99.5 %, is missed by 0.01 % (99.49 %). "
-             "3. Against step 9 with the same seeds the final accuracy moved by +0.07, +0.01, +0.01, −0.01 and "
+    result="7,952 parameters. Final-epoch test accuracy 99.49 ± 0.05 % over 10 seeds (99.55, 99.52, 99.46, 99.52, "
+           "99.41, 99.51, 99.48, 99.45, 99.44, 99.57; mean 99.491 %); the lowest of the last 5 epochs per seed 99.55, "
+           "99.50, 99.41, 99.50, 99.41, 99.48, 99.42, 99.42, 99.41, 99.57 %: the floor holds on 10 of 10 seeds. "
+           "Training accuracy (augmented) 99.53 %. 3.1 minutes a run.",
+    analysis="1. The mission's bar, ≥ 99.4 % in each of the last 5 epochs within 15 epochs, holds on every one of 10 "
+             "seeds with 7,952 parameters, 18 % fewer than the seed's network; on three seeds (2, 4 and 8) by 0.01 %. "
+             "2. The stricter goal of this project, a mean final accuracy of 99.5 %, is missed by 0.01 % (99.491 %). "
+             "3. Against step 9 with the same seeds (0-4) the final accuracy moved by +0.07, +0.01, +0.01, −0.01 and "
              "−0.04 %: 416 more parameters placed late bought no measurable gain on the test set. 4. The choice was "
              "made on the validation split (seeds 0 and 1, final accuracy): this layout 99.24 and 99.22 %, step 9's "
              "99.09 and 99.25 %, and the same budget spent in the middle instead (12 → 14 for the three "
              "convolutions after the pool, 7,900 parameters) 99.13 and 99.19 %. 5. What the seeds spread shows: with "
              "a standard deviation of 0.04–0.06 % per run, a 5-seed mean is known to about ±0.025 %, so a step whose "
              "mean sits at 99.49 % cannot be told from one at 99.5 % by these runs; a clear pass needs a real gain of "
-             "a few hundredths, which neither a wider layout nor the one-knob recipe changes tried so far have given.",
+             "a few hundredths, which neither a wider layout nor the one-knob recipe changes tried so far have given. "
+             "6. Seeds 5-9, added when step 17 failed on them, did not move the picture: their mean is 99.49 % as "
+             "well and the floor holds on each. Of the 7,952-parameter "
+             "recipes this one, whose anneal ends at epoch 10, is the only one that holds the floor on every seed; "
+             "step 17 ends at the same mean (−0.001 ± 0.023 % paired over the ten seeds).",
     notes="Chosen on the validation split: reports/validation/9-narrow-8k (step 9 as it is), "
           "9-narrow-8k[layout=(...'conv3:10','conv3:16','conv3:16','conv3p:16'...)] (this step) and "
           "9-narrow-8k[layout=(...'conv3:14','conv3:14','conv3:14','conv3p:16'...)] (the middle widened).",
-    known_miss="the floor holds on 5 of 5 seeds (minima 99.55, 99.50, 99.41, 99.50, 99.41 %), but the mean final "
-               "accuracy is 99.49 %, not ≥ 99.5 %",
+    known_miss="the floor holds on 10 of 10 seeds (lowest 99.41 %), but the mean final accuracy is 99.491 %, not "
+               "≥ 99.5 %",
     params=7_952,
     layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:16", "conv3:16", "conv3p:16", "gap", "conv1:10"),
     # Seeds 5-9 were added when step 17, which passed on seeds 0-4, failed on 5-9: fixed before they were trained.
@@ -526,7 +531,6 @@ _wide_end = replace(
 
 _wide_end6k = replace(
     _wide_end,
-    seeds=SEEDS,
     name="13-wide-end-6k",
     parent="12-wide-end",
     changes=("layout",),
@@ -568,11 +572,11 @@ _wide_end6k = replace(
     params=5_984,
     layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:8", "conv3:14", "conv3:14", "conv3p:12", "gap", "conv1:10"),
     goals=Goals(max_params=6_000, mean_final_floor=99.5),
+    seeds=SEEDS,  # step 12 has ten
 )
 
 _padded8k = replace(
     _wide_end,
-    seeds=SEEDS,
     name="14-padded-8k",
     parent="12-wide-end",
     changes=("layout",),
@@ -607,11 +611,11 @@ _padded8k = replace(
                "the mean final accuracy is 99.43 %, not ≥ 99.5 %",
     floor_misses=(2, 3),
     layout=("conv3:8", "conv3:10", "conv1:8", "pool", "conv3p:10", "conv3p:16", "conv3p:16", "conv3p:16", "gap", "conv1:10"),
+    seeds=SEEDS,  # step 12 has ten
 )
 
 _weight_decay = replace(
     _wide_end,
-    seeds=SEEDS,
     name="15-weight-decay",
     parent="12-wide-end",
     changes=("weight_decay", "schedule"),
@@ -647,6 +651,7 @@ _weight_decay = replace(
     floor_misses=(0, 1, 2, 3, 4),
     weight_decay=5e-4,
     schedule=replace(_wide_end.schedule, final_epoch=13),
+    seeds=SEEDS,  # step 12 has ten
 )
 
 _weight_average = replace(
