@@ -84,7 +84,7 @@ class Pair:
     fold: int
     seed: int
     base: float  # final held-out accuracy of the step as registered, percent
-    variant: float  # the variant's, same fold and seed
+    variant: float  # the variant's, same fold and seed; nan when the variant diverged
     base_min: float = math.nan  # the step's lowest held-out accuracy over the last LAST_EPOCHS epochs
     variant_min: float = math.nan  # the variant's: a gain that comes with dips would break the mission's floor
 
