@@ -172,6 +172,10 @@ EQUIVALENT_SOURCES = {
         "15-weight-decay seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 2cd3d9e by this "
         "engine (a moving average of the weights, off by default), has the committed record's history, epoch by "
         "epoch, and its final weights, bit for bit.",
+    ("b25d82b2e5ea2013", "e7a6bc10a5564cb2"):
+        "8-no-dropout seed 0 on the held-out split (10,000 of train, fold 0; 15 epochs, one CPU thread), one of the "
+        "distillation teachers in reports/validation, retrained at commit 65ad83e by this engine, has the committed "
+        "record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
