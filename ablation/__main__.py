@@ -99,7 +99,7 @@ def cmd_summary(args) -> int:
 def load_data(args, folds: list[int]):
     """MNIST from --data-dir, with every held-out fold asked for checked to fit before anything trains.
     None when the files cannot be had (the error is printed); a fold that does not fit is a usage error."""
-    from .data import DataError, load_mnist
+    from .data import DataError, check_holdout, load_mnist
 
     try:
         data = load_mnist(args.data_dir)
@@ -108,7 +108,7 @@ def load_data(args, folds: list[int]):
         return None
     for k in folds:
         try:
-            data.holdout(args.holdout, fold=k)
+            check_holdout(len(data.train_labels), args.holdout, fold=k)
         except ValueError as e:
             args.parser.error(str(e))
     return data

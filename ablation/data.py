@@ -52,15 +52,20 @@ class MNIST:
         holds out its k-th block of `size` images, so folds 0, 1, ... are disjoint (k-fold validation).
         """
         n = len(self.train_labels)
-        if not 0 < size < n:
-            raise ValueError(f"holdout size must be between 1 and {n - 1}, got {size}")
-        if not 0 <= fold < n // size:
-            raise ValueError(f"fold must be between 0 and {n // size - 1} for a holdout of {size}, got {fold}")
+        check_holdout(n, size, fold)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         perm = perm.to(self.train_labels.device)
         start, stop = fold * size, (fold + 1) * size
         fit, val = torch.cat([perm[:start], perm[stop:]]), perm[start:stop]
         return MNIST(self.train_images[fit], self.train_labels[fit], self.train_images[val], self.train_labels[val])
+
+
+def check_holdout(n: int, size: int, fold: int = 0) -> None:
+    """Raise ValueError unless fold `fold` of `size` images fits in a training set of `n`."""
+    if not 0 < size < n:
+        raise ValueError(f"holdout size must be between 1 and {n - 1}, got {size}")
+    if not 0 <= fold < n // size:
+        raise ValueError(f"fold must be between 0 and {n // size - 1} for a holdout of {size}, got {fold}")
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:

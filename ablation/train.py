@@ -143,17 +143,24 @@ def _distilled(hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor, ste
     return (1 - w) * hard + w * t * t * kl
 
 
+def _average_pairs(averaged: Net, model: Net) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(averaged, live) tensor pairs, built once: state_dict's tensors share storage with the modules'
+    parameters and buffers, which the optimiser and BatchNorm update in place."""
+    return list(zip(averaged.state_dict().values(), model.state_dict().values()))
+
+
 @torch.no_grad()
-def _update_average(averaged: Net, model: Net, decay: float, iteration: int) -> None:
+def _update_average(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float, iteration: int) -> None:
     """One step of the exponential moving average of the weights and of the BatchNorm statistics.
 
     The decay ramps up as (1 + t) / (10 + t) to `decay`, so the first iterations' random weights do not
     linger in the average: until the cap, the average spans about the last tenth of the iterations
-    (0.998 is reached after 4,490 iterations, epoch 10 at batch size 128). BatchNorm's running statistics are averaged like the weights, since they
-    belong to the weights they were measured with; its integer batch counter is copied.
+    (0.998 is reached after 4,490 iterations, epoch 10 at batch size 128). BatchNorm's running
+    statistics are averaged like the weights, since they belong to the weights they were measured
+    with; its integer batch counter is copied.
     """
     d = min(decay, (1 + iteration) / (10 + iteration))
-    for mine, live in zip(averaged.state_dict().values(), model.state_dict().values()):
+    for mine, live in pairs:
         if mine.is_floating_point():
             mine.lerp_(live, 1 - d)
         else:
@@ -192,7 +199,7 @@ def train_many(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     device = resolve_device(str(device))
-    from .records import git_state, source_hash
+    from .records import git_state, source_hash  # here, not at the top: records imports this module
 
     # Read the code's identity now, while it is the code this process runs: a record written at the end
     # must not take the hash of files edited on disk during a run of hours.
@@ -224,6 +231,8 @@ def train_many(
     model = (singles[0] if k == 1 else stack_seeds(singles)).to(device)
     # The averaged copy is what is evaluated and saved; the live model only trains.
     averaged = copy.deepcopy(model) if step.ema else None
+    shown = model if averaged is None else averaged  # evaluated each epoch and saved at the end
+    pairs = _average_pairs(averaged, model) if averaged is not None else []
     opt = _optimizer(step, model.parameters())
     gens = {name: [generator(s, name, device) for s in seeds] for name in STREAMS if name != "init"}
     model.set_dropout_generators(gens["dropout"])
@@ -259,13 +268,13 @@ def train_many(
             opt.step()
             iteration += 1
             if averaged is not None:
-                _update_average(averaged, model, step.ema, iteration)
+                _update_average(pairs, step.ema, iteration)
             with torch.no_grad():
                 loss_sum += per_seed.detach() * (stop - start)
                 correct += (logits.argmax(-1) == y).sum(0)
             if on_batch:
                 on_batch((stop - start) * k)
-        test_loss, test_correct = evaluate(model if averaged is None else averaged, data.test_images, data.test_labels)
+        test_loss, test_correct = evaluate(shown, data.test_images, data.test_labels)
         seconds = time.perf_counter() - t0
         train_loss = (loss_sum / n_train).tolist()
         rows = zip(train_loss, (correct / n_train * 100).tolist(), (test_loss / len(data.test_labels)).tolist(),
@@ -285,8 +294,7 @@ def train_many(
             break
 
     finished = time.time()
-    final = model if averaged is None else averaged
-    states = [final.state_dict()] if k == 1 else unstack_seeds(final)
+    states = [shown.state_dict()] if k == 1 else unstack_seeds(shown)
     for r, state in zip(results, states):
         r.state_dict = {name: t.detach().cpu().clone() for name, t in state.items()}
         r.finished = finished

@@ -7,7 +7,7 @@ import torch
 from ablation import STEPS, build_model, train, train_many
 from ablation.steps import Schedule, with_overrides
 from ablation.models import Net, normalize
-from ablation.train import _update_average, generator, learning_rate
+from ablation.train import _average_pairs, _update_average, generator, learning_rate
 
 pytestmark = pytest.mark.fast
 QUICK = dict(limit_train=1024, limit_test=500, epochs=1)
@@ -41,7 +41,7 @@ def test_each_seed_has_distinct_generator_streams():
     assert len(set(seeds)) == len(seeds)
 
 
-@pytest.mark.parametrize("name", ["2-bn-dropout", "5-lr-schedule", "10-narrow-6k"])
+@pytest.mark.parametrize("name", ["2-bn-dropout", "5-lr-schedule", "10-narrow-6k", "17-average-long-anneal"])
 def test_multi_seed_pass_matches_one_seed_runs(name, mnist):
     """Seed k of a K-seed pass draws exactly what a one-seed run of seed k draws (same init, order,
     augmentation and dropout masks); only the grouped convolution's float summation order differs.
@@ -90,13 +90,15 @@ def test_weight_average_is_what_is_evaluated_and_saved_and_leaves_training_alone
 
 def test_weight_average_ramps_up_to_its_decay_and_copies_integer_buffers():
     live, averaged = Net(("conv3:4", "gap", "conv1:10")), Net(("conv3:4", "gap", "conv1:10"))
-    for net, value in ((live, 1.0), (averaged, 0.0)):
-        for tensor in net.state_dict().values():
-            tensor.fill_(value)
-    _update_average(averaged, live, decay=0.99, iteration=1)  # the ramp: (1 + 1) / (10 + 1)
-    weight = averaged.state_dict()["features.0.0.weight"]
+    pairs = _average_pairs(averaged, live)  # built before the values change: they must follow the modules
+    with torch.no_grad():
+        for net, value in ((live, 1.0), (averaged, 0.0)):
+            for tensor in [*net.parameters(), *net.buffers()]:
+                tensor.fill_(value)
+    _update_average(pairs, decay=0.99, iteration=1)  # the ramp: (1 + 1) / (10 + 1)
+    weight = averaged.features[0][0].weight
     assert torch.allclose(weight, torch.full_like(weight, 1 - 2 / 11))
-    _update_average(averaged, live, decay=0.99, iteration=10_000)  # the ramp is past 0.99: the decay holds
+    _update_average(pairs, decay=0.99, iteration=10_000)  # the ramp is past 0.99: the decay holds
     assert torch.allclose(weight, torch.full_like(weight, 1 - (2 / 11) * 0.99))
     counters = [k for k, t in averaged.state_dict().items() if not t.is_floating_point()]
     assert counters and all(averaged.state_dict()[k].item() == 1 for k in counters)
