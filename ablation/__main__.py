@@ -144,6 +144,13 @@ def cmd_run(args) -> int:
     tasks = []
     for step in args.steps:
         seeds = args.seeds or list(step.seeds)
+        if args.resume:
+            done = [s for s in seeds if records.reusable(records.record_paths(args.out, step.name, s)[0], step,
+                                                         holdout=args.holdout, fold=args.fold, epochs=epochs)]
+            if done:
+                print(f"{step.name}: seeds {', '.join(map(str, done))} already recorded under {args.out} "
+                      f"by this engine, kept (--resume)", file=sys.stderr)
+            seeds = [s for s in seeds if s not in done]
         group = args.group or (len(seeds) if device.type == "cuda" else 1)
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
                        quick, args.out, args.fold) for i in range(0, len(seeds), group)]
@@ -256,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a variant of each step with a field changed, e.g. --set lr=0.1 --set schedule.final_epoch=12")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
     p.add_argument("--no-report", action="store_true", help="do not render reports/ablation.html afterwards")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already recorded under --out with the same config, images and epochs by this "
+                        "engine (or one shown equivalent) and train only the rest: an interrupted run picks up "
+                        "where it stopped")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("screen", help="k-fold screen: a variant (--set) against its step as registered, on held-out folds",

@@ -14,6 +14,12 @@ Against torchvision, for grey-scale images in [0, 1]:
   that matter (brightness first or contrast first, each with probability 1/2).
 - saturation and hue do nothing to a grey image (its saturation is 0 and its hue undefined), so they
   are not parameters here.
+
+Beyond torchvision, an elastic distortion (Simard et al., 2003, in spirit): each image draws a random
+displacement of up to ±`elastic` pixels, per axis, at the 4x4 points of a coarse grid over the image;
+bicubic upsampling makes it a smooth field of the image's size, which is added to the rotation's
+sampling grid, so one grid_sample call still does everything. Its draws come after the six above and
+only when it is on, so the streams of the steps without it are those they always had.
 """
 from __future__ import annotations
 
@@ -31,20 +37,29 @@ class Augment:
     brightness: float = 0.0  # β: factor ~ U[1-β, 1+β]
     contrast: float = 0.0  # γ: factor ~ U[1-γ, 1+γ]
     interpolation: str = "nearest"  # torchvision's RandomRotation default; "bilinear" is smoother
+    elastic: float = 0.0  # pixels: the largest displacement, per axis, at the points of the coarse grid
 
     @property
     def active(self) -> bool:
-        return any((self.rotation, self.translate, self.brightness, self.contrast))
+        return any((self.rotation, self.translate, self.brightness, self.contrast, self.elastic))
+
+    @property
+    def warps(self) -> bool:
+        """Whether the images are resampled (a rotation, shift or distortion), not only re-toned."""
+        return any((self.rotation, self.translate, self.elastic))
 
     def describe(self) -> str:
         parts = [f"rot ±{self.rotation:g}°" if self.rotation else "",
                  f"shift ±{self.translate:g}" if self.translate else "",
                  f"bright ±{self.brightness:g}" if self.brightness else "",
-                 f"contrast ±{self.contrast:g}" if self.contrast else ""]
+                 f"contrast ±{self.contrast:g}" if self.contrast else "",
+                 f"elastic ±{self.elastic:g} px" if self.elastic else ""]
         return ", ".join(p for p in parts if p) or "none"
 
 
 NONE = Augment()
+ELASTIC_GRID = 4  # control points per side of the distortion's coarse grid (about 9 pixels apart on 28x28)
+SIX = 6  # the per-image parameters every config draws; an elastic field's follow them
 
 
 def _uniform(n: int, half_width: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -52,7 +67,8 @@ def _uniform(n: int, half_width: float, generator: torch.Generator, device) -> t
 
 
 def sample_params(n: int, cfg: Augment, generator: torch.Generator, device) -> torch.Tensor:
-    """(n, 6) per-image parameters: angle (deg), dx, dy, brightness, contrast, order flag.
+    """(n, 6) per-image parameters: angle (deg), dx, dy, brightness, contrast, order flag; with `elastic`,
+    (n, 6 + 2 * 4 * 4): then the x and y displacements (pixels) at the coarse grid's points.
 
     Always the same six draws in the same order, whatever is switched on, so the random stream (and
     hence every later batch) does not shift when one knob changes.
@@ -63,7 +79,11 @@ def sample_params(n: int, cfg: Augment, generator: torch.Generator, device) -> t
     bright = 1 + _uniform(n, cfg.brightness, generator, device)
     contrast = 1 + _uniform(n, cfg.contrast, generator, device)
     order = (torch.rand(n, generator=generator, device=device) < 0.5).float()
-    return torch.stack([angle, dx, dy, bright, contrast, order], dim=1)
+    six = torch.stack([angle, dx, dy, bright, contrast, order], dim=1)
+    if not cfg.elastic:
+        return six
+    field = _uniform(n * 2 * ELASTIC_GRID ** 2, cfg.elastic, generator, device).view(n, -1)
+    return torch.cat([six, field], dim=1)
 
 
 def _brightness(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -77,13 +97,13 @@ def _contrast(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 def apply(x: torch.Tensor, params: torch.Tensor, cfg: Augment) -> torch.Tensor:
     """Augment (N, 1, H, W) float images in [0, 1] with per-image `params` from sample_params."""
-    p = params.view(-1, 6, 1, 1, 1)
+    p = params[:, :SIX].reshape(-1, SIX, 1, 1, 1)
     if cfg.brightness or cfg.contrast:
         b, c, contrast_first = p[:, 3], p[:, 4], p[:, 5]
         bc = _contrast(_brightness(x, b), c)
         cb = _brightness(_contrast(x, c), b)
         x = torch.lerp(bc, cb, contrast_first)
-    if cfg.rotation or cfg.translate:
+    if cfg.warps:
         rad = params[:, 0] * (math.pi / 180)
         cos, sin = torch.cos(rad), torch.sin(rad)
         # Inverse map (output pixel -> input pixel) in normalised coordinates, as F.rotate builds it;
@@ -91,8 +111,20 @@ def apply(x: torch.Tensor, params: torch.Tensor, cfg: Augment) -> torch.Tensor:
         theta = torch.stack([torch.stack([cos, -sin, -2 * params[:, 1]], 1),
                              torch.stack([sin, cos, -2 * params[:, 2]], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        if cfg.elastic:
+            grid = grid + _elastic_field(params[:, SIX:], x.shape[-2:]).to(x.dtype)
         x = F.grid_sample(x, grid, mode=cfg.interpolation, padding_mode="zeros", align_corners=False)
     return x
+
+
+def _elastic_field(points: torch.Tensor, size) -> torch.Tensor:
+    """(N, H, W, 2) offsets in grid_sample's normalised units from (N, 2 * g * g) displacements in pixels
+    at a g x g grid of points: bicubic upsampling makes them a smooth field; a pixel is 2 / side there."""
+    h, w = size
+    coarse = points.view(len(points), 2, ELASTIC_GRID, ELASTIC_GRID)
+    fine = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+    scale = torch.tensor([2 / w, 2 / h], dtype=fine.dtype, device=fine.device)
+    return fine.permute(0, 2, 3, 1) * scale
 
 
 def augment(x: torch.Tensor, cfg: Augment, generator: torch.Generator) -> torch.Tensor:

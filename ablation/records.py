@@ -24,6 +24,7 @@ from .analysis import goal_verdicts
 from .train import RunResult
 
 SCHEMA_VERSION = 1
+MNIST_TRAIN = 60_000  # training images; a run on fewer (a --quick one) is never reused
 DEFAULT_RUNS = Path("reports/runs")
 PACKAGE = Path(__file__).resolve().parent
 
@@ -149,6 +150,30 @@ def load_all(runs: Path = DEFAULT_RUNS) -> dict[str, list[dict]]:
     for records in out.values():
         records.sort(key=lambda r: r["seed"])
     return out
+
+
+def evaluation_label(holdout: int = 0, fold: int = 0) -> str:
+    """What a run's `evaluated_on` says for a holdout of `holdout` images (0: the test set), fold `fold`."""
+    if not holdout:
+        return "test"
+    return f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
+
+
+def reusable(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | None = None) -> dict | None:
+    """The finished record at `path` if training `step` again would only remake it: the same run config,
+    made by this engine (or one shown equivalent) from a committed tree, trained on all the training images
+    but the `holdout` ones and evaluated where asked, over `epochs` (default the step's) or stopped early
+    by a divergence. None otherwise."""
+    from .steps import changed_run_fields
+
+    if not Path(path).exists():
+        return None
+    record = load(path)
+    complete = record["diverged_at"] is not None or len(record["history"]) == (epochs or step.epochs)
+    same_images = (record["evaluated_on"] == evaluation_label(holdout, fold)
+                   and record["provenance"].get("train_images") == MNIST_TRAIN - holdout)
+    same = same_images and not changed_run_fields(step, record["config"])
+    return record if complete and same and is_current(record) else None
 
 
 def load_weights(path: Path) -> dict:

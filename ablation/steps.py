@@ -152,9 +152,23 @@ def _run_config_to_compare(step: Step) -> dict:
     return run_config(step)
 
 
+@lru_cache(maxsize=None)
+def _class_defaults(cls) -> dict:
+    return _as_json(cls())
+
+
+def _as_recorded(step: Step, key: str, config: dict):
+    """A record's value of run field `key`, with what it lacks filled by the defaults: a field added to
+    Step, or to one of its parts (e.g. Augment), after the record was made was made at its default."""
+    if key not in config:
+        return _DEFAULTS.get(key, MISSING)
+    value, part = config[key], getattr(step, key)
+    return {**_class_defaults(type(part)), **value} if is_dataclass(part) and isinstance(value, dict) else value
+
+
 def changed_run_fields(step: Step, config: dict) -> list[str]:
     """The run-defining fields in which a record's `config` differs from `step` (texts and goals may differ)."""
-    return sorted(k for k, v in _run_config_to_compare(step).items() if config.get(k, _DEFAULTS.get(k, MISSING)) != v)
+    return sorted(k for k, v in _run_config_to_compare(step).items() if _as_recorded(step, k, config) != v)
 
 
 SEEDS = (0, 1, 2, 3, 4)  # every step is reported over these five

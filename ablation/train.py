@@ -187,9 +187,10 @@ def train_many(
     """Train every seed of `seeds` for `step` in one pass; return one RunResult per seed.
 
     holdout: hold this many training images out as the evaluation set (design choices are made
-    there, never on the test set); fold: which block of that size (k-fold validation). limit_train / limit_test: use only the first N images (the quick
-    smoke run). teacher_dirs: where to look for the records of a distilling step's teacher, in order
-    (default: reports/runs). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
+    there, never on the test set); fold: which block of that size (k-fold validation).
+    limit_train / limit_test: use only the first N images (the quick smoke run).
+    teacher_dirs: where to look for the records of a distilling step's teacher, in order (default:
+    reports/runs). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
     """
     step = get_step(step) if isinstance(step, str) else step
     epochs = step.epochs if epochs is None else epochs
@@ -199,7 +200,7 @@ def train_many(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     device = resolve_device(str(device))
-    from .records import git_state, source_hash  # here, not at the top: records imports this module
+    from .records import evaluation_label, git_state, source_hash  # here, not at the top: records imports this module
 
     # Read the code's identity now, while it is the code this process runs: a record written at the end
     # must not take the hash of files edited on disk during a run of hours.
@@ -208,10 +209,9 @@ def train_many(
     # warn_only: a few CUDA kernels have no deterministic variant; on the CPU every op used here has.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     data = (data or load_mnist(data_dir)).to(device)
-    evaluated_on = "test"
+    evaluated_on = evaluation_label(holdout, fold)
     if holdout:
         data = data.holdout(holdout, fold=fold)
-        evaluated_on = f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
     full_train = len(data.train_labels)  # a teacher must have trained on all of these (smoke runs use fewer)
     if limit_train or limit_test:
         data = MNIST(data.train_images[:limit_train], data.train_labels[:limit_train],

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.fast
 
 configs = st.builds(Augment, rotation=st.floats(0, 30), translate=st.floats(0, 0.2),
                     brightness=st.floats(0, 0.5), contrast=st.floats(0, 0.5),
-                    interpolation=st.sampled_from(["nearest", "bilinear"]))
+                    interpolation=st.sampled_from(["nearest", "bilinear"]), elastic=st.sampled_from([0.0, 0.5, 2.0]))
 
 
 def images(seed: int, n: int) -> torch.Tensor:
@@ -29,9 +29,10 @@ def test_shape_dtype_and_range_are_kept(cfg, seed, n):
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 16), interpolation=st.sampled_from(["nearest", "bilinear"]))
 def test_zero_angle_and_no_jitter_is_the_identity(seed, n, interpolation):
     x = images(seed, n)
-    params = torch.zeros(n, 6)
+    params = torch.zeros(n, 6 + 2 * 4 * 4)  # and no elastic displacement at any of the 4x4 points
     params[:, 3:5] = 1  # brightness and contrast factors of 1
-    everything_on = Augment(rotation=7, translate=0.1, brightness=0.2, contrast=0.2, interpolation=interpolation)
+    everything_on = Augment(rotation=7, translate=0.1, brightness=0.2, contrast=0.2, interpolation=interpolation,
+                            elastic=2)
     # bilinear sampling on the identity grid is exact up to float32 rounding of the grid (~2e-6)
     torch.testing.assert_close(apply(x, params, everything_on), x, rtol=0, atol=1e-5)
     assert torch.equal(augment(x, Augment(), torch.Generator().manual_seed(seed)), x)
@@ -55,6 +56,28 @@ def test_parameters_stay_in_their_ranges(cfg, seed):
     p = sample_params(256, cfg, torch.Generator().manual_seed(seed), "cpu")
     assert (p[:, 0].abs() <= cfg.rotation).all() and (p[:, 1:3].abs() <= cfg.translate).all()
     assert ((p[:, 3] - 1).abs() <= cfg.brightness + 1e-6).all() and ((p[:, 4] - 1).abs() <= cfg.contrast + 1e-6).all()
+    assert p.shape[1] == (6 + 2 * 4 * 4 if cfg.elastic else 6) and (p[:, 6:].abs() <= cfg.elastic).all()
+
+
+@given(cfg=configs, seed=st.integers(0, 2**31))
+def test_the_elastic_field_draws_after_the_six_so_other_streams_keep_their_numbers(cfg, seed):
+    from dataclasses import replace
+
+    draw = lambda c: sample_params(32, c, torch.Generator().manual_seed(seed), "cpu")
+    assert torch.equal(draw(replace(cfg, elastic=2.0))[:, :6], draw(replace(cfg, elastic=0.0)))
+
+
+@pytest.mark.parametrize("pixels", [1, 2, -3])
+def test_a_uniform_elastic_field_shifts_the_image_by_that_many_pixels(pixels):
+    x = images(5, 2)
+    params = torch.zeros(2, 6 + 2 * 4 * 4)
+    params[:, 3:5] = 1
+    params[:, 6 + 16:] = pixels  # every point's y displacement; x stays
+    moved = apply(x, params, Augment(elastic=3))
+    if pixels > 0:  # the output row r samples the input row r + pixels
+        assert torch.equal(moved[..., :-pixels, :], x[..., pixels:, :]) and not moved[..., -pixels:, :].any()
+    else:
+        assert torch.equal(moved[..., -pixels:, :], x[..., :pixels, :]) and not moved[..., :-pixels, :].any()
 
 
 @pytest.mark.parametrize("interpolation", [InterpolationMode.NEAREST, InterpolationMode.BILINEAR])

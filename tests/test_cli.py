@@ -141,3 +141,32 @@ def test_a_fold_beyond_the_training_set_is_refused(data_dir, tmp_path, capsys):
         main(["run", "--holdout", "10000", "--fold", "6", "--quick", "--data-dir", str(data_dir), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and "fold must be between 0 and 5" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_keeps_what_is_recorded_and_trains_the_rest(data_dir, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from ablation import records
+    from ablation.steps import FINAL_STEP
+
+    out = tmp_path / "runs"
+    (out / FINAL_STEP).mkdir(parents=True)
+    for source in records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0):
+        (out / FINAL_STEP / source.name).write_bytes(source.read_bytes())
+    before = (out / FINAL_STEP / "seed-0.json").read_bytes()
+    engine, trained = sys.modules["ablation.train"], []
+
+    def fake_train_many(step, seeds, **kwargs):  # records what would train, trains nothing
+        trained.extend(seeds)
+        return []
+
+    monkeypatch.setattr(engine, "train_many", fake_train_many)
+    argv = ["run", "--steps", "final", "--seeds", "0-1", "--out", str(out), "--data-dir", str(data_dir),
+            "--no-report", "--jobs", "1"]
+    assert main(argv + ["--resume"]) == 0
+    assert trained == [1]  # seed 0's record is kept, seed 1 has none
+    assert f"{FINAL_STEP}: seeds 0 already recorded" in capsys.readouterr().err
+    assert (out / FINAL_STEP / "seed-0.json").read_bytes() == before
+    trained.clear()
+    assert main(argv) == 0
+    assert trained == [0, 1]  # without --resume, everything asked for trains

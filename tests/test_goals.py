@@ -68,15 +68,6 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("step_case", cases)
 
 
-def reusable(path, step) -> dict | None:
-    """A finished record of this exact step config made by the current engine source, if there is one."""
-    if not path.exists():
-        return None
-    record = records.load(path)
-    current = not changed_run_fields(step, record["config"]) and records.is_current(record)
-    return record if current and record["evaluated_on"] == "test" else None
-
-
 # Records this process obtained, so that the tests of one run share one training whatever order they
 # run in (xdist keeps a step's tests on one worker, but not in file order).
 _OBTAINED: dict[tuple, dict] = {}
@@ -87,7 +78,7 @@ def obtain_record(step, seed: int, runs_dir, config) -> dict:
     key = (step.name, seed, str(runs_dir))
     if key not in _OBTAINED:
         json_path, _ = records.record_paths(runs_dir, step.name, seed)
-        record = reusable(json_path, step) if config.getoption("--reuse-records") else None
+        record = records.reusable(json_path, step) if config.getoption("--reuse-records") else None
         if record is None:
             result = train(step, seed, device=config.getoption("--device"), data_dir=config.getoption("--data-dir"))
             record = records.load(records.save(result, runs_dir))

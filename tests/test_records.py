@@ -85,3 +85,40 @@ def test_an_equivalence_claim_holds_for_the_engine_it_names_only(monkeypatch):
     assert not records.same_engine("0123456789abcdef")
     monkeypatch.setitem(records.EQUIVALENT_SOURCES, (now, "0123456789abcdef"), "shown for this one")
     assert records.same_engine("0123456789abcdef")
+
+
+@pytest.fixture
+def committed(tmp_path):
+    """A copy of the final step's committed seed-0 record (a full run on the test set), and its step."""
+    from ablation.steps import FINAL_STEP
+
+    source = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)[0]
+    path = tmp_path / "seed-0.json"
+    path.write_text(source.read_text())
+    return path, STEPS[FINAL_STEP]
+
+
+def test_a_committed_full_run_is_reusable_for_its_own_config_only(committed):
+    from ablation.steps import with_overrides
+
+    path, step = committed
+    assert records.reusable(path, step)["seed"] == 0
+    assert records.reusable(path, with_overrides(step, ["lr=0.1"])) is None  # another config
+    assert records.reusable(path, step, holdout=10_000) is None  # evaluated elsewhere
+    assert records.reusable(path, step, epochs=3) is None  # another length
+    assert records.reusable(path.with_name("seed-9.json"), step) is None  # no record
+
+
+@pytest.mark.parametrize("change", [{"dirty": True}, {"source_hash": "0123456789abcdef"}, {"train_images": 2048}])
+def test_a_record_from_another_engine_tree_or_training_set_is_not_reused(committed, change):
+    path, step = committed
+    record = json.loads(path.read_text())
+    record["provenance"].update(change)
+    path.write_text(json.dumps(record))
+    assert records.reusable(path, step) is None
+
+
+def test_the_evaluation_label_is_what_the_engine_writes(mnist):
+    for holdout, fold in ((0, 0), (10_000, 0), (10_000, 2)):
+        run = train(STEPS["1-basic"], data=mnist, holdout=holdout, fold=fold, limit_train=256, limit_test=100, epochs=1)
+        assert run.evaluated_on == records.evaluation_label(holdout, fold)

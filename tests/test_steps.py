@@ -78,3 +78,18 @@ def test_changed_run_fields_names_run_fields_only():
     config.update(result="rewritten after the run", lr=step.lr * 2)
     del config["batch_size"]
     assert changed_run_fields(step, config) == ["batch_size", "lr"]
+
+
+def test_a_record_made_before_a_field_of_a_part_existed_compares_at_that_fields_default():
+    """Augment.elastic came after most records: a config without it was made at its default, 0."""
+    import json
+
+    from ablation.steps import changed_run_fields, run_config
+
+    step = STEPS["12-wide-end"]
+    config = json.loads(json.dumps(run_config(step)))
+    del config["augment"]["elastic"]
+    assert changed_run_fields(step, config) == []
+    config["augment"]["rotation"] = 10.0
+    assert changed_run_fields(step, config) == ["augment"]
+    assert changed_run_fields(with_overrides(step, ["augment.elastic=2.0"]), config) == ["augment"]
