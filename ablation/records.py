@@ -201,6 +201,14 @@ EQUIVALENT_SOURCES = {
         "8-no-dropout seed 0 on the held-out split (10,000 of train, fold 0; 15 epochs, one CPU thread), one of the "
         "distillation teachers in reports/validation, retrained at commit 65ad83e by this engine, has the committed "
         "record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("a5f11c9dc23a3f15", "56f0cb08803b4819"):
+        "12-wide-end seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 901cb41 by this engine "
+        "(an elastic distortion, off by default; the weight average's tensor pairs built once per run), has the "
+        "committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("a5f11c9dc23a3f15", "b25d82b2e5ea2013"):
+        "17-average-long-anneal seed 0 (15 epochs, 60,000 images, one CPU thread, weights averaged), retrained at "
+        "commit 901cb41 by this engine, has the committed record's history, epoch by epoch, and its final weights, "
+        "bit for bit.",
 }
 
 
