@@ -209,6 +209,21 @@ EQUIVALENT_SOURCES = {
         "17-average-long-anneal seed 0 (15 epochs, 60,000 images, one CPU thread, weights averaged), retrained at "
         "commit 901cb41 by this engine, has the committed record's history, epoch by epoch, and its final weights, "
         "bit for bit.",
+    ("a5f11c9dc23a3f15", "f242a2e7096b2db2"):
+        "15-weight-decay seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 5d51af2 by this "
+        "engine, has the committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("a5f11c9dc23a3f15", "e7a6bc10a5564cb2"):
+        "8-no-dropout seed 0 on the held-out split (10,000 of train, fold 0; one CPU thread), a distillation "
+        "teacher in reports/validation, retrained at commit 5d51af2 by this engine, has the committed record's "
+        "history, epoch by epoch, and its final weights, bit for bit.",
+    ("a5f11c9dc23a3f15", "c1bac9d24956e4f8"):
+        "13-wide-end-6k with depthwise-separable blocks (sep3:32) seed 0 on the held-out split, retrained at commit "
+        "14cf0a1 by this engine, has the committed record's history, epoch by epoch, and its final weights, bit for "
+        "bit.",
+    ("a5f11c9dc23a3f15", "96cf74423d9cea85"):
+        "12-wide-end distilled from 8-no-dropout's five held-out seeds (weight 0.5, T 4) seed 2 on the held-out "
+        "split, retrained at commit 14cf0a1 by this engine with the same teachers, has the committed record's "
+        "history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
