@@ -71,8 +71,8 @@ def pytest_sessionfinish(session, exitstatus):
     """After a session that ran slow tests, render the report from all records (controller only)."""
     if hasattr(session.config, "workerinput") or not getattr(pytest_runtest_logreport, "slow_ran", False):
         return
-    from ablation.report import render_files
+    from ablation.report import render_files, report_path
 
     runs = Path(session.config.getoption("--runs-dir"))
-    for path in render_files(runs, runs.parent / "ablation.html"):
+    for path in render_files(runs, report_path(runs)):
         print(f"\nrendered {path}")

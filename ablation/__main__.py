@@ -32,9 +32,10 @@ def parse_steps(text: str) -> list[Step]:
     if text == "all":
         return list(STEPS.values())
     try:
-        return [get_step(name.strip()) for name in text.split(",")]
+        steps = [get_step(name.strip()) for name in text.split(",")]
     except KeyError as e:
         raise argparse.ArgumentTypeError(e.args[0]) from None
+    return list({step.name: step for step in steps}.values())  # a step named twice trains once
 
 
 def positive_int(text: str) -> int:
@@ -126,6 +127,27 @@ def train_tasks(tasks: list, args, device, data) -> list[str]:
     return errors
 
 
+def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
+    """The seeds of `step` still to train under --resume; says which records are kept, and why any other
+    record found in their place is not."""
+    from .records import record_paths, reuse
+
+    todo, kept = [], []
+    for seed in seeds:
+        record, why_not = reuse(record_paths(args.out, step.name, seed)[0], step, holdout=args.holdout,
+                                fold=args.fold, epochs=epochs)
+        if record:
+            kept.append(seed)
+            continue
+        todo.append(seed)
+        if why_not != "no record":
+            print(f"{step.name} seed {seed}: the record under {args.out} is trained again: {why_not}", file=sys.stderr)
+    if kept:
+        print(f"{step.name}: seeds {', '.join(map(str, kept))} already recorded under {args.out} by this engine, "
+              f"kept (--resume)", file=sys.stderr)
+    return todo
+
+
 def cmd_run(args) -> int:
     from . import records
     from .analysis import step_summary
@@ -145,13 +167,8 @@ def cmd_run(args) -> int:
     for step in args.steps:
         seeds = args.seeds or list(step.seeds)
         if args.resume:
-            done = [s for s in seeds if records.reusable(records.record_paths(args.out, step.name, s)[0], step,
-                                                         holdout=args.holdout, fold=args.fold, epochs=epochs)]
-            if done:
-                print(f"{step.name}: seeds {', '.join(map(str, done))} already recorded under {args.out} "
-                      f"by this engine, kept (--resume)", file=sys.stderr)
-            seeds = [s for s in seeds if s not in done]
-        group = args.group or (len(seeds) if device.type == "cuda" else 1)
+            seeds = resumed(step, seeds, args, epochs)
+        group = args.group or (max(1, len(seeds)) if device.type == "cuda" else 1)
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
                        quick, args.out, args.fold) for i in range(0, len(seeds), group)]
     errors = train_tasks(tasks, args, device, data)
@@ -164,12 +181,15 @@ def cmd_run(args) -> int:
             s = step_summary(recs, step.goals)
             rows.append([step.name, s["n"], f"{recs[0]['params']:,}", f"{s['final_mean']:.2f} ± {s['final_std']:.2f}",
                          f"{s['min_of_min_last']:.2f}", f"{s['seeds_meeting']}/{s['n']}"])
-    print(table(rows, ["step", "seeds", "params", "final test acc %", "min last-5 %", "goals met"]))
-    if not args.no_report and not args.holdout:
-        from .report import render_files
+    where = "held-out" if args.holdout else "test"
+    print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "min last-5 %", "goals met"]))
+    if args.holdout:
+        print("held-out runs are not rendered on their own: `python -m ablation report` shows reports/validation's "
+              "in its validation tables", file=sys.stderr)
+    elif not args.no_report:
+        from .report import render_files, report_path
 
-        # The report lands beside its records folder: reports/runs -> reports/ablation.html.
-        for path in render_files(args.out, args.out.parent / "ablation.html"):
+        for path in render_files(args.out, report_path(args.out)):
             print(f"wrote {path}", file=sys.stderr)
     return 2 if errors else 0
 
@@ -262,11 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="run a variant of each step with a field changed, e.g. --set lr=0.1 --set schedule.final_epoch=12")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
-    p.add_argument("--no-report", action="store_true", help="do not render reports/ablation.html afterwards")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not render the report afterwards (reports/ablation.html for the default --out, "
+                        "ablation.html inside any other)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the runs already recorded under --out with the same config, images and epochs by this "
-                        "engine (or one shown equivalent) and train only the rest: an interrupted run picks up "
-                        "where it stopped")
+                   help="keep the runs already recorded under --out with the same config, images and epochs, made "
+                        "by this engine (or one shown equivalent) from committed code, and train only the rest: an "
+                        "interrupted run picks up where it stopped (--quick runs are never kept)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("screen", help="k-fold screen: a variant (--set) against its step as registered, on held-out folds",

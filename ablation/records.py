@@ -159,21 +159,43 @@ def evaluation_label(holdout: int = 0, fold: int = 0) -> str:
     return f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
 
 
-def reusable(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | None = None) -> dict | None:
-    """The finished record at `path` if training `step` again would only remake it: the same run config,
-    made by this engine (or one shown equivalent) from a committed tree, trained on all the training images
-    but the `holdout` ones and evaluated where asked, over `epochs` (default the step's) or stopped early
-    by a divergence. None otherwise."""
+def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | None = None) -> tuple[dict | None, str]:
+    """(the record at `path`, "") if training `step` again would only remake it, else (None, why not).
+
+    Remade means: the same run config, trained on all the training images but the `holdout` ones and
+    evaluated where asked, over `epochs` (default the step's) or diverged within them, by this engine (or
+    one shown equivalent) from a committed tree. So a --quick run (a subset) is never reused, nor a run
+    made while the engine's files had uncommitted edits.
+    """
     from .steps import changed_run_fields
 
     if not Path(path).exists():
-        return None
-    record = load(path)
-    complete = record["diverged_at"] is not None or len(record["history"]) == (epochs or step.epochs)
-    same_images = (record["evaluated_on"] == evaluation_label(holdout, fold)
-                   and record["provenance"].get("train_images") == MNIST_TRAIN - holdout)
-    same = same_images and not changed_run_fields(step, record["config"])
-    return record if complete and same and is_current(record) else None
+        return None, "no record"
+    try:
+        record = load(path)
+    except (ValueError, KeyError) as e:  # another schema, or not a record at all
+        return None, f"unreadable ({e})"
+    epochs, p = epochs or step.epochs, record["provenance"]
+    label, images = evaluation_label(holdout, fold), MNIST_TRAIN - holdout
+    if changed := changed_run_fields(step, record["config"]):
+        return None, f"another config ({', '.join(changed)} differ)"
+    if record["evaluated_on"] != label:
+        return None, f"evaluated on {record['evaluated_on']}, not {label}"
+    if p.get("train_images") != images:
+        return None, f"trained on {p.get('train_images')} images, not {images:,} (a --quick run?)"
+    diverged = record["diverged_at"]
+    if not (len(record["history"]) == epochs if diverged is None else diverged <= epochs):
+        return None, f"{len(record['history'])} epochs, not {epochs}"
+    if p.get("dirty"):
+        return None, "made while the engine's files had uncommitted edits"
+    if not same_engine(p.get("source_hash")):
+        return None, f"made by engine {p.get('source_hash')}, not shown to compute what this one ({source_hash()}) does"
+    return record, ""
+
+
+def reusable(path: Path, step, **kwargs) -> dict | None:
+    """The record at `path` if training `step` again would only remake it (see `reuse`), else None."""
+    return reuse(path, step, **kwargs)[0]
 
 
 def load_weights(path: Path) -> dict:

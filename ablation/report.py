@@ -843,6 +843,16 @@ def render_markdown(records_by_step: dict[str, list[dict]]) -> str:
     return _env(False).get_template("report.md.j2").render(build_views(records_by_step))
 
 
+def report_path(runs: Path, fmt: str = "html") -> Path:
+    """Where the report of the records under `runs` goes: reports/ablation.html for the study's own folder,
+    reports/runs; inside the folder itself for any other, so a scratch folder never overwrites the study's."""
+    from .records import DEFAULT_RUNS
+
+    if Path(runs).resolve() == DEFAULT_RUNS.resolve():
+        return DEFAULT_OUT[fmt]
+    return Path(runs) / DEFAULT_OUT[fmt].name
+
+
 def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: Path | None = None,
                  validation: Path | None = None) -> list[Path]:
     """Render the records under `runs` to `out` (default reports/ablation.html or .md); return the paths written.

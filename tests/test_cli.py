@@ -143,7 +143,10 @@ def test_a_fold_beyond_the_training_set_is_refused(data_dir, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_resume_keeps_what_is_recorded_and_trains_the_rest(data_dir, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def recorded(tmp_path, monkeypatch):
+    """A runs folder holding a copy of the final step's committed seed 0 and a copy marked as made from
+    uncommitted engine edits as seed 1; and the seeds the (faked) engine is asked to train."""
     import sys
 
     from ablation import records
@@ -151,22 +154,60 @@ def test_resume_keeps_what_is_recorded_and_trains_the_rest(data_dir, tmp_path, m
 
     out = tmp_path / "runs"
     (out / FINAL_STEP).mkdir(parents=True)
-    for source in records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0):
-        (out / FINAL_STEP / source.name).write_bytes(source.read_bytes())
-    before = (out / FINAL_STEP / "seed-0.json").read_bytes()
-    engine, trained = sys.modules["ablation.train"], []
+    json_path, pt_path = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)
+    for seed in (0, 1):
+        record = json.loads(json_path.read_text())
+        record["seed"], record["provenance"]["dirty"] = seed, seed == 1
+        (out / FINAL_STEP / f"seed-{seed}.json").write_text(json.dumps(record))
+        (out / FINAL_STEP / f"seed-{seed}.pt").write_bytes(pt_path.read_bytes())
+    trained = []
 
-    def fake_train_many(step, seeds, **kwargs):  # records what would train, trains nothing
+    def fake_train_many(step, seeds, **kwargs):  # notes what would train, trains nothing
         trained.extend(seeds)
         return []
 
-    monkeypatch.setattr(engine, "train_many", fake_train_many)
-    argv = ["run", "--steps", "final", "--seeds", "0-1", "--out", str(out), "--data-dir", str(data_dir),
+    monkeypatch.setattr(sys.modules["ablation.train"], "train_many", fake_train_many)
+    return out, trained
+
+
+def test_resume_keeps_what_is_recorded_and_trains_the_rest(recorded, data_dir, capsys):
+    from ablation.steps import FINAL_STEP
+
+    out, trained = recorded
+    argv = ["run", "--steps", "final", "--seeds", "0-2", "--out", str(out), "--data-dir", str(data_dir),
             "--no-report", "--jobs", "1"]
     assert main(argv + ["--resume"]) == 0
-    assert trained == [1]  # seed 0's record is kept, seed 1 has none
-    assert f"{FINAL_STEP}: seeds 0 already recorded" in capsys.readouterr().err
-    assert (out / FINAL_STEP / "seed-0.json").read_bytes() == before
+    assert trained == [1, 2]  # seed 0 is kept; seed 1's record came from uncommitted code; seed 2 has none
+    err = capsys.readouterr().err
+    assert f"{FINAL_STEP}: seeds 0 already recorded" in err
+    assert f"{FINAL_STEP} seed 1: the record under {out} is trained again: made while the engine's files" in err
+    assert "seed 2:" not in err  # no record is nothing to explain
     trained.clear()
     assert main(argv) == 0
-    assert trained == [0, 1]  # without --resume, everything asked for trains
+    assert trained == [0, 1, 2]  # without --resume, everything asked for trains
+
+
+def test_resume_with_every_seed_recorded_trains_nothing_on_a_gpu_too(recorded, data_dir, monkeypatch):
+    import sys
+
+    import torch
+
+    out, trained = recorded  # on a GPU a step's seeds train as one group: none left must not be a group of 0
+    monkeypatch.setattr(sys.modules["ablation.train"], "resolve_device", lambda device: torch.device("cuda"))
+    assert main(["run", "--steps", "final", "--seeds", "0", "--resume", "--out", str(out), "--data-dir", str(data_dir),
+                 "--no-report"]) == 0
+    assert trained == []
+
+
+def test_the_report_of_another_records_folder_is_written_inside_it(recorded, data_dir):
+    out, _ = recorded
+    assert main(["run", "--steps", "final", "--seeds", "0", "--resume", "--out", str(out), "--data-dir",
+                 str(data_dir), "--jobs", "1"]) == 0
+    assert (out / "ablation.html").is_file() and not (out.parent / "ablation.html").exists()
+
+
+def test_a_step_named_twice_trains_once(recorded, data_dir):
+    out, trained = recorded
+    assert main(["run", "--steps", "1-basic,1-basic", "--seeds", "3", "--out", str(out), "--data-dir", str(data_dir),
+                 "--no-report", "--jobs", "1"]) == 0
+    assert trained == [3]

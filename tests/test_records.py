@@ -109,16 +109,40 @@ def test_a_committed_full_run_is_reusable_for_its_own_config_only(committed):
     assert records.reusable(path.with_name("seed-9.json"), step) is None  # no record
 
 
-@pytest.mark.parametrize("change", [{"dirty": True}, {"source_hash": "0123456789abcdef"}, {"train_images": 2048}])
-def test_a_record_from_another_engine_tree_or_training_set_is_not_reused(committed, change):
+@pytest.mark.parametrize("change, why", [({"dirty": True}, "uncommitted edits"),
+                                         ({"source_hash": "0123456789abcdef"}, "made by engine 0123456789abcdef"),
+                                         ({"train_images": 2048}, "trained on 2048 images")])
+def test_a_record_from_another_engine_tree_or_training_set_is_not_reused(committed, change, why):
     path, step = committed
     record = json.loads(path.read_text())
     record["provenance"].update(change)
     path.write_text(json.dumps(record))
     assert records.reusable(path, step) is None
+    assert why in records.reuse(path, step)[1]
 
 
-def test_the_evaluation_label_is_what_the_engine_writes(mnist):
-    for holdout, fold in ((0, 0), (10_000, 0), (10_000, 2)):
-        run = train(STEPS["1-basic"], data=mnist, holdout=holdout, fold=fold, limit_train=256, limit_test=100, epochs=1)
-        assert run.evaluated_on == records.evaluation_label(holdout, fold)
+@pytest.mark.parametrize("holdout, fold, label, folder", [
+    (0, 0, "test", "runs"),
+    (10_000, 0, "validation (10000 held out of train)", "validation"),
+    (10_000, 2, "validation (10000 held out of train, fold 2)", "validation-folds/fold-2"),
+])
+def test_the_evaluation_label_is_what_the_committed_records_say(holdout, fold, label, folder):
+    assert records.evaluation_label(holdout, fold) == label
+    paths = (records.DEFAULT_RUNS.parent / folder).glob("*/seed-*.json")
+    assert {json.loads(path.read_text())["evaluated_on"] for path in paths} == {label}
+
+
+def test_a_diverged_record_is_complete_only_for_runs_as_long_as_its_divergence(committed):
+    path, step = committed
+    record = json.loads(path.read_text())
+    record["history"], record["diverged_at"] = record["history"][:11], 12
+    path.write_text(json.dumps(record))
+    assert records.reusable(path, step) is not None  # a rerun of 15 epochs diverges at 12 again
+    assert records.reuse(path, step, epochs=5) == (None, "11 epochs, not 5")
+
+
+def test_an_unreadable_record_is_not_reused_and_says_why(committed):
+    path, step = committed
+    path.write_text(json.dumps({"schema": 999}))
+    record, why = records.reuse(path, step)
+    assert record is None and why.startswith("unreadable") and "schema" in why

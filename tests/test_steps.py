@@ -90,6 +90,6 @@ def test_a_record_made_before_a_field_of_a_part_existed_compares_at_that_fields_
     config = json.loads(json.dumps(run_config(step)))
     del config["augment"]["elastic"]
     assert changed_run_fields(step, config) == []
+    assert changed_run_fields(with_overrides(step, ["augment.elastic=2.0"]), config) == ["augment"]
     config["augment"]["rotation"] = 10.0
     assert changed_run_fields(step, config) == ["augment"]
-    assert changed_run_fields(with_overrides(step, ["augment.elastic=2.0"]), config) == ["augment"]
