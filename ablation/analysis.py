@@ -1,6 +1,7 @@
 """Numbers about steps and runs: goal verdicts, statistics over seeds, per-layer tables, receptive field."""
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -86,6 +87,26 @@ def step_summary(records: list[dict], goals: Goals) -> dict:
         "diverged": [r["seed"] for r in records if r["diverged_at"] is not None],
         "wall_seconds": statistics.fmean(r["provenance"]["wall_seconds"] for r in records) if records else math.nan,
     }
+
+
+DRAW = 5  # seeds: the fewest a step's goals are judged on (issue 6's "every one of >= 5 seeds")
+
+
+def draws_meeting_goals(records: list[dict], goals: Goals, k: int = DRAW) -> tuple[int, int] | None:
+    """(how many, of all the ways to pick `k` of the step's seeds) would meet every goal: each run's, and the
+    mean final accuracy where the goals set one. It says how much a verdict on k seeds owes to which seeds
+    were drawn. None for k seeds or fewer, where the one draw is the verdict itself."""
+    if len(records) <= k:
+        return None
+    finals = final_accuracies(records)
+    meets = {r["seed"]: run_meets_goals(r) for r in records}
+    hits = total = 0
+    for draw in itertools.combinations(sorted(meets), k):
+        total += 1
+        if all(meets[s] for s in draw) and (goals.mean_final_floor is None
+                                            or statistics.fmean(finals[s] for s in draw) >= goals.mean_final_floor):
+            hits += 1
+    return hits, total
 
 
 def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None:

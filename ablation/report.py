@@ -23,8 +23,8 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import (final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table, lowest_of_last, paired_delta,
-                       step_summary)
+from .analysis import (DRAW, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table,
+                       lowest_of_last, paired_delta, step_summary)
 from .augment import Augment
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
@@ -446,6 +446,16 @@ def vs_parent_text(parent: str | None, paired: dict | None) -> str | None:
             f"{signed(paired['mean'])} % on average{ci}; per seed {per_seed}.")
 
 
+def draws_text(records: list[dict], goals: Goals) -> str | None:
+    """One sentence: how many of the ways to draw DRAW of the step's seeds would meet every goal."""
+    found = draws_meeting_goals(records, goals)
+    if found is None:
+        return None
+    hits, total = found
+    return (f"Of the {total:,} ways to draw {DRAW} of these {len(records)} seeds, {hits:,} ({100 * hits / total:.0f} %) "
+            f"would meet every goal.")
+
+
 def step_view(step: Step, records: list[dict], parent_records: list[dict] | None = None) -> dict:
     summary = step_summary(records, step.goals) if records else None
     finals = list(final_accuracies(records).values())
@@ -481,6 +491,7 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
                  for k, (a, b) in config_diff(parent, step).items()] if parent else [],
         "wall": summary["wall_seconds"] if summary else None,
         "vs_parent": vs_parent_text(step.parent, paired_delta(records, parent_records or [])),
+        "draws": draws_text(records, step.goals),
     }
     view["verdict"] = step_verdict(step, records, summary)
     return view

@@ -392,3 +392,27 @@ def test_a_mean_just_under_its_bar_is_not_rounded_up_to_it(mean, shown):
     records = [make_record(step.name, s) for s in step.seeds]
     summary = {**step_summary(records, step.goals), "final_mean": mean}
     assert f"mean final {shown} % < 99.5 %" in report.step_verdict(step, records, summary)["text"]
+
+
+def test_draws_count_the_ways_to_pick_five_seeds_that_meet_every_goal():
+    from dataclasses import replace
+
+    from ablation.analysis import draws_meeting_goals
+
+    step = STEPS[GOOD_STEP]
+    good = [make_record(GOOD_STEP, s, epochs=15, top=99.6) for s in range(6)]
+    assert draws_meeting_goals(good[:5], step.goals) is None  # five seeds: the one draw is the verdict
+    assert draws_meeting_goals(good, step.goals) == (6, 6)
+    bad = make_record(GOOD_STEP, 6, epochs=15, top=98.0)  # below the floor: every draw holding it fails
+    assert draws_meeting_goals(good + [bad], step.goals) == (6, 21)  # C(7, 5) = 21; C(6, 5) = 6 leave it out
+    mean_above = replace(step.goals, mean_final_floor=99.0)
+    assert draws_meeting_goals(good, mean_above) == (6, 6)
+    mean_out_of_reach = replace(step.goals, mean_final_floor=99.9)
+    assert draws_meeting_goals(good, mean_out_of_reach) == (0, 6)
+
+
+def test_a_step_with_more_than_five_seeds_says_how_many_draws_of_five_meet_its_goals(tmp_path):
+    records = [make_record(GOOD_STEP, s, epochs=15, top=99.6) for s in range(6)]
+    records.append(make_record(GOOD_STEP, 6, epochs=15, top=98.0))
+    text = report.render_files(write_records(tmp_path / "runs", records), tmp_path / "a.md", fmt="md")[0].read_text()
+    assert "Of the 21 ways to draw 5 of these 7 seeds, 6 (29 %) would meet every goal." in text
