@@ -183,9 +183,9 @@ def cmd_run(args) -> int:
                          f"{s['min_of_min_last']:.2f}", f"{s['seeds_meeting']}/{s['n']}"])
     where = "held-out" if args.holdout else "test"
     print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "min last-5 %", "goals met"]))
-    if args.holdout:
-        print("held-out runs are not rendered on their own: `python -m ablation report` shows reports/validation's "
-              "in its validation tables", file=sys.stderr)
+    if args.holdout and not args.no_report:
+        print("no report for held-out runs: the study's report (python -m ablation report) shows those under "
+              "reports/validation in its validation tables", file=sys.stderr)
     elif not args.no_report:
         from .report import render_files, report_path
 
