@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from .analysis import goal_verdicts
+from .data import TRAIN_LABEL_COUNTS
 from .train import RunResult
 
 SCHEMA_VERSION = 1
-MNIST_TRAIN = 60_000  # training images; a run on fewer (a --quick one) is never reused
 DEFAULT_RUNS = Path("reports/runs")
 PACKAGE = Path(__file__).resolve().parent
 
@@ -176,7 +176,7 @@ def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | No
     except (ValueError, KeyError) as e:  # another schema, or not a record at all
         return None, f"unreadable ({e})"
     epochs, p = epochs or step.epochs, record["provenance"]
-    label, images = evaluation_label(holdout, fold), MNIST_TRAIN - holdout
+    label, images = evaluation_label(holdout, fold), sum(TRAIN_LABEL_COUNTS) - holdout  # fewer: a --quick run
     if changed := changed_run_fields(step, record["config"]):
         return None, f"another config ({', '.join(changed)} differ)"
     if record["evaluated_on"] != label:
