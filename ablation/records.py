@@ -186,10 +186,8 @@ def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | No
     diverged = record["diverged_at"]
     if not (len(record["history"]) == epochs if diverged is None else diverged <= epochs):
         return None, f"{len(record['history'])} epochs, not {epochs}"
-    if p.get("dirty"):
-        return None, "made while the engine's files had uncommitted edits"
-    if not same_engine(p.get("source_hash")):
-        return None, f"made by engine {p.get('source_hash')}, not shown to compute what this one ({source_hash()}) does"
+    if stale := not_current_because(record):
+        return None, "; ".join(stale)
     return record, ""
 
 
@@ -254,8 +252,17 @@ def same_engine(made_by: str | None) -> bool:
     return made_by == source_hash() or (source_hash(), made_by) in EQUIVALENT_SOURCES
 
 
+def not_current_because(record: dict) -> list[str]:
+    """Why a record is not what this engine computes from committed code; empty when it is."""
+    p, why = record["provenance"], []
+    if not same_engine(p.get("source_hash")):
+        why.append(f"made by engine source {p.get('source_hash')}, not the current {source_hash()}")
+    if p.get("dirty"):
+        why.append("made from a tree with uncommitted engine changes")
+    return why
+
+
 def is_current(record: dict) -> bool:
     """Made by this engine source (or one shown equivalent) from a committed tree (the report flags the rest)."""
-    p = record["provenance"]
-    return same_engine(p.get("source_hash")) and not p.get("dirty")
+    return not not_current_because(record)
 

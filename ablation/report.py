@@ -637,14 +637,10 @@ ENV_KEYS = ("commit", "dirty", "source_hash", "python", "torch", "torchvision", 
 
 
 def record_flags(step: Step | None, record: dict) -> list[str]:
-    from .records import is_current, same_engine, source_hash
+    from .records import not_current_because
 
-    p, flags = record["provenance"], []
-    if not same_engine(p.get("source_hash")):
-        flags.append(f"made by engine source {p.get('source_hash')}, not the current {source_hash()}")
-    if p.get("dirty"):
-        flags.append("made from a tree with uncommitted engine changes")
-    elif p.get("dirty") is None and is_current(record):
+    p, flags = record["provenance"], not_current_because(record)
+    if p.get("dirty") is None and not flags:
         flags.append("commit unknown (not made in a git checkout)")
     if record["evaluated_on"] != "test":
         flags.append(f"evaluated on {record['evaluated_on']}")

@@ -180,7 +180,7 @@ def test_resume_keeps_what_is_recorded_and_trains_the_rest(recorded, data_dir, c
     assert trained == [1, 2]  # seed 0 is kept; seed 1's record came from uncommitted code; seed 2 has none
     err = capsys.readouterr().err
     assert f"{FINAL_STEP}: seeds 0 already recorded" in err
-    assert f"{FINAL_STEP} seed 1: the record under {out} is trained again: made while the engine's files" in err
+    assert f"{FINAL_STEP} seed 1: the record under {out} is trained again: made from a tree with uncommitted engine changes" in err
     assert "seed 2:" not in err  # no record is nothing to explain
     trained.clear()
     assert main(argv) == 0

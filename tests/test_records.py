@@ -109,8 +109,8 @@ def test_a_committed_full_run_is_reusable_for_its_own_config_only(committed):
     assert records.reusable(path.with_name("seed-9.json"), step) is None  # no record
 
 
-@pytest.mark.parametrize("change, why", [({"dirty": True}, "uncommitted edits"),
-                                         ({"source_hash": "0123456789abcdef"}, "made by engine 0123456789abcdef"),
+@pytest.mark.parametrize("change, why", [({"dirty": True}, "uncommitted engine changes"),
+                                         ({"source_hash": "0123456789abcdef"}, "made by engine source 0123456789abcdef"),
                                          ({"train_images": 2048}, "trained on 2048 images")])
 def test_a_record_from_another_engine_tree_or_training_set_is_not_reused(committed, change, why):
     path, step = committed
