@@ -8,10 +8,11 @@ def build_model(step_name: str) -> Net:
     """The step's network (one seed, PyTorch's default initialisation).
 
     It takes images normalised with mean 0.1307 and std 0.3081 (see `normalize`), shape (N, 1, 28, 28),
-    and returns (N, 10) logits. A record's weights load with `model.load_state_dict(...)`.
+    and returns (N, 10) logits, or log-probabilities for a step evaluated with test-time shifts (`Step.tta`)
+    while the module is in eval mode. A record's weights load with `model.load_state_dict(...)`.
     """
     step = get_step(step_name)
-    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout)
+    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta)
 
 
 __all__ = ["FINAL_STEP", "STEPS", "Net", "Step", "build_model", "count_parameters", "get_step", "normalize", "train", "train_many"]

@@ -70,7 +70,7 @@ def cmd_steps(args) -> int:
     for s in STEPS.values():
         rows.append({"name": s.name, "parent": s.parent, "params": count_parameters(build_model(s.name)),
                      "epochs": s.epochs, "batch_size": s.batch_size, "lr": s.describe_lr(),
-                     "augment": s.augment.describe(), "distill": s.distill.describe(), "dropout": s.dropout, "seeds": list(s.seeds),
+                     "augment": s.describe_augment(), "distill": s.distill.describe(), "dropout": s.dropout, "seeds": list(s.seeds),
                      "goals": {"max_params": s.goals.max_params, "accuracy_floor": s.goals.accuracy_floor,
                                "last_epochs": s.goals.last_epochs, "max_epochs": s.goals.max_epochs,
                                "mean_final_floor": s.goals.mean_final_floor},

@@ -17,12 +17,17 @@ the 3x3 convolutions alone. The last convolution is the classifier: no
 BatchNorm, ReLU or dropout after it. No convolution has a bias: BatchNorm's shift makes it redundant,
 and the seed's parameter counts (9,752) only add up without them.
 
+`Net(..., shifts=((1, 0), ...))` evaluates with test-time augmentation: in eval mode it averages the
+softmax over the image and copies of it moved by those (dx, dy) pixels, and returns the log of that
+average (log-probabilities, not logits). Training is untouched, so the weights are the same as without.
+
 `Net(..., seeds=K)` holds K independent copies of the network as one network of grouped
 convolutions: seed k reads input channel k and owns the k-th slice of every weight, so K seeds train
 in one pass (see train.py). K=1 is the plain network that `build_model` returns.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -100,9 +105,11 @@ class GlobalAvgPool(nn.Module):
 class Net(nn.Module):
     """The network of a layout; K seeds side by side when seeds=K (input (N, K, 28, 28), output (N, K, 10))."""
 
-    def __init__(self, layout: tuple[str, ...], batchnorm: bool = True, dropout: float = 0.0, seeds: int = 1):
+    def __init__(self, layout: tuple[str, ...], batchnorm: bool = True, dropout: float = 0.0, seeds: int = 1,
+                 shifts: tuple[tuple[int, int], ...] = ()):
         super().__init__()
         self.layout, self.seeds = tuple(layout), seeds
+        self.shifts = tuple((int(dx), int(dy)) for dx, dy in shifts)
         layers = parse_layout(layout)
         last_conv = max(i for i, l in enumerate(layers) if l.kind == "conv")
         blocks: list[nn.Module] = []
@@ -132,11 +139,22 @@ class Net(nn.Module):
         self.features = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.shifts:
+            return self._logits(x)
+        views = [x] + [shift(x, dx, dy) for dx, dy in self.shifts]
+        # log(mean(softmax)) through logsumexp, so a probability that underflows to 0 never gives log(0)
+        log_probs = torch.stack([self._logits(v).log_softmax(-1) for v in views])
+        return torch.logsumexp(log_probs, 0) - math.log(len(views))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         y = self.features(x)
         if y.shape[-2:] != (1, 1):
             raise ValueError(f"layout {self.layout} leaves a {tuple(y.shape[-2:])} map for 28x28 input, not 1x1")
         y = y.flatten(1)
         return y if self.seeds == 1 else y.view(len(y), self.seeds, NUM_CLASSES)
+
+    def extra_repr(self) -> str:
+        return f"shifts={self.shifts}" if self.shifts else ""
 
     def set_dropout_generators(self, generators: list[torch.Generator] | None) -> None:
         for m in self.modules():
@@ -155,13 +173,26 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - MNIST_MEAN) / MNIST_STD
 
 
+# A blank pixel after `normalize`: what an image shifted by test-time augmentation is filled with.
+BACKGROUND = -MNIST_MEAN / MNIST_STD
+
+
+def shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Normalised images (..., H, W) moved dx pixels right and dy down; the uncovered border is background."""
+    h, w = x.shape[-2:]
+    out = torch.full_like(x, BACKGROUND)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
 def stack_seeds(models: list[Net]) -> Net:
     """K one-seed networks -> one K-seed network whose slice k is exactly models[k]."""
     first = models[0]
     k = len(models)
     dropout = next((m.p for m in first.modules() if isinstance(m, SeedDropout)), 0.0)
     batchnorm = any(isinstance(m, nn.BatchNorm2d) for m in first.modules())
-    stacked = Net(first.layout, batchnorm=batchnorm, dropout=dropout, seeds=k)
+    stacked = Net(first.layout, batchnorm=batchnorm, dropout=dropout, seeds=k, shifts=first.shifts)
     with torch.no_grad():
         for name, tensor in stacked.state_dict().items():
             parts = [m.state_dict()[name] for m in models]

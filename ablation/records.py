@@ -203,7 +203,9 @@ def load_weights(path: Path) -> dict:
 # (engine source, earlier engine source): the earlier one's records, retrained by the later, came out
 # bit for bit the same, history and weights; with the run that showed it. Both hashes are keys, so any
 # further change to the engine drops the claim until a run shows it again (CI's reproduction check
-# retrains the final step's seed 0 on every push).
+# retrains the final step's seed 0 on every push). Claims chain: an engine shown equal to one that was
+# shown equal to a third computes the third's runs too, so each new engine needs one retrain, not one per
+# earlier engine.
 EQUIVALENT_SOURCES = {
     ("f242a2e7096b2db2", "56f0cb08803b4819"):
         "14-padded-8k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 4c6938e by this engine "
@@ -247,9 +249,21 @@ EQUIVALENT_SOURCES = {
 }
 
 
+def equivalent_engines(engine: str) -> set[str]:
+    """`engine` and every engine source linked to it by a chain of EQUIVALENT_SOURCES claims."""
+    found, todo = {engine}, [engine]
+    while todo:
+        current = todo.pop()
+        for pair in EQUIVALENT_SOURCES:
+            if current in pair:
+                todo += [e for e in pair if e not in found]
+                found.update(pair)
+    return found
+
+
 def same_engine(made_by: str | None) -> bool:
     """Whether a record made by engine source `made_by` is what this engine computes."""
-    return made_by == source_hash() or (source_hash(), made_by) in EQUIVALENT_SOURCES
+    return made_by in equivalent_engines(source_hash())
 
 
 def not_current_because(record: dict) -> list[str]:

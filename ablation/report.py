@@ -470,7 +470,7 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "known_miss": step.known_miss, "goals": step.goals.describe(),
         "params": count(records[0]["params"] if records else step.params),
         "params_v": records[0]["params"] if records else step.params,
-        "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.augment.describe(),
+        "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.describe_augment(),
         "distill": step.distill.describe() if step.distill.active else None,
         "n": len(records), "planned": len(step.seeds), "finals": finals,
         "final_mean": summary["final_mean"] if summary else None,
@@ -591,7 +591,7 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
         return {"missing": f"MNIST test images not found under {raw} (set $ABLATION_DATA)"}
     cfg = record["config"]
     try:
-        model = Net(tuple(cfg["layout"]), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"])
+        model = Net(tuple(cfg["layout"]), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"], shifts=cfg.get("tta", ()))
         model.load_state_dict(load_weights(weights))
         data = load_mnist(data_dir)
     except Exception as e:  # a damaged file or a mismatched network: report it, render the rest
@@ -663,7 +663,7 @@ def when(iso: str) -> str:
 
 
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
-    from .records import EQUIVALENT_SOURCES, source_hash
+    from .records import EQUIVALENT_SOURCES, equivalent_engines, source_hash
 
     all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
     envs: dict[tuple, dict] = {}
@@ -688,7 +688,9 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
                           "device": ", ".join(sorted({r["provenance"].get("device_name") or "?" for r in recs}))})
     started = sorted(r["provenance"]["started"] for r in all_records)
     finished = sorted(r["provenance"]["finished"] for r in all_records)
-    equivalents = [{"hash": old, "evidence": why} for (new, old), why in EQUIVALENT_SOURCES.items() if new == source_hash()]
+    linked = equivalent_engines(source_hash())
+    equivalents = [{"new": new, "old": old, "evidence": why} for (new, old), why in EQUIVALENT_SOURCES.items()
+                   if new in linked]
     return {"source_hash": source_hash(), "equivalents": equivalents, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
             "flags": flags, "walls": walls, "n": len(all_records),
             "total_wall": num(sum(r["provenance"]["wall_seconds"] for r in all_records), 1),

@@ -111,6 +111,11 @@ class Step:
     floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
     distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
+    tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
+
+    def describe_augment(self) -> str:
+        shifts = f"; evaluated over the image and {len(self.tta)} shifted copies" if self.tta else ""
+        return self.augment.describe() + shifts
 
     def describe_lr(self) -> str:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""

@@ -92,7 +92,7 @@ def initial_model(step: Step, seed: int) -> Net:
     """Seed `seed`'s freshly initialised one-seed network (PyTorch's default init, on the CPU)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator(seed, "init", torch.device("cpu")).initial_seed())
-        return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout)
+        return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta)
 
 
 def _optimizer(step: Step, params) -> torch.optim.Optimizer:

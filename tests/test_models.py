@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from ablation import STEPS, build_model, count_parameters
 from ablation.analysis import layer_table, receptive_field, receptive_field_probe
-from ablation.models import Net, parse_layout, stack_seeds, unstack_seeds
+from ablation.models import BACKGROUND, Net, parse_layout, shift, stack_seeds, unstack_seeds
 
 pytestmark = pytest.mark.fast
 STEP_PARAMS = [pytest.param(s, id=s.name) for s in STEPS.values()]
@@ -109,3 +109,57 @@ def test_stacked_seeds_compute_each_seed_exactly(layout, k, batch):
     for single, state in zip(singles, unstack_seeds(stacked)):
         for name, tensor in single.state_dict().items():
             assert torch.equal(tensor, state[name])
+
+
+@given(dx=st.integers(min_value=-3, max_value=3), dy=st.integers(min_value=-3, max_value=3))
+def test_a_test_time_shift_moves_every_pixel_and_fills_with_background(dx, dy):
+    x = torch.randn(2, 3, 28, 28)
+    moved = shift(x, dx, dy)
+    for row, col in [(5, 7), (20, 13), (0, 0), (27, 27)]:
+        src_row, src_col = row - dy, col - dx
+        inside = 0 <= src_row < 28 and 0 <= src_col < 28
+        expected = x[..., src_row, src_col] if inside else torch.full((2, 3), BACKGROUND)
+        assert torch.equal(moved[..., row, col], expected)
+    assert torch.equal(shift(moved, -dx, -dy)[..., 3:25, 3:25], x[..., 3:25, 3:25])
+
+
+def test_test_time_shifts_change_evaluation_only():
+    layout, views = STEPS["12-wide-end"].layout, ((1, 0), (-1, 0), (0, 1), (0, -1))
+    torch.manual_seed(0)
+    plain = Net(layout)
+    torch.manual_seed(0)
+    tta = Net(layout, shifts=views)
+    assert count_parameters(tta) == count_parameters(plain)
+    x = torch.randn(6, 1, 28, 28)
+    assert torch.equal(tta.train()(x), plain.train()(x))  # training sees the images as they are
+    with torch.no_grad():
+        plain.eval(), tta.eval()
+        probs = torch.stack([plain(v).softmax(-1) for v in [x] + [shift(x, *d) for d in views]]).mean(0)
+        out = tta(x)
+    torch.testing.assert_close(out, probs.log())
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(6))  # log-probabilities
+
+
+def test_stacked_seeds_keep_their_test_time_shifts():
+    layout, views = STEPS["12-wide-end"].layout, ((1, 0), (0, -1))
+    singles = []
+    for i in range(3):
+        torch.manual_seed(i)
+        singles.append(Net(layout, shifts=views).eval())
+    stacked = stack_seeds(singles).eval()
+    assert stacked.shifts == views
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(x), torch.stack([m(x[:, i:i + 1]) for i, m in enumerate(singles)], dim=1),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_a_confident_mistake_gives_a_finite_loss_under_test_time_shifts():
+    net = Net(("conv28:10",), shifts=((1, 0),)).eval()
+    with torch.no_grad():
+        net.features[0].weight.fill_(-1.0)
+        net.features[0].weight[0] = 1.0  # logits thousands apart: a plain softmax underflows to exactly 0
+        x = torch.ones(1, 1, 28, 28) * 3
+        assert (net._logits(x).softmax(-1) == 0).any()
+        out = net(x)
+    assert torch.isfinite(out).all()

@@ -87,6 +87,17 @@ def test_an_equivalence_claim_holds_for_the_engine_it_names_only(monkeypatch):
     assert records.same_engine("0123456789abcdef")
 
 
+def test_equivalence_claims_chain_but_only_through_a_shown_link(monkeypatch):
+    now = records.source_hash()
+    monkeypatch.setattr(records, "EQUIVALENT_SOURCES", {("bbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa"): "b remade a",
+                                                       ("dddddddddddddddd", "cccccccccccccccc"): "d remade c"})
+    assert not records.same_engine("aaaaaaaaaaaaaaaa") and not records.same_engine("bbbbbbbbbbbbbbbb")
+    records.EQUIVALENT_SOURCES[(now, "bbbbbbbbbbbbbbbb")] = "now remade b"
+    assert records.same_engine("bbbbbbbbbbbbbbbb") and records.same_engine("aaaaaaaaaaaaaaaa")  # a through b
+    assert not records.same_engine("cccccccccccccccc") and not records.same_engine("dddddddddddddddd")
+    assert records.equivalent_engines("cccccccccccccccc") == {"cccccccccccccccc", "dddddddddddddddd"}
+
+
 @pytest.fixture
 def committed(tmp_path):
     """A copy of the final step's committed seed-0 record (a full run on the test set), and its step."""

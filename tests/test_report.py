@@ -169,7 +169,7 @@ def test_records_of_an_engine_shown_equivalent_are_not_flagged(tmp_path, monkeyp
     monkeypatch.setitem(records.EQUIVALENT_SOURCES, (records.source_hash(), "0123456789abcdef"), "retrained bit for bit")
     html = report.render_html(load_all(write_records(tmp_path, [older])))
     assert "made by engine source 0123456789abcdef" not in html
-    assert "<code>0123456789abcdef</code> count as this engine's: retrained bit for bit" in html
+    assert "<code>0123456789abcdef</code>'s runs: retrained bit for bit" in html
 
 
 def test_markdown_has_the_verdict_and_every_target(markdown):
