@@ -246,6 +246,11 @@ EQUIVALENT_SOURCES = {
         "12-wide-end distilled from 8-no-dropout's five held-out seeds (weight 0.5, T 4) seed 2 on the held-out "
         "split, retrained at commit 14cf0a1 by this engine with the same teachers, has the committed record's "
         "history, epoch by epoch, and its final weights, bit for bit.",
+    ("2533503fae823be5", "b25d82b2e5ea2013"):
+        "17-average-long-anneal seed 0 (15 epochs, 60,000 images, one CPU thread, weights averaged), retrained at "
+        "commit 53b39d2 by this engine (test-time shifts, off by default), has the committed record's history, "
+        "epoch by epoch, and its final weights, bit for bit; so do the final weights of step 12's held-out runs "
+        "(fold 0, made by 56f0cb0, and fold 1, by f242a2e) when trained again with test-time shifts.",
 }
 
 

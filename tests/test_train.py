@@ -88,6 +88,19 @@ def test_weight_average_is_what_is_evaluated_and_saved_and_leaves_training_alone
     assert accuracy_with(model, averaged.state_dict, mnist) == pytest.approx(averaged.history[-1]["test_acc"], abs=1e-4)
 
 
+def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step, mnist):
+    plain = train(quick_step, seed=0, data=mnist, **QUICK)
+    shifted_step = with_overrides(quick_step, ["tta=((1,0),(-1,0),(0,1),(0,-1))"])
+    shifted = train(shifted_step, seed=0, data=mnist, **QUICK)
+    assert all(torch.equal(plain.state_dict[k], shifted.state_dict[k]) for k in plain.state_dict)
+    assert shifted.history[0]["train_loss"] == plain.history[0]["train_loss"]
+    assert shifted.history[0]["test_loss"] != plain.history[0]["test_loss"]
+    # The public model of a step with shifts measures what its record says, from the saved weights.
+    model = Net(shifted_step.layout, batchnorm=shifted_step.batchnorm, dropout=shifted_step.dropout,
+                shifts=shifted_step.tta)
+    assert accuracy_with(model, shifted.state_dict, mnist) == pytest.approx(shifted.history[-1]["test_acc"], abs=1e-4)
+
+
 def test_weight_average_ramps_up_to_its_decay_and_copies_integer_buffers():
     live, averaged = Net(("conv3:4", "gap", "conv1:10")), Net(("conv3:4", "gap", "conv1:10"))
     pairs = _average_pairs(averaged, live)  # built before the values change: they must follow the modules
