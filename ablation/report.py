@@ -23,7 +23,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import (DRAW, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table,
+from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table,
                        lowest_of_last, paired_delta, step_summary)
 from .augment import Augment
 from .screen import Rule, as_registered, load_folds, pairs, verdict
@@ -421,7 +421,7 @@ def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
     short = len(step.seeds) - n
     ok = summary["every_seed"] and short <= 0
     text = f"{summary['seeds_meeting']}/{n} seeds" + (f" (of {len(step.seeds)} planned)" if short > 0 else "")
-    if g.mean_final_floor and not (summary["final_mean"] >= g.mean_final_floor):
+    if g.mean_final_floor and not at_least(summary["final_mean"], g.mean_final_floor):
         # 99.498 would print as 99.50 beside a 99.5 bar: a third decimal where two would hide the miss
         mean = summary["final_mean"]
         text += f", mean final {num(mean, 2 if round(mean, 2) < g.mean_final_floor else 3)} % < {g.mean_final_floor:g} %"

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analysis import confidence_interval95, final_accuracies, lowest_of_last
+from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last
 from .steps import Goals, Step, changed_run_fields
 
 VALIDATION = Path("reports/validation")
@@ -130,8 +130,8 @@ def verdict(found: list[Pair], rule: Rule = Rule()) -> dict:
     # nan when a pair has no minima (fewer epochs than the window): then the minima do not judge
     floor_change = statistics.fmean(p.variant_min - p.base_min for p in finished) if finished else math.nan
     complete = len(found) >= rule.min_pairs
-    passed = (complete and not diverged and mean >= rule.min_gain and ahead >= rule.ahead_needed(len(deltas))
-              and not floor_change < rule.min_floor_change)
+    passed = (complete and not diverged and at_least(mean, rule.min_gain) and ahead >= rule.ahead_needed(len(deltas))
+              and (math.isnan(floor_change) or at_least(floor_change, rule.min_floor_change)))
     if diverged:
         text = "fails: diverged on " + ", ".join(f"fold {p.fold} seed {p.seed}" for p in diverged)
     elif not complete:

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from ablation import records
-from ablation.analysis import goal_verdicts, step_summary
+from ablation.analysis import at_least, goal_verdicts, step_summary
 from ablation.steps import changed_run_fields
 from ablation.train import train
 
@@ -116,7 +116,7 @@ def test_every_seed(step_case, runs_dir, request):
     assert recs[0]["params"] <= step.goals.max_params, f"{recs[0]['params']:,} parameters > {step.goals.max_params:,}"
     assert summary["seeds_meeting"] == len(recs), f"goals met on {summary['seeds_meeting']}/{len(recs)} seeds ({per_seed})"
     if step.goals.mean_final_floor is not None:
-        assert summary["final_mean"] >= step.goals.mean_final_floor, (
+        assert at_least(summary["final_mean"], step.goals.mean_final_floor), (
             f"mean final accuracy {summary['final_mean']:.2f}% < {step.goals.mean_final_floor}%")
 
 

@@ -99,7 +99,10 @@ def test_what_is_missing_is_what_gets_trained(folds):
     ([0.04, 0.05, 0.06, 0.04, 0.04, 0.05], False),  # ahead in all, but +0.047 < +0.05
     ([0.1, 0.1, 0.1, 0.1, 0.1, -0.15], True),  # +0.058, ahead in 5 of 6
     ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, -0.1], True),  # more pairs than needed: 7 of 8 ahead (needs 6)
-    ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, -0.1, -0.1], False),  # 6 of 8 ahead, short of 75 %
+    ([0.2, 0.2, 0.2, 0.2, 0.2, -0.05, -0.05, -0.05], False),  # +0.106 but 5 of 8 ahead, short of 75 % (needs 6)
+    ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, -0.1, -0.1], True),  # 6 of 8 ahead is 75 %, and +0.05 exactly is enough
+    ([0.0, 0.04, 0.13, 0.07, 0.02, 0.04], True),  # 30 images over six folds of 10,000: +0.05 % exactly, 5 of 6
+    ([0.0, 0.04, 0.12, 0.07, 0.02, 0.04], False),  # one image fewer: +0.048 %
 ])
 def test_the_rule_needs_both_the_mean_gain_and_the_share_ahead(deltas, passed):
     found = [Pair(k, 0, 99.0, 99.0 + d) for k, d in enumerate(deltas)]
