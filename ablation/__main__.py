@@ -94,6 +94,10 @@ def cmd_summary(args) -> int:
     print(table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"], r["jump"]]
                  for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{sum(r['macs'] for r in rows):,}", "", ""]],
                 ["layer", "output", "params", "MACs", "RF", "jump"]))
+    if args.step.tta:
+        # test-time shifts run the whole network once per view: the MACs above, per view
+        print(f"evaluated over {1 + len(args.step.tta)} views (the image and shifts {list(args.step.tta)}): "
+              f"{(1 + len(args.step.tta)) * sum(r['macs'] for r in rows):,} MACs per test image")
     return 0
 
 

@@ -783,8 +783,25 @@ _shifted_views = replace(
            "step 12's, bit for bit; what changes is what a prediction is. Training saw shifts of this size through "
            "the rotation's resampling, so the five views are images the network knows, and a digit that one view "
            "gets wrong by a hair the other four can outvote. It costs five forward passes per image, no parameters.",
-    result="Not yet trained on the test set.",
-    analysis="Not yet trained on the test set.",
+    result="7,952 parameters, evaluated over 5 views (4.2 million multiply-adds per test image instead of 0.84). "
+           "Final-epoch test accuracy 99.51 ± 0.04 % over 10 seeds (99.54, 99.54, 99.49, 99.56, 99.47, 99.55, 99.48, "
+           "99.46, 99.48, 99.58; mean 99.515 %); the lowest of the last 5 epochs per seed 99.54, 99.53, 99.48, 99.56, "
+           "99.43, 99.51, 99.46, 99.41, 99.47, 99.53 %: the floor holds on 10 of 10 seeds and the mean is ≥ 99.5 %, "
+           "so every goal of the ≤ 8,000-parameter steps is met. Each seed's saved weights are step 12's, bit for "
+           "bit. 5.2 minutes a run while two trainings shared the two cores.",
+    analysis="1. Against step 12 on the same ten seeds, that is on the very same weights, the final accuracy moved by "
+             "−0.01 to +0.06 % (mean +0.024 %, 95 % CI [+0.008, +0.040]), ahead on 8 of 10 and level on one: the "
+             "first gain since step 2 whose interval on the test set excludes zero, and half the +0.050 % the folds "
+             "had shown, as expected of the best of fifteen comparisons. 2. Each seed's lowest accuracy of the last 5 "
+             "epochs rose on 7 of 10 seeds (+0.025 % on average; seeds 0 and 7 −0.01, seed 9 −0.04); the three seeds that held step 12's floor by 0.01 % "
+             "(2, 4 and 8) now hold it by 0.03-0.08 %. 3. The pass is narrow: the mean is 0.015 % above the bar with "
+             "a standard error of 0.014 %, and seed 7 holds the floor by one image. Of the 252 ways to draw five of "
+             "these ten seeds, 225 meet every goal, against 81 for step 12. 4. This is the fourth candidate of "
+             "this family to reach the test set after passing the screen; steps 15-17 did not carry their gains "
+             "over. A choice repeated against the same test set can find a pass by chance, so this one counts for "
+             "what it is: a change whose size (a few images in 10,000) is at the resolution of ten seeds, on top of "
+             "a recipe (step 12) that already held the floor on every seed. 5. The price is inference compute, "
+             "five forward passes per image; the network, its parameters and its training are step 12's.",
     notes="Chosen on the six held-out folds, never on the test set. First offline, from the saved final weights of "
           "the fold runs of steps 12, 13 and 17 (build-time script, not part of the package): five ways to vote "
           "(these four shifts averaging the softmax or the logits, all eight one-pixel shifts, rotations of ±5°) "
@@ -798,6 +815,8 @@ _shifted_views = replace(
           "the mean of float32 percentages came out a few millionths under 0.05. Bars are now judged within float "
           "noise (analysis.at_least), which changed no other screen's verdict. The retrained fold runs have step "
           "12's final weights bit for bit. Seeds 0-9 were fixed before any test-set run, to pair with step 12's ten.",
+    known_miss=None,  # step 12's miss (the mean) is not inherited: these runs meet every goal
+    floor_misses=(),
     tta=SHIFTS_4,
 )
 

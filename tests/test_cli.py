@@ -30,6 +30,13 @@ def test_summary_prints_layers_with_macs_and_receptive_field(capsys):
     assert main(["summary", "5-lr-schedule"]) == 0
     out = capsys.readouterr().out
     assert "MACs" in out and "RF" in out and "9,752" in out and "global average pool" in out
+    assert "views" not in out
+
+
+def test_summary_counts_every_view_of_a_step_evaluated_with_shifts(capsys):
+    assert main(["summary", "18-shifted-views"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluated over 5 views" in out and f"{5 * 839_680:,} MACs per test image" in out
 
 
 @pytest.mark.parametrize("argv, message", [
