@@ -55,7 +55,10 @@ def find_teachers(step: Step, evaluated_on: str, train_images: int, folders: lis
 
 @torch.no_grad()
 def teacher_logits(step: Step, data: MNIST, paths: list[Path]) -> tuple[torch.Tensor, list[dict]]:
-    """(N, 10) logits on data's training images, averaged over the teachers; and what each teacher was."""
+    """(N, 10) logits on data's training images, averaged over the teachers; and what each teacher was.
+
+    A teacher step evaluated with test-time shifts gives its log-probabilities over the views instead:
+    logits up to a constant per image, which the softened softmax of the distillation loss ignores."""
     from . import records
 
     teacher = get_step(step.distill.teacher)
@@ -63,7 +66,7 @@ def teacher_logits(step: Step, data: MNIST, paths: list[Path]) -> tuple[torch.Te
     total, used = None, []
     for path in paths:
         weights = path.with_suffix(".pt")
-        model = Net(teacher.layout, batchnorm=teacher.batchnorm, dropout=teacher.dropout)
+        model = Net(teacher.layout, batchnorm=teacher.batchnorm, dropout=teacher.dropout, shifts=teacher.tta)
         model.load_state_dict(records.load_weights(weights))
         model.to(device).eval()
         logits = torch.cat([model(normalize(data.train_images[i:i + CHUNK]).unsqueeze(1)).view(-1, 10)

@@ -109,7 +109,7 @@ class Net(nn.Module):
                  shifts: tuple[tuple[int, int], ...] = ()):
         super().__init__()
         self.layout, self.seeds = tuple(layout), seeds
-        self.shifts = tuple((int(dx), int(dy)) for dx, dy in shifts)
+        self.shifts = test_time_shifts(shifts)
         layers = parse_layout(layout)
         last_conv = max(i for i, l in enumerate(layers) if l.kind == "conv")
         blocks: list[nn.Module] = []
@@ -171,6 +171,25 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         images = images.float() / 255
     return (images - MNIST_MEAN) / MNIST_STD
+
+
+IMAGE_SIZE = 28
+
+
+def test_time_shifts(shifts) -> tuple[tuple[int, int], ...]:
+    """`shifts` as a tuple of (dx, dy) pairs of whole pixels (from tuples, or a record's JSON lists).
+
+    Checked when a step or network is made, so a bad value fails before any training, not at the first
+    evaluation: each shift must be a pair of integers smaller than the image in size."""
+    out = []
+    for item in shifts:
+        pair = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+        if len(pair) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) for d in pair) \
+                or not all(abs(d) < IMAGE_SIZE for d in pair):
+            raise ValueError(f"test-time shift {item!r} is not a pair of whole pixels (dx, dy), each between "
+                             f"{1 - IMAGE_SIZE} and {IMAGE_SIZE - 1}; write several as ((1, 0), (0, 1))")
+        out.append(pair)
+    return tuple(out)
 
 
 # A blank pixel after `normalize`: what an image shifted by test-time augmentation is filled with.

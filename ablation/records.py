@@ -205,7 +205,9 @@ def load_weights(path: Path) -> dict:
 # further change to the engine drops the claim until a run shows it again (CI's reproduction check
 # retrains the final step's seed 0 on every push). Claims chain: an engine shown equal to one that was
 # shown equal to a third computes the third's runs too, so each new engine needs one retrain, not one per
-# earlier engine.
+# earlier engine. A link is one run, so it speaks for the code paths that run exercised; a new engine's
+# retrain is chosen to exercise what its change touched, and the change must leave the other paths alone
+# (off by default), which the fast tier's tests of each option check on quick runs.
 EQUIVALENT_SOURCES = {
     ("f242a2e7096b2db2", "56f0cb08803b4819"):
         "14-padded-8k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 4c6938e by this engine "

@@ -12,6 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replac
 from functools import lru_cache
 
 from .augment import Augment
+from .models import test_time_shifts
 
 MISSION = "≥ 99.4 % test accuracy in each of the last 5 epochs, within 15 epochs, with < 10,000 parameters, on every seed"
 
@@ -112,6 +113,11 @@ class Step:
     distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
     tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
+
+    def __post_init__(self):
+        # `--set "tta=[[1,0]]"` gives lists: normalised here, so a step stays hashable, compares equal to
+        # the same step written with tuples, and a bad shift is refused before anything trains
+        object.__setattr__(self, "tta", test_time_shifts(self.tta))
 
     def describe_augment(self) -> str:
         shifts = f"; evaluated over the image and {len(self.tta)} shifted copies" if self.tta else ""
@@ -780,9 +786,9 @@ _shifted_views = replace(
     changes=("tta",),
     target="Step 12 trained exactly as it is, and evaluated over five views of each image: itself and its copies "
            "moved one pixel left, right, up and down, averaging the softmax (test-time augmentation). The weights are "
-           "step 12's, bit for bit; what changes is what a prediction is. Training saw shifts of this size through "
-           "the rotation's resampling, so the five views are images the network knows, and a digit that one view "
-           "gets wrong by a hair the other four can outvote. It costs five forward passes per image, no parameters.",
+           "step 12's, bit for bit; what changes is what a prediction is. Training's ±7° rotations already move a stroke "
+           "near the border by 1-2 pixels, so a one-pixel shift makes an image of a kind the network has seen, "
+           "and a digit that one view gets wrong by a hair the other four can outvote. It costs five forward passes per image, no parameters.",
     result="7,952 parameters, evaluated over 5 views (4.2 million multiply-adds per test image instead of 0.84). "
            "Final-epoch test accuracy 99.51 ± 0.04 % over 10 seeds (99.54, 99.54, 99.49, 99.56, 99.47, 99.55, 99.48, "
            "99.46, 99.48, 99.58; mean 99.515 %); the lowest of the last 5 epochs per seed 99.54, 99.53, 99.48, 99.56, "
@@ -812,8 +818,10 @@ _shifted_views = replace(
           "+0.050 % exactly, 95 % CI [+0.002, +0.098]), ahead on 5 of 6, lowest of the last 5 epochs +0.027 % on "
           "average. That is the rule's bar exactly, not a margin over it, and it was picked as the best of fifteen, "
           "so the gain is more likely to be overstated than not. The screen at first printed +0.050 and 'fails': "
-          "the mean of float32 percentages came out a few millionths under 0.05. Bars are now judged within float "
-          "noise (analysis.at_least), which changed no other screen's verdict. The retrained fold runs have step "
+          "the mean of float32 percentages came out at +0.04999917. Bars are now judged within float noise "
+          "(analysis.at_least), a fix made after, and because of, this screen; it changed no other screen's verdict "
+          "(of 23), and of the goal verdicts it changed only how many five-seed draws of step 12 meet every goal "
+          "(81 of 252, not 76). The retrained fold runs have step "
           "12's final weights bit for bit. Seeds 0-9 were fixed before any test-set run, to pair with step 12's ten.",
     known_miss=None,  # step 12's miss (the mean) is not inherited: these runs meet every goal
     floor_misses=(),

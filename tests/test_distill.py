@@ -79,6 +79,21 @@ def test_teacher_logits_are_the_ensemble_mean_on_clean_images(teacher_runs, mnis
     assert [u["record"] for u in used] == [str(p) for p in two] and all(len(u["weights_sha256"]) == 16 for u in used)
 
 
+def test_a_teacher_evaluated_with_shifts_teaches_what_it_predicts(teacher_runs, mnist, monkeypatch):
+    _, paths = teacher_runs
+    shifted = replace(STEPS[TEACHER], tta=((1, 0), (0, -1)))
+    monkeypatch.setitem(STEPS, TEACHER, shifted)
+    subset = type(mnist)(mnist.train_images[:300], mnist.train_labels[:300], mnist.test_images, mnist.test_labels)
+    logits, _ = teacher_logits(STUDENT, subset, paths["full"][:1])
+    model = initial_model(shifted, 0)
+    model.load_state_dict(records.load_weights(paths["full"][0].with_suffix(".pt")))
+    with torch.no_grad():
+        views = model.eval()(normalize(subset.train_images).unsqueeze(1))
+        plain = model._logits(normalize(subset.train_images).unsqueeze(1))
+    torch.testing.assert_close(logits, views)
+    assert not torch.allclose(views.log_softmax(-1), plain.log_softmax(-1))
+
+
 def test_the_loss_is_the_label_loss_plus_the_scaled_kl_to_the_teacher():
     torch.manual_seed(0)
     logits, hard = torch.randn(8, 3, 10), torch.rand(3)

@@ -1,4 +1,6 @@
 """The networks of every step: parameter budgets, output shapes, receptive field."""
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -163,3 +165,12 @@ def test_a_confident_mistake_gives_a_finite_loss_under_test_time_shifts():
         assert (net._logits(x).softmax(-1) == 0).any()
         out = net(x)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shifts", [((28, 0),), ((0, -30),), (1, 0), ((0.5, 0),), ((True, 0),), ((1, 2, 3),)],
+                         ids=["too-far", "too-far-up", "not-pairs", "fraction", "bool", "triple"])
+def test_a_test_time_shift_that_is_not_a_pair_of_whole_pixels_is_refused(shifts):
+    with pytest.raises(ValueError, match="not a pair of whole pixels"):
+        Net(STEPS["12-wide-end"].layout, shifts=shifts)
+    with pytest.raises(ValueError, match="not a pair of whole pixels"):
+        replace(STEPS["12-wide-end"], tta=shifts)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ablation.steps import (FINAL_STEP, SEED_STEPS, STEPS, Goals, changed_run_fields, config_diff, get_step,
+from ablation.steps import (FINAL_STEP, SEED_STEPS, STEPS, Goals, changed_run_fields, config_diff, get_step, run_config,
                             with_overrides)
 
 pytestmark = pytest.mark.fast
@@ -93,3 +93,11 @@ def test_a_record_made_before_a_field_of_a_part_existed_compares_at_that_fields_
     assert changed_run_fields(with_overrides(step, ["augment.elastic=2.0"]), config) == ["augment"]
     config["augment"]["rotation"] = 10.0
     assert changed_run_fields(step, config) == ["augment"]
+
+
+def test_shifts_given_as_lists_make_the_same_hashable_step_as_tuples():
+    as_lists = with_overrides(STEPS["12-wide-end"], ["tta=[[1,0],[0,-1]]"])
+    as_tuples = with_overrides(STEPS["12-wide-end"], ["tta=((1,0),(0,-1))"])
+    assert as_lists.tta == as_tuples.tta == ((1, 0), (0, -1))
+    assert hash(dataclasses.replace(as_lists, name="x")) == hash(dataclasses.replace(as_tuples, name="x"))
+    assert changed_run_fields(as_tuples, run_config(as_lists)) == []
