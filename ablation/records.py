@@ -253,6 +253,10 @@ EQUIVALENT_SOURCES = {
         "commit 53b39d2 by this engine (test-time shifts, off by default), has the committed record's history, "
         "epoch by epoch, and its final weights, bit for bit; so do the final weights of step 12's held-out runs "
         "(fold 0, made by 56f0cb0, and fold 1, by f242a2e) when trained again with test-time shifts.",
+    ("e4cf9bea6712fa7a", "2533503fae823be5"):
+        "18-shifted-views seed 0 (15 epochs, 60,000 images, one CPU thread, evaluated over five views), retrained at "
+        "commit 6c0a5d3 by this engine (test-time shifts checked when a network is made; a distillation teacher's "
+        "shifts used), has the committed record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
