@@ -822,7 +822,9 @@ _shifted_views = replace(
           "(analysis.at_least), a fix made after, and because of, this screen; it changed no other screen's verdict "
           "(of 23), and of the goal verdicts it changed only how many five-seed draws of step 12 meet every goal "
           "(81 of 252, not 76). The retrained fold runs have step "
-          "12's final weights bit for bit. Seeds 0-9 were fixed before any test-set run, to pair with step 12's ten.",
+          "12's final weights bit for bit. Seeds 0-9 were fixed before any test-set run, to pair with step 12's ten, "
+          "and are not extended after the result. At 6k the same screen against step 13 gave −0.01, +0.03, +0.02, "
+          "−0.02, +0.03, +0.12 % (mean +0.028 %, ahead on 4 of 6) and fails, so 6k has no such step.",
     known_miss=None,  # step 12's miss (the mean) is not inherited: these runs meet every goal
     floor_misses=(),
     tta=SHIFTS_4,
