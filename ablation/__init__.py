@@ -1,5 +1,5 @@
 """A test-first reproducibility and ablation suite for tiny CNNs on MNIST."""
-from .models import Net, count_parameters, normalize
+from .models import Net, count_parameters, for_step, normalize
 from .steps import FINAL_STEP, STEPS, Step, get_step
 from .train import train, train_many
 
@@ -12,7 +12,7 @@ def build_model(step_name: str) -> Net:
     while the module is in eval mode. A record's weights load with `model.load_state_dict(...)`.
     """
     step = get_step(step_name)
-    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta)
+    return for_step(step)
 
 
 __all__ = ["FINAL_STEP", "STEPS", "Net", "Step", "build_model", "count_parameters", "get_step", "normalize", "train", "train_many"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .data import MNIST
-from .models import Net, normalize
+from .models import for_step, normalize
 from .steps import Step, changed_run_fields, get_step
 
 CHUNK = 2000  # images per teacher forward pass
@@ -66,7 +66,7 @@ def teacher_logits(step: Step, data: MNIST, paths: list[Path]) -> tuple[torch.Te
     total, used = None, []
     for path in paths:
         weights = path.with_suffix(".pt")
-        model = Net(teacher.layout, batchnorm=teacher.batchnorm, dropout=teacher.dropout, shifts=teacher.tta)
+        model = for_step(teacher)
         model.load_state_dict(records.load_weights(weights))
         model.to(device).eval()
         logits = torch.cat([model(normalize(data.train_images[i:i + CHUNK]).unsqueeze(1)).view(-1, 10)

@@ -162,6 +162,12 @@ class Net(nn.Module):
                 m.generators = generators
 
 
+def for_step(step) -> Net:
+    """The one-seed network a step describes (a Step, or anything with its layout, batchnorm, dropout and
+    tta): the one place a step's fields become a network, so every caller gets its test-time shifts too."""
+    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import augment as aug
 from . import distill
 from .data import MNIST, load_mnist
-from .models import Net, count_parameters, normalize, stack_seeds, unstack_seeds
+from .models import Net, count_parameters, for_step, normalize, stack_seeds, unstack_seeds
 from .steps import Step, get_step
 
 DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
@@ -92,7 +92,7 @@ def initial_model(step: Step, seed: int) -> Net:
     """Seed `seed`'s freshly initialised one-seed network (PyTorch's default init, on the CPU)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator(seed, "init", torch.device("cpu")).initial_seed())
-        return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta)
+        return for_step(step)
 
 
 def _optimizer(step: Step, params) -> torch.optim.Optimizer:

@@ -6,7 +6,7 @@ import torch
 
 from ablation import STEPS, build_model, train, train_many
 from ablation.steps import Schedule, with_overrides
-from ablation.models import Net, normalize
+from ablation.models import Net, for_step, normalize
 from ablation.train import _average_pairs, _update_average, generator, learning_rate
 
 pytestmark = pytest.mark.fast
@@ -84,7 +84,7 @@ def test_weight_average_is_what_is_evaluated_and_saved_and_leaves_training_alone
     assert not torch.equal(averaged.state_dict["features.0.0.weight"], plain.state_dict["features.0.0.weight"])
     # What is evaluated each epoch, and saved, is the average.
     assert averaged.history[-1]["test_loss"] != plain.history[-1]["test_loss"]
-    model = Net(averaged_step.layout, batchnorm=averaged_step.batchnorm, dropout=averaged_step.dropout)
+    model = for_step(averaged_step)
     assert accuracy_with(model, averaged.state_dict, mnist) == pytest.approx(averaged.history[-1]["test_acc"], abs=1e-4)
 
 
@@ -96,8 +96,7 @@ def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step
     assert shifted.history[0]["train_loss"] == plain.history[0]["train_loss"]
     assert shifted.history[0]["test_loss"] != plain.history[0]["test_loss"]
     # The public model of a step with shifts measures what its record says, from the saved weights.
-    model = Net(shifted_step.layout, batchnorm=shifted_step.batchnorm, dropout=shifted_step.dropout,
-                shifts=shifted_step.tta)
+    model = for_step(shifted_step)
     assert accuracy_with(model, shifted.state_dict, mnist) == pytest.approx(shifted.history[-1]["test_acc"], abs=1e-4)
 
 
