@@ -90,14 +90,15 @@ def cmd_summary(args) -> int:
     from .analysis import layer_table
 
     rows = layer_table(build_model(args.step.name))
+    macs = sum(r["macs"] for r in rows)
     print(f"{args.step.name}: {args.step.layout}")
     print(table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"], r["jump"]]
-                 for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{sum(r['macs'] for r in rows):,}", "", ""]],
+                 for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{macs:,}", "", ""]],
                 ["layer", "output", "params", "MACs", "RF", "jump"]))
     if args.step.tta:
         # test-time shifts run the whole network once per view: the MACs above, per view
         print(f"evaluated over {1 + len(args.step.tta)} views (the image and shifts {list(args.step.tta)}): "
-              f"{(1 + len(args.step.tta)) * sum(r['macs'] for r in rows):,} MACs per test image")
+              f"{(1 + len(args.step.tta)) * macs:,} MACs per test image")
     return 0
 
 
