@@ -257,6 +257,10 @@ EQUIVALENT_SOURCES = {
         "18-shifted-views seed 0 (15 epochs, 60,000 images, one CPU thread, evaluated over five views), retrained at "
         "commit 6c0a5d3 by this engine (test-time shifts checked when a network is made; a distillation teacher's "
         "shifts used), has the committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("51a26b3d08e97189", "2533503fae823be5"):
+        "18-shifted-views seed 0 (15 epochs, 60,000 images, one CPU thread, evaluated over five views), retrained at "
+        "commit 92535d5 by this engine (a step's network built in one place, models.for_step), has the committed "
+        "record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
