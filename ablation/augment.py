@@ -20,6 +20,11 @@ displacement of up to ±`elastic` pixels, per axis, at the 4x4 points of a coars
 bicubic upsampling makes it a smooth field of the image's size, which is added to the rotation's
 sampling grid, so one grid_sample call still does everything. Its draws come after the six above and
 only when it is on, so the streams of the steps without it are those they always had.
+
+`until_epoch` ends the augmentation early: the last epochs then train on the images as they are,
+the distribution the test set comes from (a network too small to fit its augmented images spends
+its last updates on the clean ones; the same idea as fine-tuning without augmentation in FixRes,
+Touvron et al., 2019). No augmentation parameters are drawn in those epochs.
 """
 from __future__ import annotations
 
@@ -38,6 +43,11 @@ class Augment:
     contrast: float = 0.0  # γ: factor ~ U[1-γ, 1+γ]
     interpolation: str = "nearest"  # torchvision's RandomRotation default; "bilinear" is smoother
     elastic: float = 0.0  # pixels: the largest displacement, per axis, at the points of the coarse grid
+    until_epoch: int = 0  # augment in epochs 1..until_epoch only, clean images after (0: in every epoch)
+
+    def __post_init__(self):
+        if not isinstance(self.until_epoch, int) or isinstance(self.until_epoch, bool) or self.until_epoch < 0:
+            raise ValueError(f"until_epoch must be a whole number of epochs ≥ 0 (0: every epoch), got {self.until_epoch!r}")
 
     @property
     def active(self) -> bool:
@@ -48,13 +58,18 @@ class Augment:
         """Whether the images are resampled (a rotation, shift or distortion), not only re-toned."""
         return any((self.rotation, self.translate, self.elastic))
 
+    def on_in(self, epoch: int) -> bool:
+        """Whether the images of `epoch` (1-based) are augmented."""
+        return self.active and (not self.until_epoch or epoch <= self.until_epoch)
+
     def describe(self) -> str:
         parts = [f"rot ±{self.rotation:g}°" if self.rotation else "",
                  f"shift ±{self.translate:g}" if self.translate else "",
                  f"bright ±{self.brightness:g}" if self.brightness else "",
                  f"contrast ±{self.contrast:g}" if self.contrast else "",
                  f"elastic ±{self.elastic:g} px" if self.elastic else ""]
-        return ", ".join(p for p in parts if p) or "none"
+        text = ", ".join(p for p in parts if p) or "none"
+        return f"{text} (epochs 1-{self.until_epoch}, clean after)" if self.active and self.until_epoch else text
 
 
 NONE = Augment()

@@ -118,11 +118,13 @@ def evaluate(model: Net, images: torch.Tensor, labels: torch.Tensor) -> tuple[to
     return loss, correct
 
 
-def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step, aug_gens) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed k's images (N, K, 28, 28), augmented with seed k's generator, and labels (N, K)."""
+def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step, aug_gens,
+           epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed k's images (N, K, 28, 28), augmented with seed k's generator in the epochs that augment, and
+    labels (N, K)."""
     idx = [p[start:stop] for p in perms]
     x = torch.cat([data.train_images[i] for i in idx]).unsqueeze(1).float() / 255  # (K*N, 1, 28, 28)
-    if step.augment.active:
+    if step.augment.on_in(epoch):
         n = stop - start
         params = torch.cat([aug.sample_params(n, step.augment, g, x.device) for g in aug_gens])
         x = aug.apply(x, params, step.augment)
@@ -257,7 +259,7 @@ def train_many(
             lr = learning_rate(step, iteration, iters_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, y = _batch(data, perms, start, stop, step, gens["augment"])
+            x, y = _batch(data, perms, start, stop, step, gens["augment"], epoch)
             logits = model(x).view(stop - start, k, -1)
             per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none", label_smoothing=step.label_smoothing).mean(0)
             if soft is not None:

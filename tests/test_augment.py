@@ -99,3 +99,17 @@ def test_jitter_matches_torchvision(brightness, contrast, contrast_first):
     else:
         ref = TF.adjust_contrast(TF.adjust_brightness(x[0], brightness), contrast)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "3"])
+def test_an_end_of_augmentation_that_is_not_a_whole_epoch_is_refused(bad):
+    with pytest.raises(ValueError, match="until_epoch"):
+        Augment(rotation=7, until_epoch=bad)
+
+
+def test_augmentation_is_on_until_its_last_epoch_and_always_without_one():
+    ends = Augment(rotation=7, until_epoch=3)
+    assert [ends.on_in(e) for e in (1, 3, 4, 15)] == [True, True, False, False]
+    assert all(Augment(rotation=7).on_in(e) for e in (1, 15))
+    assert not Augment(until_epoch=3).on_in(1)  # nothing to switch on
+    assert ends.describe() == "rot ±7° (epochs 1-3, clean after)" and Augment(rotation=7).describe() == "rot ±7°"

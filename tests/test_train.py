@@ -7,7 +7,7 @@ import torch
 from ablation import STEPS, build_model, train, train_many
 from ablation.steps import Schedule, with_overrides
 from ablation.models import Net, for_step, normalize
-from ablation.train import _average_pairs, _update_average, generator, learning_rate
+from ablation.train import _average_pairs, _batch, _update_average, generator, learning_rate
 
 pytestmark = pytest.mark.fast
 QUICK = dict(limit_train=1024, limit_test=500, epochs=1)
@@ -167,3 +167,23 @@ def test_unknown_schedule_is_an_error():
 
     with pytest.raises(ValueError, match="schedule"):
         learning_rate(replace(STEPS["1-basic"], schedule=Schedule(kind="cosine")), 0, 10)
+
+
+def test_augmentation_can_end_early_and_later_epochs_train_on_the_images_as_they_are(quick_step, mnist):
+    two = dict(QUICK, epochs=2)
+    plain = train(quick_step, seed=0, data=mnist, **two)
+    ends_after_1 = train(with_overrides(quick_step, ["augment.until_epoch=1"]), seed=0, data=mnist, **two)
+    ends_after_2 = train(with_overrides(quick_step, ["augment.until_epoch=2"]), seed=0, data=mnist, **two)
+    strip = lambda row: {k: v for k, v in row.items() if k != "seconds"}
+    # Until the last augmented epoch nothing changes; an end at or past the last epoch changes nothing at all.
+    assert strip(ends_after_1.history[0]) == strip(plain.history[0])
+    assert [strip(r) for r in ends_after_2.history] == [strip(r) for r in plain.history]
+    assert ends_after_1.history[1]["train_loss"] != plain.history[1]["train_loss"]
+    # ... and what the clean epoch trains on is the batch of a step without augmentation.
+    clean_step = with_overrides(quick_step, ["augment.rotation=0.0", "augment.brightness=0.0", "augment.contrast=0.0"])
+    perms = [torch.arange(64)]
+    gens = lambda: [generator(0, "augment", torch.device("cpu"))]
+    step = with_overrides(quick_step, ["augment.until_epoch=1"])
+    assert torch.equal(_batch(mnist, perms, 0, 64, step, gens(), 2)[0], _batch(mnist, perms, 0, 64, clean_step, gens(), 1)[0])
+    assert torch.equal(_batch(mnist, perms, 0, 64, step, gens(), 1)[0], _batch(mnist, perms, 0, 64, quick_step, gens(), 1)[0])
+    assert not torch.equal(_batch(mnist, perms, 0, 64, step, gens(), 1)[0], _batch(mnist, perms, 0, 64, clean_step, gens(), 1)[0])
