@@ -261,6 +261,10 @@ EQUIVALENT_SOURCES = {
         "18-shifted-views seed 0 (15 epochs, 60,000 images, one CPU thread, evaluated over five views), retrained at "
         "commit 92535d5 by this engine (a step's network built in one place, models.for_step), has the committed "
         "record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("7e3ddff99949534c", "56f0cb08803b4819"):
+        "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread, rotation and colour jitter in every "
+        "epoch), retrained at commit 128027d by this engine (augmentation that can end early, off by default), has "
+        "the committed record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
