@@ -695,10 +695,12 @@ _weight_average = replace(
            "about the last 500 updates, one epoch; BatchNorm's statistics averaged alike): the dips of epochs 11-12, which broke "
            "step 15's floor while the learning rate was still falling, are noise of the last few hundred updates, "
            "and an average over them should not dip, while the live model trains exactly as before.",
-    result="7,952 parameters. Final-epoch test accuracy 99.51 ± 0.03 % over 5 seeds (99.53, 99.46, 99.53, 99.50, "
-           "99.51; mean 99.506 %); the lowest of the last 5 epochs per seed 99.50, 99.37, 99.44, 99.43, 99.41 %: the "
-           "floor holds on 4 of 5 seeds (seed 1: 99.37 and 99.39 % in epochs 11 and 12). Training accuracy "
-           "(augmented, the live model's) 99.47 %. 3.4 minutes a run.",
+    result="7,952 parameters. Final-epoch test accuracy 99.50 ± 0.03 % over 10 seeds (99.53, 99.46, 99.53, 99.50, "
+           "99.51, 99.48, 99.42, 99.52, 99.51, 99.51; mean 99.497 %); the lowest of the last 5 epochs per seed 99.50, "
+           "99.37, 99.44, 99.43, 99.41, 99.40, 99.34, 99.46, 99.45, 99.45 %: the floor holds on 8 of 10 seeds (seed 1: "
+           "99.37 and 99.39 % in epochs 11 and 12; seed 6: 99.34-99.39 % in epochs 11-13). Seeds 0-4 alone: mean "
+           "99.506 %, floor on 4 of 5. Training accuracy (augmented, the live model's) 99.47 %. 3.1-6.2 minutes a run "
+           "(two to four trainings sharing the two cores).",
     analysis="1. The average did what it was for: against step 15 with the same seeds the lowest accuracy of the last "
              "5 epochs rose on every seed, by +0.23, +0.08, +0.17, +0.30 and +0.15 % (mean +0.19 %, the folds had "
              "shown +0.17 %), and the floor now holds on 4 seeds instead of none. 2. It did not remove the dip: "
@@ -708,7 +710,12 @@ _weight_average = replace(
              "the mean, 99.506 %, is the first of an 8k step at or above 99.5 %, but by less than its own standard "
              "error (0.013 %), and the +0.07 % the folds showed against step 12 did not carry over. 4. What is left "
              "between this step and the goal is the anneal still falling in epochs 11-12; ending it at epoch 10 "
-             "(step 12) holds the floor but loses the 0.01 %. Neither is a real difference at five seeds.",
+             "(step 12) holds the floor but loses the 0.01 %. Neither is a real difference at five seeds. 5. Seeds 5-9, "
+             "trained a later session so that the 8k recipes of steps 12, 16, 17 and 18 are all compared over the same "
+             "ten seeds (this step had failed its goals on seeds 0-4, so more seeds could not turn it into a pass), "
+             "averaged 99.488 % and seed 6 dipped to 99.34 % in epoch 11: over ten seeds the mean, 99.497 %, falls "
+             "under 99.5 %, and against step 12 the final accuracy moved by +0.006 % on average (standard error "
+             "0.020 %), the same as step 17's −0.001 %. Every one of the ten seeds has its lowest of the last five in epoch 11 or 12.",
     notes="Chosen on six held-out folds (seed 0). Against step 15 (python -m ablation screen 15-weight-decay --set "
           "ema=0.998): final held-out accuracy +0.01, +0.02, +0.01, −0.03, +0.00, +0.05 % (mean +0.010 %, ahead on 4 "
           "of 6), which fails the rule's +0.05 %, while the lowest accuracy of the last 5 epochs rose on every fold "
@@ -721,10 +728,12 @@ _weight_average = replace(
           "had been seen, because a step that only steadies its parent cannot pass a rule that asks for a gain "
           "over it; the rule itself was not changed. Engine-level change: the average is Step.ema (train.py), off "
           "for every earlier step, whose records it reproduces bit for bit (records.EQUIVALENT_SOURCES).",
-    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 4 of 5 seeds (seed 1: 99.37 %, in epoch 11); the "
-               "mean final accuracy, 99.506 %, is ≥ 99.5 %",
-    floor_misses=(1,),
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 8 of 10 seeds (seed 1: 99.37 %, seed 6: 99.34 %, both "
+               "in epoch 11), and the mean final accuracy is 99.497 %, not ≥ 99.5 %",
+    floor_misses=(1, 6),
     ema=0.998,
+    # Seeds 5-9 were trained a session after 0-4, when steps 12, 17 and 18 already had ten.
+    seeds=tuple(range(10)),
 )
 
 _long_anneal = replace(
