@@ -113,11 +113,14 @@ class Step:
     distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
     tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
+    sam: float = 0.0  # ρ of sharpness-aware minimisation: each update takes the gradient at weights moved ρ uphill (0: off)
 
     def __post_init__(self):
         # `--set "tta=[[1,0]]"` gives lists: normalised here, so a step stays hashable, compares equal to
         # the same step written with tuples, and a bad shift is refused before anything trains
         object.__setattr__(self, "tta", test_time_shifts(self.tta))
+        if not (isinstance(self.sam, (int, float)) and not isinstance(self.sam, bool) and 0 <= self.sam < float("inf")):
+            raise ValueError(f"sam is a radius ρ ≥ 0 (0: off), got {self.sam!r}")
 
     def describe_augment(self) -> str:
         shifts = f"; evaluated over the image and {len(self.tta)} shifted copies" if self.tta else ""
@@ -126,7 +129,8 @@ class Step:
     def describe_lr(self) -> str:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
         average = f", weights averaged (EMA {self.ema:g})" if self.ema else ""
-        return f"{self.optimizer} {self.lr:g}{decay}, {self.schedule.describe()}{average}"
+        sam = f", SAM ρ {self.sam:g}" if self.sam else ""
+        return f"{self.optimizer} {self.lr:g}{decay}{sam}, {self.schedule.describe()}{average}"
 
 
 # Fields that describe or judge a step but do not change what its run computes.

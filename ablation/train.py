@@ -169,6 +169,46 @@ def _update_average(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float
             mine.copy_(live)
 
 
+@torch.no_grad()
+def _ascent(params: list[torch.Tensor], rho: float, seeds: int) -> list[torch.Tensor]:
+    """SAM's step uphill: ρ times each seed's own gradient over that seed's gradient norm.
+
+    Every tensor holds the K seeds one after another along dim 0 (models.stack_seeds), so each seed's
+    norm is taken over its own slices: the K networks stay independent, as the optimiser keeps them.
+    """
+    sq = sum(p.grad.reshape(seeds, -1).pow(2).sum(1) for p in params)
+    scale = rho / (sq.sqrt() + 1e-12)
+    return [(p.grad.reshape(seeds, -1) * scale[:, None]).view_as(p) for p in params]
+
+
+def _sharpness_aware(model: Net, loss: Callable[[], torch.Tensor], rho: float) -> None:
+    """Replace the gradients (already computed at w) by those at w + ε, ε = ρ g / |g|, then return to w.
+
+    Sharpness-aware minimisation (Foret et al., 2021): the update favours weights whose loss stays low
+    in a ρ-ball around them, which generalise better than sharp minima of equal loss. The second pass
+    leaves BatchNorm's running statistics alone (momentum 0), so they follow the weights actually
+    trained, once per batch, as without SAM.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    eps = _ascent(params, rho, model.seeds)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    at_w = [p.detach().clone() for p in params]  # restored exactly: (w + ε) - ε need not round back to w
+    with torch.no_grad():
+        torch._foreach_add_(params, eps)
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        for p in params:
+            p.grad = None
+        loss().sum().backward()
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        with torch.no_grad():
+            torch._foreach_copy_(params, at_w)
+
+
 def train_many(
     step: Step | str,
     seeds: list[int] | tuple[int, ...] = (0,),
@@ -260,13 +300,20 @@ def train_many(
             for group in opt.param_groups:
                 group["lr"] = lr
             x, y = _batch(data, perms, start, stop, step, gens["augment"], epoch)
+            targets = torch.stack([soft[p[start:stop]] for p in perms], dim=1) if soft is not None else None
+
+            def loss_of(logits: torch.Tensor) -> torch.Tensor:
+                per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
+                                           label_smoothing=step.label_smoothing).mean(0)
+                return per_seed if targets is None else _distilled(per_seed, logits, targets, step)
+
             logits = model(x).view(stop - start, k, -1)
-            per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none", label_smoothing=step.label_smoothing).mean(0)
-            if soft is not None:
-                per_seed = _distilled(per_seed, logits, torch.stack([soft[p[start:stop]] for p in perms], dim=1), step)
+            per_seed = loss_of(logits)
             opt.zero_grad(set_to_none=True)
             # Summing the per-seed means gives each seed exactly the gradient of its own mean loss.
             per_seed.sum().backward()
+            if step.sam:
+                _sharpness_aware(model, lambda: loss_of(model(x).view(stop - start, k, -1)), step.sam)
             opt.step()
             iteration += 1
             if averaged is not None:

@@ -49,6 +49,7 @@ def test_summary_counts_every_view_of_a_step_evaluated_with_shifts(capsys):
     (["run", "--set", "nope=1", "--quick", "--out", "x"], "not a step field"),
     (["run", "--set", "tta=((29,0),)", "--quick", "--out", "x"], "not a pair of whole pixels"),
     (["run", "--set", "augment.until_epoch=2.5", "--quick", "--out", "x"], "until_epoch must be a whole number"),
+    (["run", "--set", "sam=-0.05", "--quick", "--out", "x"], "sam is a radius"),
     (["frobnicate"], "invalid choice"),
     (["run", "--fold", "2", "--quick", "--out", "x"], "needs --holdout"),
 ])
