@@ -265,6 +265,10 @@ EQUIVALENT_SOURCES = {
         "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread, rotation and colour jitter in every "
         "epoch), retrained at commit 128027d by this engine (augmentation that can end early, off by default), has "
         "the committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("28550d30c9d11c61", "56f0cb08803b4819"):
+        "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 6b445bb by this engine "
+        "(sharpness-aware minimisation, off by default; the loss of a batch computed in one local function), has the "
+        "committed record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
