@@ -95,10 +95,13 @@ def cmd_summary(args) -> int:
     print(table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"], r["jump"]]
                  for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{macs:,}", "", ""]],
                 ["layer", "output", "params", "MACs", "RF", "jump"]))
-    if args.step.tta:
-        # test-time shifts run the whole network once per view: the MACs above, per view
-        print(f"evaluated over {1 + len(args.step.tta)} views (the image and shifts {list(args.step.tta)}): "
-              f"{(1 + len(args.step.tta)) * macs:,} MACs per test image")
+    views = 1 + len(args.step.tta) + len(args.step.tta_rotations)
+    if views > 1:
+        # test-time views run the whole network once each: the MACs above, per view
+        copies = [f"shifts {list(args.step.tta)}" if args.step.tta else "",
+                  f"rotations {list(args.step.tta_rotations)}" if args.step.tta_rotations else ""]
+        print(f"evaluated over {views} views (the image, {' and '.join(c for c in copies if c)}): "
+              f"{views * macs:,} MACs per test image")
     return 0
 
 

@@ -19,7 +19,9 @@ and the seed's parameter counts (9,752) only add up without them.
 
 `Net(..., shifts=((1, 0), ...))` evaluates with test-time augmentation: in eval mode it averages the
 softmax over the image and copies of it moved by those (dx, dy) pixels, and returns the log of that
-average (log-probabilities, not logits). Training is untouched, so the weights are the same as without.
+average (log-probabilities, not logits). `rotations=(5.0, -5.0)` adds views of the image turned by those
+angles (degrees, bilinear, the border filled with background). Training is untouched, so the weights are
+the same as without.
 
 `Net(..., seeds=K)` holds K independent copies of the network as one network of grouped
 convolutions: seed k reads input channel k and owns the k-th slice of every weight, so K seeds train
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 NUM_CLASSES = 10
@@ -106,10 +109,10 @@ class Net(nn.Module):
     """The network of a layout; K seeds side by side when seeds=K (input (N, K, 28, 28), output (N, K, 10))."""
 
     def __init__(self, layout: tuple[str, ...], batchnorm: bool = True, dropout: float = 0.0, seeds: int = 1,
-                 shifts: tuple[tuple[int, int], ...] = ()):
+                 shifts: tuple[tuple[int, int], ...] = (), rotations: tuple[float, ...] = ()):
         super().__init__()
         self.layout, self.seeds = tuple(layout), seeds
-        self.shifts = test_time_shifts(shifts)
+        self.shifts, self.rotations = test_time_shifts(shifts), test_time_rotations(rotations)
         layers = parse_layout(layout)
         last_conv = max(i for i, l in enumerate(layers) if l.kind == "conv")
         blocks: list[nn.Module] = []
@@ -139,9 +142,9 @@ class Net(nn.Module):
         self.features = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.shifts:
+        if self.training or not (self.shifts or self.rotations):
             return self._logits(x)
-        views = [x] + [shift(x, dx, dy) for dx, dy in self.shifts]
+        views = [x] + [shift(x, dx, dy) for dx, dy in self.shifts] + [rotate(x, a) for a in self.rotations]
         # log(mean(softmax)) through logsumexp, so a probability that underflows to 0 never gives log(0)
         log_probs = torch.stack([self._logits(v).log_softmax(-1) for v in views])
         return torch.logsumexp(log_probs, 0) - math.log(len(views))
@@ -154,7 +157,7 @@ class Net(nn.Module):
         return y if self.seeds == 1 else y.view(len(y), self.seeds, NUM_CLASSES)
 
     def extra_repr(self) -> str:
-        return f"shifts={self.shifts}" if self.shifts else ""
+        return ", ".join(f"{k}={v}" for k, v in (("shifts", self.shifts), ("rotations", self.rotations)) if v)
 
     def set_dropout_generators(self, generators: list[torch.Generator] | None) -> None:
         for m in self.modules():
@@ -163,9 +166,11 @@ class Net(nn.Module):
 
 
 def for_step(step) -> Net:
-    """The one-seed network a step describes (a Step, or anything with its layout, batchnorm, dropout and
-    tta): the one place a step's fields become a network, so every caller gets its test-time shifts too."""
-    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta)
+    """The one-seed network a step describes (a Step, or anything with its layout, batchnorm, dropout, tta
+    and tta_rotations): the one place a step's fields become a network, so every caller gets its test-time
+    views too."""
+    return Net(step.layout, batchnorm=step.batchnorm, dropout=step.dropout, shifts=step.tta,
+               rotations=step.tta_rotations)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -198,7 +203,20 @@ def test_time_shifts(shifts) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-# A blank pixel after `normalize`: what an image shifted by test-time augmentation is filled with.
+def test_time_rotations(angles) -> tuple[float, ...]:
+    """`angles` (degrees) as a tuple of floats, checked when a step or network is made."""
+    if not isinstance(angles, (tuple, list)):
+        raise ValueError(f"test-time rotations {angles!r} are not a tuple of angles; write one as (5.0,)")
+    out = []
+    for a in angles:
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not abs(a) <= 180:
+            raise ValueError(f"test-time rotation {a!r} is not an angle in degrees between -180 and 180; "
+                             f"write several as (5.0, -5.0)")
+        out.append(float(a))
+    return tuple(out)
+
+
+# A blank pixel after `normalize`: what an image moved or turned by test-time augmentation is filled with.
 BACKGROUND = -MNIST_MEAN / MNIST_STD
 
 
@@ -211,13 +229,25 @@ def shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return out
 
 
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Normalised images (N, C, H, W) turned `degrees` about their centre (bilinear); the corners that come
+    from outside the image are background. Turning x - BACKGROUND with zero fill and adding it back is,
+    since bilinear sampling is linear, the normalised image of the raw image turned with zero fill."""
+    rad = math.radians(degrees)
+    theta = torch.tensor([[math.cos(rad), -math.sin(rad), 0.0], [math.sin(rad), math.cos(rad), 0.0]],
+                         dtype=x.dtype, device=x.device).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + BACKGROUND
+
+
 def stack_seeds(models: list[Net]) -> Net:
     """K one-seed networks -> one K-seed network whose slice k is exactly models[k]."""
     first = models[0]
     k = len(models)
     dropout = next((m.p for m in first.modules() if isinstance(m, SeedDropout)), 0.0)
     batchnorm = any(isinstance(m, nn.BatchNorm2d) for m in first.modules())
-    stacked = Net(first.layout, batchnorm=batchnorm, dropout=dropout, seeds=k, shifts=first.shifts)
+    stacked = Net(first.layout, batchnorm=batchnorm, dropout=dropout, seeds=k, shifts=first.shifts,
+                  rotations=first.rotations)
     with torch.no_grad():
         for name, tensor in stacked.state_dict().items():
             parts = [m.state_dict()[name] for m in models]

@@ -591,7 +591,8 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
         return {"missing": f"MNIST test images not found under {raw} (set $ABLATION_DATA)"}
     cfg = record["config"]
     try:
-        model = Net(tuple(cfg["layout"]), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"], shifts=cfg.get("tta", ()))
+        model = Net(tuple(cfg["layout"]), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"], shifts=cfg.get("tta", ()),
+                    rotations=cfg.get("tta_rotations", ()))
         model.load_state_dict(load_weights(weights))
         data = load_mnist(data_dir)
     except Exception as e:  # a damaged file or a mismatched network: report it, render the rest

@@ -12,7 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replac
 from functools import lru_cache
 
 from .augment import Augment
-from .models import test_time_shifts
+from .models import test_time_rotations, test_time_shifts
 
 MISSION = "≥ 99.4 % test accuracy in each of the last 5 epochs, within 15 epochs, with < 10,000 parameters, on every seed"
 
@@ -113,18 +113,22 @@ class Step:
     distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
     tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
+    tta_rotations: tuple[float, ...] = ()  # test-time rotations (degrees): more views for the average, as tta
     sam: float = 0.0  # ρ of sharpness-aware minimisation: each update takes the gradient at weights moved ρ uphill (0: off)
 
     def __post_init__(self):
         # `--set "tta=[[1,0]]"` gives lists: normalised here, so a step stays hashable, compares equal to
         # the same step written with tuples, and a bad shift is refused before anything trains
         object.__setattr__(self, "tta", test_time_shifts(self.tta))
+        object.__setattr__(self, "tta_rotations", test_time_rotations(self.tta_rotations))
         if not (isinstance(self.sam, (int, float)) and not isinstance(self.sam, bool) and 0 <= self.sam < float("inf")):
             raise ValueError(f"sam is a radius ρ ≥ 0 (0: off), got {self.sam!r}")
 
     def describe_augment(self) -> str:
-        shifts = f"; evaluated over the image and {len(self.tta)} shifted copies" if self.tta else ""
-        return self.augment.describe() + shifts
+        copies = [f"{len(self.tta)} shifted" if self.tta else "",
+                  f"{len(self.tta_rotations)} rotated (±{max(map(abs, self.tta_rotations)):g}°)" if self.tta_rotations else ""]
+        views = " and ".join(c for c in copies if c)
+        return self.augment.describe() + (f"; evaluated over the image and {views} copies" if views else "")
 
     def describe_lr(self) -> str:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""

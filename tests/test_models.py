@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from ablation import STEPS, build_model, count_parameters
 from ablation.analysis import layer_table, receptive_field, receptive_field_probe
-from ablation.models import BACKGROUND, Net, parse_layout, shift, stack_seeds, unstack_seeds
+from ablation.models import BACKGROUND, Net, normalize, parse_layout, rotate, shift, stack_seeds, unstack_seeds
 
 pytestmark = pytest.mark.fast
 STEP_PARAMS = [pytest.param(s, id=s.name) for s in STEPS.values()]
@@ -174,3 +174,42 @@ def test_a_test_time_shift_that_is_not_a_pair_of_whole_pixels_is_refused(shifts)
         Net(STEPS["12-wide-end"].layout, shifts=shifts)
     with pytest.raises(ValueError, match="not a pair of whole pixels"):
         replace(STEPS["12-wide-end"], tta=shifts)
+
+
+def test_a_test_time_rotation_turns_the_image_and_fills_the_corners_with_background():
+    x = torch.randn(2, 3, 28, 28)
+    torch.testing.assert_close(rotate(x, 0.0), x, rtol=0, atol=1e-4)  # float: x - BACKGROUND + BACKGROUND
+    # A quarter turn maps pixel centres onto pixel centres: exactly rot90, counter-clockwise as in augment.py.
+    torch.testing.assert_close(rotate(x, 90.0), torch.rot90(x, 1, dims=(-2, -1)), rtol=0, atol=1e-4)
+    blank = torch.full((1, 1, 28, 28), BACKGROUND)
+    torch.testing.assert_close(rotate(blank, 5.0), blank, rtol=0, atol=1e-6)
+    # On normalised images it is the normalised image of the raw image turned with zero (black) fill.
+    raw = torch.rand(4, 1, 28, 28)
+    turned_raw = rotate(raw + BACKGROUND, 7.0) - BACKGROUND  # x - BACKGROUND = raw: so this is raw turned
+    torch.testing.assert_close(rotate(normalize(raw), 7.0), normalize(turned_raw), rtol=0, atol=1e-5)
+    corner = rotate(normalize(torch.ones(1, 1, 28, 28)), 45.0)[0, 0, 0, 0]
+    assert corner == pytest.approx(BACKGROUND, abs=1e-5)  # the far corner comes from outside: background
+
+
+def test_test_time_rotations_are_more_views_of_the_same_average():
+    layout, shifts, angles = STEPS["13-wide-end-6k"].layout, ((1, 0), (0, -1)), (5.0, -5.0)
+    torch.manual_seed(0)
+    plain = Net(layout)
+    torch.manual_seed(0)
+    tta = Net(layout, shifts=shifts, rotations=angles)
+    x = torch.randn(6, 1, 28, 28)
+    assert torch.equal(tta.train()(x), plain.train()(x))
+    with torch.no_grad():
+        plain.eval(), tta.eval()
+        views = [x] + [shift(x, *d) for d in shifts] + [rotate(x, a) for a in angles]
+        probs = torch.stack([plain(v).softmax(-1) for v in views]).mean(0)
+        torch.testing.assert_close(tta(x), probs.log())
+    assert stack_seeds([tta, tta]).rotations == angles
+
+
+@pytest.mark.parametrize("angles", [(float("nan"),), (181.0,), (True,), ("5",), 5.0], ids=["nan", "too-far", "bool", "text", "not-a-tuple"])
+def test_a_test_time_rotation_that_is_not_an_angle_is_refused(angles):
+    with pytest.raises(ValueError, match="test-time rotation"):
+        Net(STEPS["12-wide-end"].layout, rotations=angles)
+    with pytest.raises(ValueError, match="test-time rotation"):
+        replace(STEPS["12-wide-end"], tta_rotations=angles)

@@ -91,9 +91,10 @@ def test_weight_average_is_what_is_evaluated_and_saved_and_leaves_training_alone
     assert accuracy_with(model, averaged.state_dict, mnist) == pytest.approx(averaged.history[-1]["test_acc"], abs=1e-4)
 
 
-def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step, mnist):
+@pytest.mark.parametrize("views", [["tta=((1,0),(-1,0),(0,1),(0,-1))"], ["tta=((1,0),)", "tta_rotations=(5.0,-5.0)"]])
+def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step, mnist, views):
     plain = train(quick_step, seed=0, data=mnist, **QUICK)
-    shifted_step = with_overrides(quick_step, ["tta=((1,0),(-1,0),(0,1),(0,-1))"])
+    shifted_step = with_overrides(quick_step, views)
     shifted = train(shifted_step, seed=0, data=mnist, **QUICK)
     assert all(torch.equal(plain.state_dict[k], shifted.state_dict[k]) for k in plain.state_dict)
     assert shifted.history[0]["train_loss"] == plain.history[0]["train_loss"]
