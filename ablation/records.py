@@ -269,6 +269,10 @@ EQUIVALENT_SOURCES = {
         "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 6b445bb by this engine "
         "(sharpness-aware minimisation, off by default; the loss of a batch computed in one local function), has the "
         "committed record's history, epoch by epoch, and its final weights, bit for bit.",
+    ("dbd13a08a816a2d7", "2533503fae823be5"):
+        "18-shifted-views seed 0 (15 epochs, 60,000 images, one CPU thread, evaluated over five views), retrained at "
+        "commit 344229a by this engine (test-time rotations, off by default), has the committed record's history, "
+        "epoch by epoch, and its final weights, bit for bit.",
 }
 
 
