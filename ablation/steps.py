@@ -856,11 +856,38 @@ _shifted_views = replace(
     tta=SHIFTS_4,
 )
 
+_views6k = replace(
+    _wide_end6k,
+    name="19-views-6k",
+    parent="13-wide-end-6k",
+    changes=("tta", "tta_rotations"),
+    target="Step 13 (5,984 parameters) trained exactly as it is, and evaluated over seven views of each image: "
+           "itself, its four one-pixel shifts (step 18's) and its turns by ±5°, averaging the softmax. Training's "
+           "±7° rotations make turned digits images of a kind the network has seen; the views cost seven forward "
+           "passes per image and no parameters.",
+    result="(to be measured)",
+    analysis="(to be measured)",
+    notes="Chosen on the six held-out folds, never on the test set. Offline first, from the saved final weights of "
+          "step 13's fold runs (build-time script): the four shifts alone +0.028 % (ahead on 4 of 6), ±5° alone "
+          "+0.037 % (6 of 6), both together +0.050 % (5 of 6), the thirteenth comparison of views on the folds. Then "
+          "as a screen (python -m ablation screen 13-wide-end-6k --set \"tta=((1,0),(-1,0),(0,1),(0,-1))\" --set "
+          "\"tta_rotations=(5.0,-5.0)\"), which trained the six fold runs again: final held-out accuracy minus step "
+          "13's +0.03, +0.07, +0.05, +0.00, +0.03, +0.12 % (mean +0.050 %, 30 images over 60,000, 95 % CI [+0.006, "
+          "+0.094]), ahead on 5 of 6, lowest of the last 5 epochs +0.038 % on average: it passes the rule, at its "
+          "bar exactly. Fixed before any test-set run: seeds 0-4, paired with step 13's; if they meet every goal, "
+          "seeds 5-9 are trained too and the goals judged over all ten.",
+    known_miss="(to be measured)",
+    tta=SHIFTS_4,
+    tta_rotations=(5.0, -5.0),
+)
+
 BEYOND_STEPS = (_bs128, _onecycle, _no_dropout, _narrow8k, _narrow6k, _no_jitter, _wide_end, _wide_end6k, _padded8k,
-                _weight_decay, _weight_average, _long_anneal, _shifted_views)
+                _weight_decay, _weight_average, _long_anneal, _shifted_views, _views6k)
 
 STEPS: dict[str, Step] = {s.name: s for s in SEED_STEPS + BEYOND_STEPS}
-FINAL_STEP = list(STEPS)[-1]
+# The step the mission's verdict is judged on (and `--steps final`): the last of the ≤ 8,000-parameter line,
+# which met every goal. Step 19, a ≤ 6,000-parameter attempt, is not it unless it meets the mission too.
+FINAL_STEP = "18-shifted-views"
 
 
 def with_overrides(step: Step, assignments: list[str]) -> Step:
@@ -893,7 +920,7 @@ def with_overrides(step: Step, assignments: list[str]) -> Step:
 
 
 def get_step(name: str) -> Step:
-    """The step called `name`; "final" names the last step of the registry."""
+    """The step called `name`; "final" names FINAL_STEP."""
     try:
         return STEPS[FINAL_STEP if name == "final" else name]
     except KeyError:
