@@ -865,8 +865,19 @@ _views6k = replace(
            "itself, its four one-pixel shifts (step 18's) and its turns by ±5°, averaging the softmax. Training's "
            "±7° rotations make turned digits images of a kind the network has seen; the views cost seven forward "
            "passes per image and no parameters.",
-    result="(to be measured)",
-    analysis="(to be measured)",
+    result="5,984 parameters, evaluated over 7 views (5.2 million multiply-adds per test image instead of 0.75). "
+           "Final-epoch test accuracy 99.45 ± 0.07 % over 5 seeds (99.54, 99.50, 99.44, 99.37, 99.41; mean "
+           "99.452 %); the lowest of the last 5 epochs per seed 99.54, 99.48, 99.39, 99.37, 99.41 %: the floor holds on "
+           "3 of 5 seeds. Each seed's saved weights are step 13's, bit for bit. 5.7-6.9 minutes a run while two "
+           "trainings shared the two cores.",
+    analysis="1. Against step 13 on the same weights the final accuracy rose on every seed, by +0.08, +0.03, +0.09, "
+             "+0.02 and +0.02 % (mean +0.048 %, 95 % CI [+0.006, +0.090]), as much as the folds had shown (+0.050 %), "
+             "and each seed's lowest of the last 5 epochs by +0.01 to +0.08 % (mean +0.034 %). At 6k the views gain "
+             "twice what step 18's four shifts gained at 8k (+0.024 %). 2. It is not enough: the floor now holds on 3 "
+             "of 5 seeds instead of 2 (seed 2 reaches 99.39 % in epoch 12, seed 3 99.37 % in epoch 15), and the mean, "
+             "99.452 %, is 0.05 % short of 99.5 %, about the 6k-to-8k difference in capacity that no change tried at "
+             "6k has bought. 3. The ≤ 6,000-parameter goal is not met by this step or any other; it is the best "
+             "6k result so far, level with 10-narrow-6k (99.44 %, 4 of 5) and still within one run's spread of it.",
     notes="Chosen on the six held-out folds, never on the test set. Offline first, from the saved final weights of "
           "step 13's fold runs (build-time script): the four shifts alone +0.028 % (ahead on 4 of 6), ±5° alone "
           "+0.037 % (6 of 6), both together +0.050 % (5 of 6), the thirteenth comparison of views on the folds. Then "
@@ -875,8 +886,10 @@ _views6k = replace(
           "13's +0.03, +0.07, +0.05, +0.00, +0.03, +0.12 % (mean +0.050 %, 30 images over 60,000, 95 % CI [+0.006, "
           "+0.094]), ahead on 5 of 6, lowest of the last 5 epochs +0.038 % on average: it passes the rule, at its "
           "bar exactly. Fixed before any test-set run: seeds 0-4, paired with step 13's; if they meet every goal, "
-          "seeds 5-9 are trained too and the goals judged over all ten.",
-    known_miss="(to be measured)",
+          "seeds 5-9 are trained too and the goals judged over all ten. They did not, so there are five.",
+    known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 3 of 5 seeds (seed 2: 99.39 %, seed 3: 99.37 %), "
+               "and the mean final accuracy is 99.452 %, not ≥ 99.5 %",
+    floor_misses=(2, 3),
     tta=SHIFTS_4,
     tta_rotations=(5.0, -5.0),
 )
