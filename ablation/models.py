@@ -173,6 +173,13 @@ def for_step(step) -> Net:
                rotations=step.tta_rotations)
 
 
+def for_config(config: dict) -> Net:
+    """The one-seed network of a record's `config` (a variant no registry step may describe); fields
+    added after the record was made are at their defaults, as the record was made with them."""
+    return Net(tuple(config["layout"]), batchnorm=config["batchnorm"], dropout=config["dropout"],
+               shifts=config.get("tta", ()), rotations=config.get("tta_rotations", ()))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -200,7 +207,7 @@ def test_time_shifts(shifts) -> tuple[tuple[int, int], ...]:
             raise ValueError(f"test-time shift {item!r} is not a pair of whole pixels (dx, dy), each between "
                              f"{1 - IMAGE_SIZE} and {IMAGE_SIZE - 1}; write several as ((1, 0), (0, 1))")
         out.append(pair)
-    return tuple(out)
+    return _distinct_views(tuple(out), (0, 0), "shift")
 
 
 def test_time_rotations(angles) -> tuple[float, ...]:
@@ -213,7 +220,15 @@ def test_time_rotations(angles) -> tuple[float, ...]:
             raise ValueError(f"test-time rotation {a!r} is not an angle in degrees between -180 and 180; "
                              f"write several as (5.0, -5.0)")
         out.append(float(a))
-    return tuple(out)
+    return _distinct_views(tuple(out), 0.0, "rotation")
+
+
+def _distinct_views(views: tuple, identity, kind: str) -> tuple:
+    # The image itself is always a view; a view equal to it, or one listed twice, would weigh it twice.
+    if identity in views or len(set(views)) != len(views):
+        raise ValueError(f"test-time {kind}s {views} repeat a view or the image itself ({identity!r}); "
+                         f"each view must be distinct")
+    return views
 
 
 # A blank pixel after `normalize`: what an image moved or turned by test-time augmentation is filled with.

@@ -575,7 +575,7 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
     import torch
 
     from .data import SHA256, data_root, load_mnist
-    from .models import Net, normalize
+    from .models import for_config, normalize
     from .records import load_weights, record_paths
 
     records = records_by_step.get(FINAL_STEP, [])
@@ -591,8 +591,7 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
         return {"missing": f"MNIST test images not found under {raw} (set $ABLATION_DATA)"}
     cfg = record["config"]
     try:
-        model = Net(tuple(cfg["layout"]), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"], shifts=cfg.get("tta", ()),
-                    rotations=cfg.get("tta_rotations", ()))
+        model = for_config(cfg)
         model.load_state_dict(load_weights(weights))
         data = load_mnist(data_dir)
     except Exception as e:  # a damaged file or a mismatched network: report it, render the rest

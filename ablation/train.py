@@ -186,27 +186,26 @@ def _sharpness_aware(model: Net, loss: Callable[[], torch.Tensor], rho: float) -
 
     Sharpness-aware minimisation (Foret et al., 2021): the update favours weights whose loss stays low
     in a ρ-ball around them, which generalise better than sharp minima of equal loss. The second pass
-    leaves BatchNorm's running statistics alone (momentum 0), so they follow the weights actually
-    trained, once per batch, as without SAM.
+    leaves no trace but the gradients: the weights and BatchNorm's buffers (running statistics and batch
+    counter) are put back as the first pass left them, so the statistics follow the weights actually
+    trained, once per batch, as without SAM. A step with dropout draws a second set of masks for it.
     """
     params = [p for p in model.parameters() if p.grad is not None]
     eps = _ascent(params, rho, model.seeds)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    momenta = [m.momentum for m in norms]
+    buffers = list(model.buffers())
+    kept = [b.clone() for b in buffers]
     at_w = [p.detach().clone() for p in params]  # restored exactly: (w + ε) - ε need not round back to w
     with torch.no_grad():
         torch._foreach_add_(params, eps)
-    for m in norms:
-        m.momentum = 0.0
     try:
         for p in params:
             p.grad = None
         loss().sum().backward()
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
         with torch.no_grad():
             torch._foreach_copy_(params, at_w)
+            for b, saved in zip(buffers, kept):
+                b.copy_(saved)
 
 
 def train_many(

@@ -113,3 +113,14 @@ def test_augmentation_is_on_until_its_last_epoch_and_always_without_one():
     assert all(Augment(rotation=7).on_in(e) for e in (1, 15))
     assert not Augment(until_epoch=3).on_in(1)  # nothing to switch on
     assert ends.describe() == "rot ±7° (epochs 1-3, clean after)" and Augment(rotation=7).describe() == "rot ±7°"
+
+
+@pytest.mark.parametrize("augment", [Augment(rotation=7, until_epoch=15), Augment(rotation=7, until_epoch=20),
+                                     Augment(until_epoch=3)], ids=["at-the-last-epoch", "past-it", "nothing-to-end"])
+def test_an_end_of_augmentation_that_would_change_nothing_is_refused_by_the_step(augment):
+    from dataclasses import replace
+
+    from ablation.steps import STEPS
+
+    with pytest.raises(ValueError, match="must be before the last epoch"):
+        replace(STEPS["13-wide-end-6k"], augment=augment)

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from ablation import STEPS, build_model, count_parameters
 from ablation.analysis import layer_table, receptive_field, receptive_field_probe
-from ablation.models import BACKGROUND, Net, normalize, parse_layout, rotate, shift, stack_seeds, unstack_seeds
+from ablation.models import BACKGROUND, Net, for_step, normalize, parse_layout, rotate, shift, stack_seeds, unstack_seeds
 
 pytestmark = pytest.mark.fast
 STEP_PARAMS = [pytest.param(s, id=s.name) for s in STEPS.values()]
@@ -213,3 +213,22 @@ def test_a_test_time_rotation_that_is_not_an_angle_is_refused(angles):
         Net(STEPS["12-wide-end"].layout, rotations=angles)
     with pytest.raises(ValueError, match="test-time rotation"):
         replace(STEPS["12-wide-end"], tta_rotations=angles)
+
+
+@pytest.mark.parametrize("kw", [dict(shifts=((0, 0),)), dict(shifts=((1, 0), (1, 0))), dict(rotations=(0.0,)),
+                                dict(rotations=(5.0, 5.0))], ids=["shift-0", "shift-twice", "rotation-0", "rotation-twice"])
+def test_a_view_that_repeats_the_image_or_another_view_is_refused(kw):
+    with pytest.raises(ValueError, match="each view must be distinct"):
+        Net(STEPS["12-wide-end"].layout, **kw)
+
+
+def test_a_record_config_builds_the_network_its_step_builds():
+    from ablation.models import for_config
+    from ablation.steps import run_config
+
+    step = STEPS["19-views-6k"]
+    net = for_config(run_config(step))
+    assert (net.layout, net.shifts, net.rotations) == (for_step(step).layout, step.tta, step.tta_rotations)
+    config = run_config(STEPS["12-wide-end"])
+    del config["tta"], config["tta_rotations"]  # a record made before the fields existed
+    assert (for_config(config).shifts, for_config(config).rotations) == ((), ())
