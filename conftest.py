@@ -20,7 +20,7 @@ torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", 1)))
 def pytest_addoption(parser):
     parser.addoption("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     group = parser.getgroup("ablation slow tier")
-    group.addoption("--steps", default=None, help="comma-separated steps to train, 'final' for the last one (default: all)")
+    group.addoption("--steps", default=None, help="comma-separated steps to train, 'final' for the step the mission is judged on (default: all)")
     group.addoption("--seeds", default=None, help="seeds, e.g. 0-4 or 0,2 (default: each step's own)")
     group.addoption("--runs-dir", default="reports/runs", help="where records are written and read")
     group.addoption("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device")

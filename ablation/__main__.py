@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train steps over seeds, write run records, print a summary, render the report")
     p.add_argument("--steps", type=parse_steps, default="all",
-                   help="comma-separated step names, 'final' for the last, or 'all' (default)")
+                   help="comma-separated step names, 'final' for the step the mission is judged on, or 'all' (default)")
     p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,3 (default: each step's own seeds)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override every step's epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")

@@ -273,6 +273,10 @@ EQUIVALENT_SOURCES = {
         "18-shifted-views seed 0 (15 epochs, 60,000 images, one CPU thread, evaluated over five views), retrained at "
         "commit 344229a by this engine (test-time rotations, off by default), has the committed record's history, "
         "epoch by epoch, and its final weights, bit for bit.",
+    ("11588d2d7cceddf6", "56f0cb08803b4819"):
+        "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 2ad1a78 by this engine "
+        "(SAM puts BatchNorm's buffers back; distinct test-time views; models.for_config), has the committed record's "
+        "history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
