@@ -196,6 +196,11 @@ def reusable(path: Path, step, **kwargs) -> dict | None:
     return reuse(path, step, **kwargs)[0]
 
 
+def without_timings(history: list[dict]) -> list[dict]:
+    """A run's history without its wall times: what the same seed on the same set-up reproduces bit for bit."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
 def load_weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -74,7 +74,7 @@ def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsy
     import subprocess
     import sys
 
-    from ablation.records import load_all
+    from ablation.records import load_all, without_timings
 
     out = tmp_path / "runs-1"
     argv = ["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--data-dir", str(data_dir), "--no-report"]
@@ -88,8 +88,7 @@ def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsy
     for folder in (out, tmp_path / "runs-2"):
         files = sorted(p.name for p in (folder / "5-lr-schedule").iterdir())
         assert files == ["seed-0.json", "seed-0.pt", "seed-1.json", "seed-1.pt"]
-        histories.append([[{k: v for k, v in row.items() if k != "seconds"} for row in r["history"]]
-                          for r in load_all(folder)["5-lr-schedule"]])
+        histories.append([without_timings(r["history"]) for r in load_all(folder)["5-lr-schedule"]])
     assert histories[0] == histories[1]
 
 

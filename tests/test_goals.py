@@ -146,8 +146,7 @@ def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, req
         differ.insert(0, "engine source")
     if differ:
         pytest.skip(f"made with another {', '.join(differ)}: bit-identity is promised only on the same set-up")
-    without_time = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
-    assert without_time(fresh["history"]) == without_time(committed["history"])
+    assert records.without_timings(fresh["history"]) == records.without_timings(committed["history"])
     assert fresh["diverged_at"] == committed["diverged_at"]
     ours, theirs = records.load_weights(fresh_weights), records.load_weights(committed_weights)
     assert ours.keys() == theirs.keys()
