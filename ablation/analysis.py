@@ -8,7 +8,7 @@ import statistics
 import torch
 import torch.nn as nn
 
-from .models import GlobalAvgPool, Net, SeedDropout
+from .models import GlobalAvgPool, Net, SeedDropout, TiedConv
 from .steps import Goals
 
 # Accuracies are counts over at least 1,000 images (steps of 0.01-0.1 %), stored as float32 percentages:
@@ -152,14 +152,16 @@ def layer_table(model: Net, image_size: int = 28) -> list[dict]:
         first = block[0] if isinstance(block, nn.Sequential) else block
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             y = block(x)
-        if isinstance(first, nn.Conv2d):
-            k, s = first.kernel_size[0], first.stride[0]
+        if isinstance(first, (nn.Conv2d, TiedConv)):
+            conv = first.source if isinstance(first, TiedConv) else first
+            k, s = conv.kernel_size[0], conv.stride[0]
             rest = list(block)[1:] if isinstance(block, nn.Sequential) else []
-            if first.groups == first.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
-                name, rest = f"sep{k}x{k} {first.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
+            if conv.groups == conv.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
+                name, rest = f"sep{k}x{k} {conv.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
             else:
-                name = f"conv{k}x{k} {first.in_channels // model.seeds}→{first.out_channels // model.seeds}"
-            name += " pad 1" if first.padding[0] else ""
+                kind = "tied" if first is not conv else "conv"
+                name = f"{kind}{k}x{k} {conv.in_channels // model.seeds}→{conv.out_channels // model.seeds}"
+            name += f" pad {_padding(first)}" if _padding(first) else ""
             extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
                       for m in rest]
             name += "".join(f", {e}" for e in extras)
@@ -174,6 +176,11 @@ def layer_table(model: Net, image_size: int = 28) -> list[dict]:
                      "macs": counter.get_total_flops() // 2, "rf": r, "jump": j})
         x = y
     return rows
+
+
+def _padding(conv: nn.Conv2d | TiedConv) -> int:
+    # A tied convolution has its own padding; its kernel's module keeps the padding of its first use.
+    return conv.padding if isinstance(conv, TiedConv) else conv.padding[0]
 
 
 def receptive_field(model: Net) -> int:
@@ -197,8 +204,9 @@ def receptive_field_probe(model: Net, image_size: int = 28) -> int:
             pooled_side = x.shape[-1]
             break
         for m in (block if isinstance(block, nn.Sequential) else [block]):
-            if isinstance(m, nn.Conv2d):
-                conv = nn.Conv2d(1, 1, m.kernel_size, stride=m.stride, padding=m.padding, bias=False)
+            if isinstance(m, (nn.Conv2d, TiedConv)):
+                geometry = m.source if isinstance(m, TiedConv) else m
+                conv = nn.Conv2d(1, 1, geometry.kernel_size, stride=geometry.stride, padding=_padding(m), bias=False)
                 nn.init.ones_(conv.weight)
                 probe.append(conv)
             elif isinstance(m, nn.MaxPool2d):

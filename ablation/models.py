@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 NUM_CLASSES = 10
-_TOKEN = re.compile(r"(?P<conv>conv|sep)(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
+_TOKEN = re.compile(r"(?P<conv>conv|sep|tied)(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Layer:
     padding: int = 0  # pixels
     out_channels: int = 0  # for conv only
     separable: bool = False  # conv only: depthwise kxk, then pointwise 1x1 to out_channels
+    tied: bool = False  # conv only: the kernel of the convolution before it, applied again
 
 
 def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
@@ -57,19 +58,58 @@ def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
     for token in layout:
         m = _TOKEN.match(token)
         if not m:
-            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, sepK:C, sepKp:C, pool or gap")
+            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, sepK:C, sepKp:C, tiedK:C, "
+                             f"tiedKp:C, pool or gap")
         if m["pool"]:
             layers.append(Layer("pool", kernel=2))
         elif m["gap"]:
             layers.append(Layer("gap"))
         else:
             k = int(m["k"])
-            layers.append(Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"]),
-                                separable=m["conv"] == "sep"))
+            layer = Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"]),
+                          separable=m["conv"] == "sep", tied=m["conv"] == "tied")
+            if layer.tied:
+                _check_tie(token, [l for l in layers if l.kind == "conv"], layer)
+            layers.append(layer)
     convs = [l for l in layers if l.kind == "conv"]
     if not convs or layers[-1] != convs[-1] or convs[-1].out_channels != NUM_CLASSES:
         raise ValueError(f"layout {layout} must end with a convolution to {NUM_CLASSES} channels")
     return layers
+
+
+def _check_tie(token: str, before: list[Layer], layer: Layer) -> None:
+    # A kernel can be applied again only where it fits: same size, and as many channels in as out, since
+    # its input is now the output of a convolution with its own output channels.
+    source = before[-1] if before else None
+    channels_in = before[-2].out_channels if len(before) > 1 else 1
+    if (source is None or source.separable or source.kernel != layer.kernel
+            or not channels_in == source.out_channels == layer.out_channels):
+        raise ValueError(f"layout token {token!r} ties to the convolution before it, which must be a plain "
+                         f"{layer.kernel}x{layer.kernel} convolution from {layer.out_channels} channels to "
+                         f"{layer.out_channels}")
+
+
+class TiedConv(nn.Module):
+    """The kernel of `source` (an nn.Conv2d elsewhere in the network) applied again, with its own padding.
+
+    The source is held outside the module tree, so the shared kernel is one parameter, counted, saved,
+    averaged and decayed once; its gradient is the sum over both applications."""
+
+    def __init__(self, source: nn.Conv2d, padding: int):
+        super().__init__()
+        self._source, self.padding = [source], padding  # a list: not registered as a second submodule
+
+    @property
+    def source(self) -> nn.Conv2d:
+        return self._source[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        src = self.source
+        return F.conv2d(x, src.weight, None, src.stride, self.padding, src.dilation, src.groups)
+
+    def extra_repr(self) -> str:
+        src = self.source
+        return f"tied to Conv2d({src.in_channels}, {src.out_channels}, kernel_size={src.kernel_size}), padding={self.padding}"
 
 
 class SeedDropout(nn.Module):
@@ -116,7 +156,7 @@ class Net(nn.Module):
         layers = parse_layout(layout)
         last_conv = max(i for i, l in enumerate(layers) if l.kind == "conv")
         blocks: list[nn.Module] = []
-        channels = 1
+        channels, last = 1, None  # `last`: the most recent plain convolution, what a tied one reuses
         for i, layer in enumerate(layers):
             if layer.kind == "pool":
                 blocks.append(nn.MaxPool2d(2))
@@ -128,9 +168,12 @@ class Net(nn.Module):
                     block = [nn.Conv2d(channels * seeds, channels * seeds, layer.kernel, padding=layer.padding,
                                        bias=False, groups=channels * seeds),
                              nn.Conv2d(channels * seeds, out * seeds, 1, bias=False, groups=seeds)]
+                elif layer.tied:
+                    block = [TiedConv(last, layer.padding)]
                 else:
-                    block = [nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False,
-                                       groups=seeds)]
+                    last = nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False,
+                                     groups=seeds)
+                    block = [last]
                 if i != last_conv:
                     if batchnorm and layer.kernel > 1:
                         block.append(nn.BatchNorm2d(out * seeds))

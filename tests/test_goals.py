@@ -15,6 +15,11 @@ met carries the reason (`known_miss`) as a strict xfail: if it ever starts passi
 Per run trained into another folder (`test_retrained_run_reproduces_the_committed_record`, e.g. CI's
 `--runs-dir build/ci-runs`): the fresh record's history and final weights equal the committed record's
 bit for bit, when both were made by the same engine source, libraries, device and thread count.
+
+Per record (`test_saved_weights_measure_the_recorded_final_accuracy`): the public model of the record's
+config, loaded with its saved weights and evaluated by today's code, gets the same test images right and
+the same test loss as the record's last epoch. This checks today's evaluation (test-time views included)
+on records an earlier engine made, which no retrain does.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ import torch
 
 from ablation import records
 from ablation.analysis import at_least, goal_verdicts, step_summary
+from ablation.models import for_config
 from ablation.steps import changed_run_fields
-from ablation.train import train
+from ablation.train import evaluate, train
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +157,22 @@ def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, req
     ours, theirs = records.load_weights(fresh_weights), records.load_weights(committed_weights)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours), "final weights differ"
+
+
+def test_saved_weights_measure_the_recorded_final_accuracy(repro_case, runs_dir, mnist, request):
+    """What a record says its network scores in the last epoch is what its saved weights score now: the same
+    number of test images right and the same mean test loss, through `models.for_config` and `evaluate`."""
+    step, seed = repro_case
+    record = obtain_record(step, seed, runs_dir, request.config)
+    made = record["provenance"]
+    if (made.get("seeds_per_pass"), made.get("device"), made.get("threads")) != (1, "cpu", torch.get_num_threads()):
+        # Grouped convolutions over K seeds, another device or thread count sum in another order: an image may flip.
+        pytest.skip("bit-identity with the one-seed public model is promised only for a one-seed CPU run on as many "
+                    "threads as here")
+    _, weights = records.record_paths(runs_dir, step.name, seed)
+    model = for_config(record["config"])
+    model.load_state_dict(records.load_weights(weights))
+    loss, correct = evaluate(model, mnist.test_images, mnist.test_labels)
+    last, n = record["history"][-1], len(mnist.test_labels)
+    assert int(correct) == round(last["test_acc"] * n / 100), f"{int(correct)} of {n} right, record says {last['test_acc']} %"
+    assert round((loss / n).item(), 6) == last["test_loss"]
