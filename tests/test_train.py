@@ -105,6 +105,16 @@ def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step
     assert accuracy_with(model, shifted.state_dict, mnist) == pytest.approx(shifted.history[-1]["test_acc"], abs=1e-4)
 
 
+def test_a_tied_network_trains_with_its_average_and_reloads_into_the_public_model(quick_step, mnist):
+    # Both uses of the tied kernel move it, the weight average follows the averaged copy's own kernel, and
+    # what is saved is the kernel once: the public model measures what the record says.
+    tied = ("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:16", "conv3:16", "tied3p:16", "gap", "conv1:10")
+    step = with_overrides(quick_step, [f"layout={tied}", "ema=0.9"])
+    result = train(step, seed=0, data=mnist, **QUICK)
+    assert "features.7.0.weight" not in result.state_dict
+    assert accuracy_with(for_step(step), result.state_dict, mnist) == pytest.approx(result.history[-1]["test_acc"], abs=1e-4)
+
+
 def test_weight_average_ramps_up_to_its_decay_and_copies_integer_buffers():
     live, averaged = Net(("conv3:4", "gap", "conv1:10")), Net(("conv3:4", "gap", "conv1:10"))
     pairs = _average_pairs(averaged, live)  # built before the values change: they must follow the modules
