@@ -282,6 +282,10 @@ EQUIVALENT_SOURCES = {
         "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 2ad1a78 by this engine "
         "(SAM puts BatchNorm's buffers back; distinct test-time views; models.for_config), has the committed record's "
         "history, epoch by epoch, and its final weights, bit for bit.",
+    ("d812a75ad785af33", "56f0cb08803b4819"):
+        "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 5844f16 by this engine "
+        "(tied convolutions, a layout token no earlier step uses), has the committed record's history, epoch by "
+        "epoch, and its final weights, bit for bit.",
 }
 
 
