@@ -10,6 +10,10 @@ A layout is a tuple of tokens, read left to right:
     sep3:24     depthwise-separable 3x3: a 3x3 filter per input channel, then a 1x1 convolution to 24
                 channels, as one block ("sep3p:24" pads by 1); C_in * (9 + C_out) weights instead of
                 9 * C_in * C_out, so the same budget buys wider layers
+    tied3p:16   the kernel of the convolution before it applied again ("tied3:16" without padding): depth
+                and multiply-adds without new weights. That convolution must have the same kernel size and
+                map 16 channels to 16 (it may itself be tied); the BatchNorm after a tied one is its own,
+                since a second application's statistics are not the first's
 
 Every convolution but the last is followed by BatchNorm (when the step has it), ReLU and dropout
 (when the step has it). 1x1 transitions get ReLU only: the seed's 9,752 counts BatchNorm after
@@ -80,13 +84,17 @@ def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
 def _check_tie(token: str, before: list[Layer], layer: Layer) -> None:
     # A kernel can be applied again only where it fits: same size, and as many channels in as out, since
     # its input is now the output of a convolution with its own output channels.
-    source = before[-1] if before else None
-    channels_in = before[-2].out_channels if len(before) > 1 else 1
-    if (source is None or source.separable or source.kernel != layer.kernel
-            or not channels_in == source.out_channels == layer.out_channels):
-        raise ValueError(f"layout token {token!r} ties to the convolution before it, which must be a plain "
-                         f"{layer.kernel}x{layer.kernel} convolution from {layer.out_channels} channels to "
-                         f"{layer.out_channels}")
+    if not before:
+        raise ValueError(f"layout token {token!r} cannot tie: no convolution comes before it")
+    source, channels_in = before[-1], before[-2].out_channels if len(before) > 1 else 1
+    if source.separable or source.kernel != layer.kernel:
+        kind = "a depthwise-separable block" if source.separable else f"a {source.kernel}x{source.kernel} convolution"
+        raise ValueError(f"layout token {token!r} cannot tie to the convolution before it: that is {kind}, and only a "
+                         f"{layer.kernel}x{layer.kernel} convolution (plain or tied) has the kernel it needs")
+    if not channels_in == source.out_channels == layer.out_channels:
+        raise ValueError(f"layout token {token!r} cannot tie to the convolution before it, which maps {channels_in} "
+                         f"channel{'s' * (channels_in != 1)} to {source.out_channels}: a kernel is applied again only from C channels to the "
+                         f"same C, written as the tied token's C")
 
 
 class TiedConv(nn.Module):
