@@ -86,20 +86,25 @@ def cmd_steps(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from . import build_model
     from .analysis import layer_table
+    from .models import for_step
 
-    rows = layer_table(build_model(args.step.name))
+    try:  # a variant's network (--set), e.g. a layout to price before it is screened
+        step = with_overrides(args.step, args.overrides)
+        model = for_step(step)
+    except ValueError as e:
+        args.parser.error(str(e))
+    rows = layer_table(model)
     macs = sum(r["macs"] for r in rows)
-    print(f"{args.step.name}: {args.step.layout}")
+    print(f"{step.name}: {step.layout}")
     print(table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"], r["jump"]]
                  for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{macs:,}", "", ""]],
                 ["layer", "output", "params", "MACs", "RF", "jump"]))
-    views = 1 + len(args.step.tta) + len(args.step.tta_rotations)
+    views = 1 + len(step.tta) + len(step.tta_rotations)
     if views > 1:
         # test-time views run the whole network once each: the MACs above, per view
-        copies = [f"shifts {list(args.step.tta)}" if args.step.tta else "",
-                  f"rotations {list(args.step.tta_rotations)}" if args.step.tta_rotations else ""]
+        copies = [f"shifts {list(step.tta)}" if step.tta else "",
+                  f"rotations {list(step.tta_rotations)}" if step.tta_rotations else ""]
         print(f"evaluated over {views} views (the image, {' and '.join(c for c in copies if c)}): "
               f"{views * macs:,} MACs per test image")
     return 0
@@ -267,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer table of a step's network: shapes, params, MACs, receptive field")
     p.add_argument("step", type=step_name, help=f"a step name, e.g. {list(STEPS)[-1]}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="the network of a variant, as for run (repeatable), e.g. --set \"layout=('conv3:8', "
+                        "'conv3:10', 'conv1:8', 'pool', 'conv3:10', 'conv3:16', 'conv3:16', 'tied3p:16', 'gap', "
+                        "'conv1:10')\"")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("run", help="train steps over seeds, write run records, print a summary, render the report")

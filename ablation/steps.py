@@ -897,7 +897,7 @@ _views6k = replace(
           "8k body after the pool (10, 16, 16) and pay for it with a cheaper convolution, fixed in advance and "
           "screened in this order. Step 12's last convolution depthwise-separable and 14 wide (5,992 parameters): "
           "−0.09, +0.04, −0.06, +0.07, +0.02, −0.01 % (mean −0.005 %, 95 % CI [−0.069, +0.059]), ahead on 3 of 6. "
-          "Its padded 3x3 replaced by a 1x1 expansion to 20 channels before the pooling (5,976): −0.08, −0.12, "
+          "Its padded 3x3 replaced by a 1x1 expansion to 20 channels before the global average pooling (5,976): −0.08, −0.12, "
           "+0.02, +0.03, −0.17, −0.03 % (mean −0.058 %, [−0.142, +0.025]), ahead on 2 of 6. Its third convolution after the pool "
           "depthwise-separable and the last one 15 wide (5,892): −0.10, −0.02, −0.04, +0.02, −0.02, −0.05 % (mean "
           "−0.035 %, [−0.077, +0.007]), ahead on 1 of 6. Then, with a new layout token, step 12's network itself "

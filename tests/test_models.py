@@ -150,9 +150,10 @@ def test_a_copied_network_keeps_its_tie_to_its_own_kernel():
     ("conv3:8", "conv3:16", "tied3:8", "gap", "conv1:10"),  # 16 channels in, 8 out
     ("conv3:8", "conv5:8", "tied3:8", "gap", "conv1:10"),  # another kernel size
     ("conv3:8", "sep3:8", "tied3:8", "gap", "conv1:10"),  # a separable block has no one kernel to reuse
+    ("conv3:8", "conv3:8", "tied3:16", "gap", "conv1:10"),  # an 8→8 kernel named as 16→16
 ])
 def test_a_tie_that_cannot_apply_the_kernel_again_is_refused(layout):
-    with pytest.raises(ValueError, match="ties to the convolution before it"):
+    with pytest.raises(ValueError, match="cannot tie"):
         parse_layout(layout)
 
 
