@@ -286,6 +286,10 @@ EQUIVALENT_SOURCES = {
         "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 5844f16 by this engine "
         "(tied convolutions, a layout token no earlier step uses), has the committed record's history, epoch by "
         "epoch, and its final weights, bit for bit.",
+    ("8fefaa4c0008eff5", "56f0cb08803b4819"):
+        "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit d31ba32 by this engine "
+        "(the layout docstring and a refused tie's message), has the committed record's history, epoch by epoch, "
+        "and its final weights, bit for bit.",
 }
 
 
