@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -221,6 +222,8 @@ def cmd_screen(args) -> int:
         args.parser.error("a screen compares a variant with its step: give at least one --set FIELD=VALUE")
     if (data := load_data(args, args.folds)) is None:
         return 2
+    if args.preview:
+        return preview(args, variant, data)
     rule = Rule(min_gain=args.min_gain)
     todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)
     print(f"screen {variant.name}: folds {', '.join(map(str, args.folds))} x seeds {', '.join(map(str, args.seeds))}; "
@@ -245,6 +248,34 @@ def cmd_screen(args) -> int:
               f"lowest of the last 5 changed by {v['floor_change']:+.3f} % on average")
     print(f"{variant.name} {v['text']}")
     return 2 if errors else 0
+
+
+def preview(args, variant: Step, data) -> int:
+    """screen --preview: the step's saved fold weights evaluated under the variant's test-time views."""
+    from .analysis import confidence_interval95
+    from .screen import preview_views
+    from .train import configure_threads
+
+    configure_threads(args.threads)
+    try:
+        found, missing = preview_views(args.step, variant, args.validation, data, holdout=args.holdout,
+                                       fold_ids=args.folds, seeds=args.seeds,
+                                       limit_test=QUICK["limit_test"] if args.quick else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in missing:
+        print(f"{line} (python -m ablation screen without --preview trains it)", file=sys.stderr)
+    print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
+                ["fold", "seed", args.step.name, "variant", "variant - step"]))
+    if found:
+        deltas = [p.delta for p in found]
+        low, high = confidence_interval95(deltas)
+        print(f"mean {statistics.fmean(deltas):+.3f} % [95 % CI {low:+.3f}, {high:+.3f}], ahead in "
+              f"{sum(d > 0 for d in deltas)} of {len(deltas)}")
+    print(f"{variant.name} preview of the final epoch from saved weights, not a verdict: the rule ({Rule().describe()}) "
+          f"also judges each of the last epochs, which only the screen's runs measure")
+    return 2 if missing or not found else 0
 
 
 def cmd_report(args) -> int:
@@ -332,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smoke screen: one epoch on 2,048 training and 1,000 held-out images, into its own --validation")
     p.add_argument("--dry-run", action="store_true",
                    help="train nothing: list the runs the screen lacks and judge the pairs found so far")
+    p.add_argument("--preview", action="store_true",
+                   help="for a variant that changes only the test-time views (tta, tta_rotations): train nothing, "
+                        "evaluate the step's saved final fold weights under the variant's views (seconds, the final "
+                        "epoch only, so a ranking of views and no verdict)")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")

@@ -155,3 +155,55 @@ def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]],
         todo += [(step, k, s) for s in seeds if s not in have_base]
         todo += [(variant, k, s) for s in seeds if s not in have_variant]
     return todo
+
+
+# The fields that change how a trained network is judged and nothing of its training: a variant that changes
+# only these ends with the step's weights bit for bit (steps 18 and 19 show it), so its final accuracy can be
+# measured on the step's saved fold runs in seconds instead of trained again.
+VIEW_FIELDS = frozenset({"tta", "tta_rotations"})
+
+
+def preview_views(step: Step, variant: Step, validation: Path, data, *, holdout: int, fold_ids: list[int],
+                  seeds: list[int], limit_test: int | None = None) -> tuple[list[Pair], list[str]]:
+    """(pairs, what is missing) for a variant of `step` that changes only VIEW_FIELDS: each (fold, seed) of the
+    step's saved fold runs, its final held-out accuracy as recorded against its saved final weights' under the
+    variant's views. Only the final epoch can be measured so (the minima of the last epochs are nan): a preview
+    ranks views before a screen, it is not a screen's verdict.
+
+    Raises ValueError for a variant that changes anything else, and for saved weights that do not give the
+    accuracy their record says: weights and record that do not belong together would measure nothing."""
+    import torch
+
+    from .models import for_config
+    from .records import load_weights, record_paths
+    from .steps import config_diff
+    from .train import evaluate
+
+    changed = set(config_diff(step, variant))
+    if not changed or changed - VIEW_FIELDS:
+        raise ValueError(f"a preview measures other test-time views ({', '.join(sorted(VIEW_FIELDS))}) on the "
+                         f"step's saved weights; this variant changes {', '.join(sorted(changed)) or 'nothing'}")
+    views = {"tta": [list(s) for s in variant.tta], "tta_rotations": list(variant.tta_rotations)}
+    folds, found, missing = load_folds(validation), [], []
+    for k in fold_ids:
+        runs = {r["seed"]: r for r in as_registered(step, folds.get(k, {}))}
+        held = data.holdout(holdout, fold=k)
+        images, labels = held.test_images[:limit_test], held.test_labels[:limit_test]
+        for seed in seeds:
+            record = runs.get(seed)
+            weights = record and record_paths(fold_dir(validation, k), record["step"], seed)[1]
+            if record is None or record["diverged_at"] is not None or not weights.is_file():
+                missing.append(f"fold {k} seed {seed}: no finished run of {step.name} with saved weights")
+                continue
+            state, right = load_weights(weights), []
+            for config in (record["config"], {**record["config"], **views}):
+                net = for_config(config)
+                net.load_state_dict(state)
+                with torch.inference_mode():
+                    right.append(int(evaluate(net, images, labels)[1].item()))
+            recorded = record["history"][-1]["test_acc"]
+            if round(recorded * len(labels) / 100) != right[0]:
+                raise ValueError(f"fold {k} seed {seed}: {weights} gives {100 * right[0] / len(labels):.2f} % on "
+                                 f"{len(labels):,} held-out images, its record says {recorded:.2f} %")
+            found.append(Pair(k, seed, 100 * right[0] / len(labels), 100 * right[1] / len(labels)))
+    return found, missing

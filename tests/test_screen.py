@@ -2,6 +2,7 @@
 the rule decides as it says, what is missing is what gets trained, and the report and CLI show it."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -9,7 +10,7 @@ import pytest
 
 from ablation import report
 from ablation.__main__ import main
-from ablation.screen import Pair, Rule, fold_dir, load_folds, pairs, to_train, verdict
+from ablation.screen import Pair, Rule, fold_dir, load_folds, pairs, preview_views, to_train, verdict
 from ablation.steps import STEPS, with_overrides
 from test_report import make_record, write_records
 
@@ -193,3 +194,50 @@ def test_a_quick_screen_trains_what_is_missing_then_reuses_it(data_dir, tmp_path
     assert main(argv) == 0
     second = capsys.readouterr()
     assert "0 runs to train" in second.err and second.out == first.out
+
+
+VIEWS = with_overrides(STEPS[STEP], ["tta=((1,0),(0,1))", "tta_rotations=(5.0,)"])
+
+
+def test_a_preview_of_views_measures_on_saved_weights_what_training_the_variant_records(data_dir, mnist, tmp_path,
+                                                                                         capsys):
+    validation = tmp_path / "validation"
+    argv = ["screen", STEP, "--set", "tta=((1,0),(0,1))", "--set", "tta_rotations=(5.0,)", "--folds", "0-1",
+            "--quick", "--validation", str(validation), "--data-dir", str(data_dir), "--jobs", "1"]
+    assert main(argv) == 0  # trains the step and the variant, each on both folds
+    trained = {p.fold: p for p in pairs(STEPS[STEP], VIEWS, load_folds(validation))}
+    capsys.readouterr()
+
+    assert main(argv + ["--preview"]) == 0
+    out = capsys.readouterr().out
+    found, missing = preview_views(STEPS[STEP], VIEWS, validation, mnist, holdout=10_000, fold_ids=[0, 1], seeds=[0],
+                                   limit_test=1000)
+    assert not missing and [(p.fold, p.seed) for p in found] == [(0, 0), (1, 0)]
+    for p in found:  # the variant's trained runs end with the step's weights: the preview measures them exactly
+        assert (p.base, p.variant) == pytest.approx((trained[p.fold].base, trained[p.fold].variant), abs=1e-4)
+        assert f"{p.delta:+.2f}" in out and math.isnan(p.variant_min)
+    assert any(p.variant != p.base for p in found)  # the views were applied, not the step's own evaluation
+    assert "not a verdict" in out
+
+    # a fold without the step's runs is named, and the preview does not claim to be complete
+    assert main(argv[:6] + ["--folds", "0-2"] + argv[8:] + ["--preview"]) == 2
+    assert "fold 2 seed 0: no finished run of 3-gap" in capsys.readouterr().err
+
+    # weights that do not give their record's accuracy measure nothing: refused, not paired
+    record_path = validation / STEP / "seed-0.json"
+    record = json.loads(record_path.read_text())
+    record["history"][-1]["test_acc"] -= 0.5
+    record_path.write_text(json.dumps(record))
+    assert main(argv + ["--preview"]) == 2
+    assert "its record says" in capsys.readouterr().err
+
+
+def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys):
+    argv = ["screen", STEP, "--set", "lr=0.05", "--preview", "--validation", str(tmp_path / "validation"),
+            "--data-dir", str(data_dir)]
+    assert main(argv) == 2
+    assert "this variant changes lr" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="changes lr, tta"):
+        preview_views(STEPS[STEP], with_overrides(VIEWS, ["lr=0.05"]), tmp_path, None, holdout=10_000, fold_ids=[0],
+                      seeds=[0])
