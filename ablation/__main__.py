@@ -210,7 +210,7 @@ def cmd_run(args) -> int:
 
 def cmd_screen(args) -> int:
     from .runner import Task
-    from .screen import Rule, fold_dir, load_folds, pairs, to_train, verdict
+    from .screen import Rule, check_views_only, fold_dir, load_folds, pairs, to_train, verdict
     from .train import resolve_device
 
     try:
@@ -220,9 +220,15 @@ def cmd_screen(args) -> int:
         args.parser.error(str(e))
     if variant.name == args.step.name:
         args.parser.error("a screen compares a variant with its step: give at least one --set FIELD=VALUE")
+    if args.preview:
+        try:
+            check_views_only(args.step, variant)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if (data := load_data(args, args.folds)) is None:
         return 2
-    if args.preview:
+    if args.preview:  # nothing is trained, so there is nothing to dry-run
         return preview(args, variant, data)
     rule = Rule(min_gain=args.min_gain)
     todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)
@@ -253,19 +259,15 @@ def cmd_screen(args) -> int:
 def preview(args, variant: Step, data) -> int:
     """screen --preview: the step's saved fold weights evaluated under the variant's test-time views."""
     from .analysis import confidence_interval95
-    from .screen import preview_views
+    from .screen import LAST_EPOCHS, preview_views
     from .train import configure_threads
 
     configure_threads(args.threads)
-    try:
-        found, missing = preview_views(args.step, variant, args.validation, data, holdout=args.holdout,
-                                       fold_ids=args.folds, seeds=args.seeds,
-                                       limit_test=QUICK["limit_test"] if args.quick else None)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for line in missing:
-        print(f"{line} (python -m ablation screen without --preview trains it)", file=sys.stderr)
+    found, left_out = preview_views(args.step, variant, args.validation, data, holdout=args.holdout,
+                                    fold_ids=args.folds, seeds=args.seeds,
+                                    limit_test=QUICK["limit_test"] if args.quick else None)
+    for line in left_out:
+        print(f"left out: {line}", file=sys.stderr)
     print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
                 ["fold", "seed", args.step.name, "variant", "variant - step"]))
     if found:
@@ -273,9 +275,9 @@ def preview(args, variant: Step, data) -> int:
         low, high = confidence_interval95(deltas)
         print(f"mean {statistics.fmean(deltas):+.3f} % [95 % CI {low:+.3f}, {high:+.3f}], ahead in "
               f"{sum(d > 0 for d in deltas)} of {len(deltas)}")
-    print(f"{variant.name} preview of the final epoch from saved weights, not a verdict: the rule ({Rule().describe()}) "
-          f"also judges each of the last epochs, which only the screen's runs measure")
-    return 2 if missing or not found else 0
+    print(f"{variant.name}: a preview of the final epoch from saved weights, not a verdict; the rule also judges "
+          f"each of the last {LAST_EPOCHS} epochs, which only the screen's runs measure")
+    return 2 if left_out or not found else 0
 
 
 def cmd_report(args) -> int:
@@ -365,8 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: list the runs the screen lacks and judge the pairs found so far")
     p.add_argument("--preview", action="store_true",
                    help="for a variant that changes only the test-time views (tta, tta_rotations): train nothing, "
-                        "evaluate the step's saved final fold weights under the variant's views (seconds, the final "
-                        "epoch only, so a ranking of views and no verdict)")
+                        "evaluate the step's saved final fold weights under the variant's views, in one process on "
+                        "the CPU (minutes, not the hour of a screen; the final epoch only, so a ranking of views and "
+                        "no verdict)")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     args.parser = parser
     if args.command == "run" and args.quick and args.out == Path("reports/runs"):
         parser.error("--quick runs are smoke tests: give them their own --out folder, not the reference records")
+    if args.command == "screen" and args.preview and args.dry_run:
+        parser.error("--preview trains nothing already: it has no --dry-run")
     if args.command == "screen" and args.quick and args.validation == Path("reports/validation"):
         parser.error("--quick screens are smoke tests: give them their own --validation folder, not the study's")
     if args.command == "run" and args.fold and not args.holdout:

@@ -205,6 +205,33 @@ def load_weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def why_not_remeasurable(record: dict) -> str:
+    """"" when a record's saved weights, evaluated here, must give its last epoch's figures exactly; else why not."""
+    if record["diverged_at"] is not None:
+        return f"it diverged at epoch {record['diverged_at']}: its saved weights are not those of its last recorded epoch"
+    made = record["provenance"]
+    if (made.get("seeds_per_pass"), made.get("device"), made.get("threads")) != (1, "cpu", torch.get_num_threads()):
+        # Grouped convolutions over K seeds, another device or thread count sum in another order: an image may flip.
+        return (f"it was made {made.get('seeds_per_pass')} seed(s) to a pass on {made.get('device')} with "
+                f"{made.get('threads')} thread(s), and exact agreement is promised only for a one-seed CPU run on as "
+                f"many threads as here ({torch.get_num_threads()})")
+    return ""
+
+
+def measure_weights(record: dict, weights: Path, images: torch.Tensor, labels: torch.Tensor,
+                    **config) -> tuple[int, float]:
+    """(images right, mean loss) of a record's saved weights on `images`, through the network its config describes
+    (models.for_config; `config` replaces fields of it, e.g. other test-time views) and train.evaluate."""
+    from .models import for_config
+    from .train import evaluate
+
+    model = for_config({**record["config"], **config})
+    model.load_state_dict(load_weights(weights))
+    with torch.inference_mode():
+        loss, correct = evaluate(model, images, labels)
+    return int(correct.item()), (loss / len(labels)).item()
+
+
 # (engine source, earlier engine source): the earlier one's records, retrained by the later, came out
 # bit for bit the same, history and weights; with the run that showed it. Both hashes are keys, so any
 # further change to the engine drops the claim until a run shows it again (CI's reproduction check

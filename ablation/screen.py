@@ -159,51 +159,57 @@ def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]],
 
 # The fields that change how a trained network is judged and nothing of its training: a variant that changes
 # only these ends with the step's weights bit for bit (steps 18 and 19 show it), so its final accuracy can be
-# measured on the step's saved fold runs in seconds instead of trained again.
+# measured on the step's saved fold runs in minutes instead of trained again.
 VIEW_FIELDS = frozenset({"tta", "tta_rotations"})
 
 
-def preview_views(step: Step, variant: Step, validation: Path, data, *, holdout: int, fold_ids: list[int],
-                  seeds: list[int], limit_test: int | None = None) -> tuple[list[Pair], list[str]]:
-    """(pairs, what is missing) for a variant of `step` that changes only VIEW_FIELDS: each (fold, seed) of the
-    step's saved fold runs, its final held-out accuracy as recorded against its saved final weights' under the
-    variant's views. Only the final epoch can be measured so (the minima of the last epochs are nan): a preview
-    ranks views before a screen, it is not a screen's verdict.
-
-    Raises ValueError for a variant that changes anything else, and for saved weights that do not give the
-    accuracy their record says: weights and record that do not belong together would measure nothing."""
-    import torch
-
-    from .models import for_config
-    from .records import load_weights, record_paths
+def check_views_only(step: Step, variant: Step) -> None:
+    """Raises ValueError unless `variant` changes `step` in VIEW_FIELDS and nowhere else."""
     from .steps import config_diff
-    from .train import evaluate
 
     changed = set(config_diff(step, variant))
     if not changed or changed - VIEW_FIELDS:
         raise ValueError(f"a preview measures other test-time views ({', '.join(sorted(VIEW_FIELDS))}) on the "
                          f"step's saved weights; this variant changes {', '.join(sorted(changed)) or 'nothing'}")
-    views = {"tta": [list(s) for s in variant.tta], "tta_rotations": list(variant.tta_rotations)}
-    folds, found, missing = load_folds(validation), [], []
+
+
+def preview_views(step: Step, variant: Step, validation: Path, data, *, holdout: int, fold_ids: list[int],
+                  seeds: list[int], limit_test: int | None = None) -> tuple[list[Pair], list[str]]:
+    """(pairs, the (fold, seed)s left out and why) for a variant of `step` that changes only VIEW_FIELDS: each
+    (fold, seed) of the step's saved fold runs, its final held-out accuracy through its saved weights with its own
+    views and with the variant's. Only the final epoch can be measured so (the minima of the last epochs are nan):
+    a preview ranks views before a screen, it is not a screen's verdict.
+
+    A run is paired only if its saved weights, with the step's own views, give the record's last epoch exactly
+    (images right, and the loss within the record's rounding): weights and a record that do not belong together
+    would measure nothing."""
+    from .records import measure_weights, record_paths, why_not_remeasurable
+    from .steps import run_config
+
+    check_views_only(step, variant)
+    views = {f: v for f, v in run_config(variant).items() if f in VIEW_FIELDS}
+    folds, found, left_out = load_folds(validation), [], []
     for k in fold_ids:
         runs = {r["seed"]: r for r in as_registered(step, folds.get(k, {}))}
         held = data.holdout(holdout, fold=k)
         images, labels = held.test_images[:limit_test], held.test_labels[:limit_test]
+        n = len(labels)
         for seed in seeds:
-            record = runs.get(seed)
-            weights = record and record_paths(fold_dir(validation, k), record["step"], seed)[1]
-            if record is None or record["diverged_at"] is not None or not weights.is_file():
-                missing.append(f"fold {k} seed {seed}: no finished run of {step.name} with saved weights")
+            record, where = runs.get(seed), f"fold {k} seed {seed}"
+            if record is None:
+                left_out.append(f"{where}: no run of {step.name} (python -m ablation run --steps {step.name} --seeds "
+                                f"{seed} --holdout {holdout} --fold {k} --out {fold_dir(validation, k)} trains it)")
                 continue
-            state, right = load_weights(weights), []
-            for config in (record["config"], {**record["config"], **views}):
-                net = for_config(config)
-                net.load_state_dict(state)
-                with torch.inference_mode():
-                    right.append(int(evaluate(net, images, labels)[1].item()))
-            recorded = record["history"][-1]["test_acc"]
-            if round(recorded * len(labels) / 100) != right[0]:
-                raise ValueError(f"fold {k} seed {seed}: {weights} gives {100 * right[0] / len(labels):.2f} % on "
-                                 f"{len(labels):,} held-out images, its record says {recorded:.2f} %")
-            found.append(Pair(k, seed, 100 * right[0] / len(labels), 100 * right[1] / len(labels)))
-    return found, missing
+            weights = record_paths(fold_dir(validation, k), record["step"], seed)[1]
+            if why := why_not_remeasurable(record) or ("" if weights.is_file() else f"no saved weights at {weights}"):
+                left_out.append(f"{where}: {why}")
+                continue
+            right, loss = measure_weights(record, weights, images, labels)
+            last = record["history"][-1]
+            if right != round(last["test_acc"] * n / 100) or abs(loss - last["test_loss"]) > 5.0001e-7:
+                left_out.append(f"{where}: {weights} gives {100 * right / n:.2f} % and loss {loss:.6f} on {n:,} "
+                                f"held-out images, its record {last['test_acc']:.2f} % and {last['test_loss']:.6f}")
+                continue
+            right_with_views = measure_weights(record, weights, images, labels, **views)[0]
+            found.append(Pair(k, seed, 100 * right / n, 100 * right_with_views / n))
+    return found, left_out

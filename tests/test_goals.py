@@ -28,9 +28,8 @@ import torch
 
 from ablation import records
 from ablation.analysis import at_least, goal_verdicts, step_summary
-from ablation.models import for_config
 from ablation.steps import changed_run_fields
-from ablation.train import evaluate, train
+from ablation.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -161,21 +160,15 @@ def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, req
 
 def test_saved_weights_measure_the_recorded_final_accuracy(repro_case, runs_dir, mnist, request):
     """What a record says its network scores in the last epoch is what its saved weights score now: the same
-    number of test images right and the same mean test loss, through `models.for_config` and `evaluate`."""
+    number of test images right and the same mean test loss, through `models.for_config` and `evaluate`
+    (records.measure_weights)."""
     step, seed = repro_case
     record = obtain_record(step, seed, runs_dir, request.config)
-    if record["diverged_at"] is not None:
-        pytest.skip(f"the run diverged at epoch {record['diverged_at']}: its saved weights are not those of its last recorded epoch")
-    made = record["provenance"]
-    if (made.get("seeds_per_pass"), made.get("device"), made.get("threads")) != (1, "cpu", torch.get_num_threads()):
-        # Grouped convolutions over K seeds, another device or thread count sum in another order: an image may flip.
-        pytest.skip("bit-identity with the one-seed public model is promised only for a one-seed CPU run on as many "
-                    "threads as here")
+    if why := records.why_not_remeasurable(record):
+        pytest.skip(why)
     _, weights = records.record_paths(runs_dir, step.name, seed)
-    model = for_config(record["config"])
-    model.load_state_dict(records.load_weights(weights))
-    loss, correct = evaluate(model, mnist.test_images, mnist.test_labels)
+    correct, loss = records.measure_weights(record, weights, mnist.test_images, mnist.test_labels)
     last, n = record["history"][-1], len(mnist.test_labels)
-    assert int(correct) == round(last["test_acc"] * n / 100), f"{int(correct)} of {n} right, record says {last['test_acc']} %"
+    assert correct == round(last["test_acc"] * n / 100), f"{correct} of {n} right, record says {last['test_acc']} %"
     # Records are rounded to 6 decimals (those made before that, not): equal within the rounding.
-    assert abs((loss / n).item() - last["test_loss"]) <= 5.0001e-7, f"test loss {(loss / n).item()} against {last['test_loss']}"
+    assert abs(loss - last["test_loss"]) <= 5.0001e-7, f"test loss {loss} against {last['test_loss']}"

@@ -7,10 +7,12 @@ import math
 import statistics
 
 import pytest
+import torch
 
-from ablation import report
+from ablation import records, report
 from ablation.__main__ import main
 from ablation.screen import Pair, Rule, fold_dir, load_folds, pairs, preview_views, to_train, verdict
+from ablation.models import for_config
 from ablation.steps import STEPS, with_overrides
 from test_report import make_record, write_records
 
@@ -164,7 +166,8 @@ def test_a_screen_without_a_change_or_with_a_fold_that_does_not_fit_is_refused(d
     monkeypatch.chdir(tmp_path)
     for argv, message in ((["screen", STEP], "give at least one --set"),
                           (["screen", STEP, "--set", "lr=0.05", "--folds", "5-6"], "fold must be between 0 and 5"),
-                          (["screen", STEP, "--set", "lr=0.05", "--quick"], "their own --validation")):
+                          (["screen", STEP, "--set", "lr=0.05", "--quick"], "their own --validation"),
+                          (["screen", STEP, "--set", "tta=((1,0),)", "--preview", "--dry-run"], "has no --dry-run")):
         with pytest.raises(SystemExit) as exit_info:
             main(argv + ["--data-dir", str(root)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -219,17 +222,49 @@ def test_a_preview_of_views_measures_on_saved_weights_what_training_the_variant_
     assert any(p.variant != p.base for p in found)  # the views were applied, not the step's own evaluation
     assert "not a verdict" in out
 
-    # a fold without the step's runs is named, and the preview does not claim to be complete
+    # a fold without the step's runs is named with the command that trains it; the preview is not complete
     assert main(argv[:6] + ["--folds", "0-2"] + argv[8:] + ["--preview"]) == 2
-    assert "fold 2 seed 0: no finished run of 3-gap" in capsys.readouterr().err
+    assert "left out: fold 2 seed 0: no run of 3-gap (python -m ablation run --steps 3-gap" in capsys.readouterr().err
 
-    # weights that do not give their record's accuracy measure nothing: refused, not paired
+    # weights that do not give their record's accuracy, by one image, measure nothing: left out, not paired
     record_path = validation / STEP / "seed-0.json"
     record = json.loads(record_path.read_text())
-    record["history"][-1]["test_acc"] -= 0.5
+    record["history"][-1]["test_acc"] += 100 / 1000
     record_path.write_text(json.dumps(record))
     assert main(argv + ["--preview"]) == 2
-    assert "its record says" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "left out: fold 0 seed 0:" in captured.err and "its record" in captured.err
+    assert [line.split()[:2] for line in captured.out.splitlines()[2:3]] == [["1", "0"]]  # fold 1 is still paired
+
+
+def test_a_preview_pairs_a_run_filed_under_another_name_and_leaves_out_what_it_cannot_measure(mnist, tmp_path):
+    """Step 19's fold runs are filed under the name they were screened as: the weights are found beside the
+    record, wherever it is. A diverged run, a record without weights and one made on another thread count are
+    left out, each with its reason."""
+    validation, held = tmp_path / "validation", mnist.holdout(10_000)
+    images, labels = held.test_images[:300], held.test_labels[:300]
+    written = []
+    for seed, name in ((0, "3-draft"), (1, STEP), (2, STEP), (3, STEP)):
+        torch.manual_seed(seed)
+        r = held_out(name, seed, 0, 0.0, diverged_at=3 if seed == 1 else None)
+        weights = records.record_paths(validation, name, seed)[1]
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        if seed != 2:
+            torch.save(for_config(r["config"]).state_dict(), weights)  # an untrained network: a few % right
+        if seed != 1:
+            right, loss = records.measure_weights(r, weights, images, labels) if seed != 2 else (0, 0.0)
+            r["history"][-1].update(test_acc=100 * right / len(labels), test_loss=loss)
+        r["provenance"]["threads"] = torch.get_num_threads() + (seed == 3)
+        written.append(r)
+    write_records(validation, written)
+
+    found, left_out = preview_views(STEPS[STEP], VIEWS, validation, mnist, holdout=10_000, fold_ids=[0],
+                                    seeds=[0, 1, 2, 3, 4], limit_test=300)
+    assert [(p.fold, p.seed) for p in found] == [(0, 0)]
+    assert found[0].base == pytest.approx(written[0]["history"][-1]["test_acc"])
+    assert [line.split(":")[0] for line in left_out] == [f"fold 0 seed {s}" for s in (1, 2, 3, 4)]
+    assert "diverged at epoch 3" in left_out[0] and "no saved weights" in left_out[1]
+    assert f"{torch.get_num_threads() + 1} thread(s)" in left_out[2] and "no run of 3-gap" in left_out[3]
 
 
 def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys):
@@ -238,6 +273,6 @@ def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys):
     assert main(argv) == 2
     assert "this variant changes lr" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(ValueError, match="changes lr, tta"):
+    with pytest.raises(ValueError, match="changes lr, tta, tta_rotations"):
         preview_views(STEPS[STEP], with_overrides(VIEWS, ["lr=0.05"]), tmp_path, None, holdout=10_000, fold_ids=[0],
                       seeds=[0])
