@@ -224,11 +224,10 @@ def cmd_screen(args) -> int:
         try:
             check_views_only(args.step, variant)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            args.parser.error(str(e))
     if (data := load_data(args, args.folds)) is None:
         return 2
-    if args.preview:  # nothing is trained, so there is nothing to dry-run
+    if args.preview:
         return preview(args, variant, data)
     rule = Rule(min_gain=args.min_gain)
     todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)

@@ -206,7 +206,7 @@ def load_weights(path: Path) -> dict:
 
 
 def why_not_remeasurable(record: dict) -> str:
-    """"" when a record's saved weights, evaluated here, must give its last epoch's figures exactly; else why not."""
+    """Empty when a record's saved weights, evaluated here, must give its last epoch's figures exactly; else why not."""
     if record["diverged_at"] is not None:
         return f"it diverged at epoch {record['diverged_at']}: its saved weights are not those of its last recorded epoch"
     made = record["provenance"]

@@ -197,19 +197,30 @@ def preview_views(step: Step, variant: Step, validation: Path, data, *, holdout:
         for seed in seeds:
             record, where = runs.get(seed), f"fold {k} seed {seed}"
             if record is None:
+                quick = " --quick" if limit_test else ""
                 left_out.append(f"{where}: no run of {step.name} (python -m ablation run --steps {step.name} --seeds "
-                                f"{seed} --holdout {holdout} --fold {k} --out {fold_dir(validation, k)} trains it)")
+                                f"{seed} --holdout {holdout} --fold {k}{quick} --out {fold_dir(validation, k)} trains it)")
                 continue
             weights = record_paths(fold_dir(validation, k), record["step"], seed)[1]
-            if why := why_not_remeasurable(record) or ("" if weights.is_file() else f"no saved weights at {weights}"):
+            why = why_not_remeasurable(record)
+            if not why and not weights.is_file():
+                why = f"no saved weights at {weights}"
+            if not why and record["provenance"].get("eval_images", n) != n:
+                why = (f"it was evaluated on {record['provenance']['eval_images']:,} held-out images, not {n:,} "
+                       f"(a --quick run, or another --holdout?)")
+            if why:
                 left_out.append(f"{where}: {why}")
                 continue
-            right, loss = measure_weights(record, weights, images, labels)
+            try:
+                right, loss = measure_weights(record, weights, images, labels)
+                right_with_views = measure_weights(record, weights, images, labels, **views)[0]
+            except Exception as e:  # a damaged file or a mismatched network: name it, measure the rest
+                left_out.append(f"{where}: could not evaluate {weights}: {type(e).__name__}: {e}")
+                continue
             last = record["history"][-1]
             if right != round(last["test_acc"] * n / 100) or abs(loss - last["test_loss"]) > 5.0001e-7:
                 left_out.append(f"{where}: {weights} gives {100 * right / n:.2f} % and loss {loss:.6f} on {n:,} "
                                 f"held-out images, its record {last['test_acc']:.2f} % and {last['test_loss']:.6f}")
                 continue
-            right_with_views = measure_weights(record, weights, images, labels, **views)[0]
             found.append(Pair(k, seed, 100 * right / n, 100 * right_with_views / n))
     return found, left_out

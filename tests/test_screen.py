@@ -244,7 +244,7 @@ def test_a_preview_pairs_a_run_filed_under_another_name_and_leaves_out_what_it_c
     validation, held = tmp_path / "validation", mnist.holdout(10_000)
     images, labels = held.test_images[:300], held.test_labels[:300]
     written = []
-    for seed, name in ((0, "3-draft"), (1, STEP), (2, STEP), (3, STEP)):
+    for seed, name in ((0, "3-draft"), (1, STEP), (2, STEP), (3, STEP), (5, STEP), (6, STEP)):
         torch.manual_seed(seed)
         r = held_out(name, seed, 0, 0.0, diverged_at=3 if seed == 1 else None)
         weights = records.record_paths(validation, name, seed)[1]
@@ -253,25 +253,31 @@ def test_a_preview_pairs_a_run_filed_under_another_name_and_leaves_out_what_it_c
             torch.save(for_config(r["config"]).state_dict(), weights)  # an untrained network: a few % right
         if seed != 1:
             right, loss = records.measure_weights(r, weights, images, labels) if seed != 2 else (0, 0.0)
-            r["history"][-1].update(test_acc=100 * right / len(labels), test_loss=loss)
+            r["history"][-1].update(test_acc=100 * right / len(labels), test_loss=loss + 1e-5 * (seed == 5))
         r["provenance"]["threads"] = torch.get_num_threads() + (seed == 3)
+        r["provenance"]["eval_images"] = len(labels) + 700 * (seed == 6)
         written.append(r)
     write_records(validation, written)
 
     found, left_out = preview_views(STEPS[STEP], VIEWS, validation, mnist, holdout=10_000, fold_ids=[0],
-                                    seeds=[0, 1, 2, 3, 4], limit_test=300)
+                                    seeds=[0, 1, 2, 3, 4, 5, 6], limit_test=300)
     assert [(p.fold, p.seed) for p in found] == [(0, 0)]
     assert found[0].base == pytest.approx(written[0]["history"][-1]["test_acc"])
-    assert [line.split(":")[0] for line in left_out] == [f"fold 0 seed {s}" for s in (1, 2, 3, 4)]
+    assert [line.split(":")[0] for line in left_out] == [f"fold 0 seed {s}" for s in (1, 2, 3, 4, 5, 6)]
     assert "diverged at epoch 3" in left_out[0] and "no saved weights" in left_out[1]
-    assert f"{torch.get_num_threads() + 1} thread(s)" in left_out[2] and "no run of 3-gap" in left_out[3]
+    assert f"{torch.get_num_threads() + 1} thread(s)" in left_out[2]
+    assert "no run of 3-gap" in left_out[3] and "--quick" in left_out[3]
+    assert "its record" in left_out[4]  # the images right agree, the loss does not
+    assert "evaluated on 1,000 held-out images, not 300" in left_out[5]
 
 
-def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys):
+def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys, monkeypatch):
     argv = ["screen", STEP, "--set", "lr=0.05", "--preview", "--validation", str(tmp_path / "validation"),
             "--data-dir", str(data_dir)]
-    assert main(argv) == 2
-    assert "this variant changes lr" in capsys.readouterr().err
+    monkeypatch.setattr("ablation.__main__.load_data", lambda *a: pytest.fail("refused only after the data loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "this variant changes lr" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="changes lr, tta, tta_rotations"):
         preview_views(STEPS[STEP], with_overrides(VIEWS, ["lr=0.05"]), tmp_path, None, holdout=10_000, fold_ids=[0],
