@@ -367,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", action="store_true",
                    help="for a variant that changes only the test-time views (tta, tta_rotations): train nothing, "
                         "evaluate the step's saved final fold weights under the variant's views, in one process on "
-                        "the CPU (minutes, not the hour of a screen; the final epoch only, so a ranking of views and "
-                        "no verdict)")
+                        "the CPU (a few minutes, where a screen trains six runs; the final epoch only, so a ranking of "
+                        "views and no verdict)")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")
