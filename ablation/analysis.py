@@ -153,15 +153,15 @@ def layer_table(model: Net, image_size: int = 28) -> list[dict]:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             y = block(x)
         if isinstance(first, (nn.Conv2d, TiedConv)):
-            conv = first.source if isinstance(first, TiedConv) else first
-            k, s = conv.kernel_size[0], conv.stride[0]
+            conv = first.source if isinstance(first, TiedConv) else first  # whose channels it maps
+            k, s = first.kernel_size[0], first.stride[0]
             rest = list(block)[1:] if isinstance(block, nn.Sequential) else []
             if conv.groups == conv.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
                 name, rest = f"sep{k}x{k} {conv.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
             else:
                 kind = "tied" if first is not conv else "conv"
                 name = f"{kind}{k}x{k} {conv.in_channels // model.seeds}→{conv.out_channels // model.seeds}"
-            name += f" pad {_padding(first)}" if _padding(first) else ""
+            name += f" pad {first.padding[0]}" if first.padding[0] else ""
             extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
                       for m in rest]
             name += "".join(f", {e}" for e in extras)
@@ -176,11 +176,6 @@ def layer_table(model: Net, image_size: int = 28) -> list[dict]:
                      "macs": counter.get_total_flops() // 2, "rf": r, "jump": j})
         x = y
     return rows
-
-
-def _padding(conv: nn.Conv2d | TiedConv) -> int:
-    # A tied convolution has its own padding; its kernel's module keeps the padding of its first use.
-    return conv.padding if isinstance(conv, TiedConv) else conv.padding[0]
 
 
 def receptive_field(model: Net) -> int:
@@ -205,8 +200,7 @@ def receptive_field_probe(model: Net, image_size: int = 28) -> int:
             break
         for m in (block if isinstance(block, nn.Sequential) else [block]):
             if isinstance(m, (nn.Conv2d, TiedConv)):
-                geometry = m.source if isinstance(m, TiedConv) else m
-                conv = nn.Conv2d(1, 1, geometry.kernel_size, stride=geometry.stride, padding=_padding(m), bias=False)
+                conv = nn.Conv2d(1, 1, m.kernel_size, stride=m.stride, padding=m.padding, bias=False)
                 nn.init.ones_(conv.weight)
                 probe.append(conv)
             elif isinstance(m, nn.MaxPool2d):

@@ -101,15 +101,25 @@ class TiedConv(nn.Module):
     """The kernel of `source` (an nn.Conv2d elsewhere in the network) applied again, with its own padding.
 
     The source is held outside the module tree, so the shared kernel is one parameter, counted, saved,
-    averaged and decayed once; its gradient is the sum over both applications."""
+    averaged and decayed once; its gradient is the sum over both applications. Its geometry reads as an
+    nn.Conv2d's does (kernel_size, stride and padding as pairs), so what measures a network's shapes and
+    receptive field treats it as any convolution."""
 
     def __init__(self, source: nn.Conv2d, padding: int):
         super().__init__()
-        self._source, self.padding = [source], padding  # a list: not registered as a second submodule
+        self._source, self.padding = [source], (padding, padding)  # a list: not registered as a second submodule
 
     @property
     def source(self) -> nn.Conv2d:
         return self._source[0]
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return self.source.kernel_size
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self.source.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         src = self.source
