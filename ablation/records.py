@@ -218,17 +218,24 @@ def why_not_remeasurable(record: dict) -> str:
     return ""
 
 
-def measure_weights(record: dict, weights: Path, images: torch.Tensor, labels: torch.Tensor,
-                    **config) -> tuple[int, float]:
-    """(images right, mean loss) of a record's saved weights on `images`, through the network its config describes
-    (models.for_config; `config` replaces fields of it, e.g. other test-time views) and train.evaluate."""
+def saved_model(record: dict, weights: Path, **config):
+    """The network a record's config describes (models.for_config; `config` replaces fields of it, e.g. other
+    test-time views), with the record's saved weights."""
     from .models import for_config
-    from .train import evaluate
 
     model = for_config({**record["config"], **config})
     model.load_state_dict(load_weights(weights))
+    return model
+
+
+def measure_weights(record: dict, weights: Path, images: torch.Tensor, labels: torch.Tensor,
+                    **config) -> tuple[int, float]:
+    """(images right, mean loss) of a record's saved weights on `images`, through `saved_model` and
+    train.evaluate."""
+    from .train import evaluate
+
     with torch.inference_mode():
-        loss, correct = evaluate(model, images, labels)
+        loss, correct = evaluate(saved_model(record, weights, **config), images, labels)
     return int(correct.item()), (loss / len(labels)).item()
 
 

@@ -575,8 +575,8 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
     import torch
 
     from .data import SHA256, data_root, load_mnist
-    from .models import for_config, normalize
-    from .records import load_weights, record_paths
+    from .models import normalize
+    from .records import record_paths, saved_model
 
     records = records_by_step.get(FINAL_STEP, [])
     if not records:
@@ -589,10 +589,8 @@ def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=
     raw = data_root(data_dir) / "MNIST" / "raw"
     if not all((raw / name).is_file() for name in SHA256):  # checked here so rendering never tries a download
         return {"missing": f"MNIST test images not found under {raw} (set $ABLATION_DATA)"}
-    cfg = record["config"]
     try:
-        model = for_config(cfg)
-        model.load_state_dict(load_weights(weights))
+        model = saved_model(record, weights)
         data = load_mnist(data_dir)
     except Exception as e:  # a damaged file or a mismatched network: report it, render the rest
         return {"missing": f"could not evaluate {weights}: {type(e).__name__}: {e}"}
