@@ -324,6 +324,10 @@ EQUIVALENT_SOURCES = {
         "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit d31ba32 by this engine "
         "(the layout docstring and a refused tie's message), has the committed record's history, epoch by epoch, "
         "and its final weights, bit for bit.",
+    ("9aebedc064e2b0c8", "56f0cb08803b4819"):
+        "13-wide-end-6k seed 0 (15 epochs, 60,000 images, one CPU thread), retrained at commit 932e689 by this engine "
+        "(TiedConv's geometry read as a convolution's; a tied layout's outputs are checked exactly by the fast tier), "
+        "has the committed record's history, epoch by epoch, and its final weights, bit for bit.",
 }
 
 
