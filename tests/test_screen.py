@@ -213,9 +213,9 @@ def test_a_preview_of_views_measures_on_saved_weights_what_training_the_variant_
 
     assert main(argv + ["--preview"]) == 0
     out = capsys.readouterr().out
-    found, missing = preview_views(STEPS[STEP], VIEWS, validation, mnist, holdout=10_000, fold_ids=[0, 1], seeds=[0],
-                                   limit_test=1000)
-    assert not missing and [(p.fold, p.seed) for p in found] == [(0, 0), (1, 0)]
+    found, left_out = preview_views(STEPS[STEP], VIEWS, validation, mnist, holdout=10_000, fold_ids=[0, 1],
+                                    seeds=[0], limit_test=1000)
+    assert not left_out and [(p.fold, p.seed) for p in found] == [(0, 0), (1, 0)]
     for p in found:  # the variant's trained runs end with the step's weights: the preview measures them exactly
         assert (p.base, p.variant) == pytest.approx((trained[p.fold].base, trained[p.fold].variant), abs=1e-4)
         assert f"{p.delta:+.2f}" in out and math.isnan(p.variant_min)
@@ -239,8 +239,9 @@ def test_a_preview_of_views_measures_on_saved_weights_what_training_the_variant_
 
 def test_a_preview_pairs_a_run_filed_under_another_name_and_leaves_out_what_it_cannot_measure(mnist, tmp_path):
     """Step 19's fold runs are filed under the name they were screened as: the weights are found beside the
-    record, wherever it is. A diverged run, a record without weights and one made on another thread count are
-    left out, each with its reason."""
+    record, wherever it is. A diverged run, a record without weights, one made on another thread count, a missing
+    run, a loss that disagrees with the weights' and a record of another number of images are left out, each
+    with its reason."""
     validation, held = tmp_path / "validation", mnist.holdout(10_000)
     images, labels = held.test_images[:300], held.test_labels[:300]
     written = []
