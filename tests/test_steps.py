@@ -105,3 +105,13 @@ def test_shifts_given_as_lists_make_the_same_hashable_step_as_tuples():
     assert as_lists.tta == as_tuples.tta == ((1, 0), (0, -1))
     assert hash(dataclasses.replace(as_lists, name="x")) == hash(dataclasses.replace(as_tuples, name="x"))
     assert changed_run_fields(as_tuples, run_config(as_lists)) == []
+
+
+def test_confirmation_seeds_are_fresh_and_fixed_for_the_final_step():
+    """The final step carries a block of confirmation seeds, disjoint from the seeds it was judged on (a seed
+    in both would let a choice have looked at it); only steps that name them have any."""
+    assert len(STEPS[FINAL_STEP].confirmation_seeds) >= 10
+    for step in STEPS.values():
+        assert not set(step.confirmation_seeds) & set(step.seeds), step.name
+        assert len(set(step.confirmation_seeds)) == len(step.confirmation_seeds), step.name
+    assert [s.name for s in STEPS.values() if s.confirmation_seeds] == ["10-narrow-6k", FINAL_STEP]
