@@ -22,10 +22,71 @@ def pytest_addoption(parser):
     group = parser.getgroup("ablation slow tier")
     group.addoption("--steps", default=None, help="comma-separated steps to train, 'final' for the step the mission is judged on (default: all)")
     group.addoption("--seeds", default=None, help="seeds, e.g. 0-4 or 0,2 (default: each step's own)")
-    group.addoption("--runs-dir", default="reports/runs", help="where records are written and read")
+    group.addoption("--runs-dir", default="build/runs",
+                    help="where fresh records are written (default build/runs; the committed study, reports/runs, "
+                         "changes only when named here); each is compared with the committed record")
     group.addoption("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device")
     group.addoption("--reuse-records", action="store_true",
-                    help="check an existing record of the same config and engine source instead of training")
+                    help="check an existing record of the same config and engine (under --runs-dir, else the "
+                         "committed one) instead of training")
+    group.addoption("--backend", default="process", choices=["process", "ray"],
+                    help="ray: every selected run is submitted to Ray when the session starts, and each test waits "
+                         "for its own (no -n needed)")
+    group.addoption("--address", default=None, help="with --backend ray: the cluster ('auto', or host:port; default a local Ray)")
+
+
+# --- the slow tier's selection, shared by tests/test_goals.py and the hooks here ----------------------
+
+def selected_steps(config) -> list:
+    from ablation.__main__ import parse_steps
+
+    return parse_steps(config.getoption("--steps") or "all")
+
+
+def selected_seeds(config, step) -> list[int]:
+    from ablation.__main__ import parse_seeds
+
+    text = config.getoption("--seeds")
+    return parse_seeds(text) if text else list(step.seeds)
+
+
+def selected_runs(config) -> set[tuple[str, int]]:
+    return {(step.name, seed) for step in selected_steps(config) for seed in selected_seeds(config, step)}
+
+
+def task_for(step, seed: int, config):
+    """The unit of work of one slow-tier run, whichever backend trains it."""
+    from ablation.runner import Task
+
+    return Task(step, [seed], config.getoption("--device"), None, config.getoption("--data-dir"), 0, None, {},
+                Path(config.getoption("--runs-dir")))
+
+
+def reusable_record(step, seed: int, config) -> tuple[dict, Path] | None:
+    """With --reuse-records: (record, its weights) of a run that training would only remake, from --runs-dir,
+    else from the committed study."""
+    from ablation import records
+
+    if not config.getoption("--reuse-records"):
+        return None
+    for folder in (Path(config.getoption("--runs-dir")), records.DEFAULT_RUNS):
+        json_path, weights = records.record_paths(folder, step.name, seed)
+        if record := records.reusable(json_path, step):
+            return record, weights
+    return None
+
+
+def runs_to_train(items, config) -> list:
+    """Tasks for the runs the collected slow tests need and no reusable record gives, in test order."""
+    from ablation.steps import get_step
+
+    wanted: dict[tuple[str, int], object] = {}
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        for case in (params.get("run_case"), params.get("repro_case")):
+            if case and (case[0].name, case[1]) not in wanted and not reusable_record(*case, config):
+                wanted[(case[0].name, case[1])] = task_for(*case, config)
+    return list(wanted.values())
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +122,38 @@ def prevent_leaking_rng():
     random.setstate(py_state)
 
 
+def pytest_collection_finish(session):
+    """--backend ray: submit every run the selected slow tests need, now, so they all train at once."""
+    config = session.config
+    if config.getoption("--backend") != "ray" or hasattr(config, "workerinput"):
+        return
+    if config.getoption("numprocesses", None):
+        raise pytest.UsageError("--backend ray trains on Ray and keeps the verdicts here: run it without -n")
+    if runs := runs_to_train(session.items, config):
+        from ablation import ray_backend
+
+        config.ray_runs = {(t.step.name, t.seeds[0]): ref for ref, t in
+                           ray_backend.submit(runs, None, address=config.getoption("--address")).items()}
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """After slow tests, the reproduction table: the fresh runs of this session against the committed study."""
+    if hasattr(config, "workerinput") or not getattr(pytest_runtest_logreport, "slow_ran", False):
+        return
+    from ablation import records, reproduce
+
+    runs = Path(config.getoption("--runs-dir"))
+    if runs.resolve() == records.DEFAULT_RUNS.resolve() or not runs.is_dir():
+        return
+    if pairs := reproduce.compare(runs, only=selected_runs(config)):
+        from ablation.__main__ import table
+
+        cells, header = reproduce.rows(pairs)
+        terminalreporter.write_sep("-", f"reproduction: {runs} against {records.DEFAULT_RUNS}")
+        terminalreporter.write_line(table(cells, header))
+        terminalreporter.write_line(reproduce.tally(pairs))
+
+
 def pytest_runtest_logreport(report):
     # Seen on the controller for every worker's result too, so the report is rendered once, there.
     if report.when == "call" and "slow" in report.keywords:
@@ -74,5 +167,7 @@ def pytest_sessionfinish(session, exitstatus):
     from ablation.report import render_files, report_path
 
     runs = Path(session.config.getoption("--runs-dir"))
+    if not any(runs.glob("*/seed-*.json")):  # every record came from the committed study (--reuse-records)
+        return
     for path in render_files(runs, report_path(runs)):
         print(f"\nrendered {path}")

@@ -130,15 +130,45 @@ def load_data(args, folds: list[int]):
 
 
 def train_tasks(tasks: list, args, device, data) -> list[str]:
-    """Run the tasks, --jobs at a time (default: one per CPU core, one on a GPU); print and return the errors."""
+    """Run the tasks on --backend: the process pool, --jobs at a time (default: one per CPU core, one on a GPU),
+    or Ray; return the failed tasks' errors (each printed as it happened)."""
     import os
 
     from .runner import run_tasks
 
-    errors = run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
-    return errors
+    ray_options = {}
+    if args.backend == "ray":
+        ray_options = dict(address=args.address, num_cpus=args.jobs, runs_per_gpu=args.runs_per_gpu,
+                           max_retries=args.max_retries)
+    return run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data,
+                     backend=args.backend, **ray_options)
+
+
+def check_backend(args) -> None:
+    """Refuse --backend ray where Ray is not installed, before anything loads or trains."""
+    if args.backend == "ray":
+        from .ray_backend import RayMissing, import_ray
+
+        try:
+            import_ray()
+        except RayMissing as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def print_reproduction(out: Path, ran: set[tuple[str, int]]) -> None:
+    """The reproduction table: the runs asked for, found under `out`, against the committed study."""
+    from . import records, reproduce
+
+    if Path(out).resolve() == records.DEFAULT_RUNS.resolve():
+        return  # these are the committed records themselves
+    pairs = reproduce.compare(out, only=ran)
+    if not pairs:
+        return
+    cells, header = reproduce.rows(pairs)
+    print(f"\nreproduction: {out} against the committed study ({records.DEFAULT_RUNS})")
+    print(table(cells, header))
+    print(f"{reproduce.tally(pairs)}")
 
 
 def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
@@ -173,6 +203,7 @@ def cmd_run(args) -> int:
         device = resolve_device(args.device)
     except ValueError as e:
         args.parser.error(str(e))
+    check_backend(args)
     if (data := load_data(args, [args.fold] if args.holdout else [])) is None:
         return 2
     quick = QUICK if args.quick else {}
@@ -197,6 +228,8 @@ def cmd_run(args) -> int:
                          f"{s['min_of_min_last']:.2f}", f"{s['seeds_meeting']}/{s['n']}"])
     where = "held-out" if args.holdout else "test"
     print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "min last-5 %", "goals met"]))
+    if not args.holdout and not args.quick:
+        print_reproduction(args.out, {(step.name, seed) for step in args.steps for seed in (args.seeds or step.seeds)})
     if args.holdout and not args.no_report:
         print("no report for held-out runs: the study's report (python -m ablation report) shows those under "
               "reports/validation in its validation tables", file=sys.stderr)
@@ -220,6 +253,7 @@ def cmd_screen(args) -> int:
         args.parser.error(str(e))
     if variant.name == args.step.name:
         args.parser.error("a screen compares a variant with its step: give at least one --set FIELD=VALUE")
+    check_backend(args)
     if args.preview:
         try:
             check_views_only(args.step, variant)
@@ -293,6 +327,21 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def add_backend_options(p) -> None:
+    from .ray_backend import DEFAULT_RETRIES, INSTALL
+
+    p.add_argument("--backend", choices=["process", "ray"], default="process",
+                   help="process: a pool of worker processes on this machine (default); ray: Ray tasks on a local Ray "
+                        f"or a cluster, one CPU (or a share of a GPU) each (needs: {INSTALL})")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the cluster to use ('auto': the one `ray start` made on this machine; "
+                        "default: start a local Ray for this command)")
+    p.add_argument("--runs-per-gpu", type=positive_int, default=1,
+                   help="with --backend ray --device cuda: runs that share one GPU (each asks for 1/N of it; default 1)")
+    p.add_argument("--max-retries", type=int, default=DEFAULT_RETRIES,
+                   help=f"with --backend ray: times a run whose worker died is tried again (default {DEFAULT_RETRIES})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ablation", description=__doc__.split(":")[0] + ": "
                                      "train, test and report the MNIST <10k-parameter ablation, step by step.")
@@ -317,12 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None, help="override every step's epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
-    p.add_argument("--out", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
+    p.add_argument("--runs", "--out", dest="out", type=Path, default=Path("build/runs"),
+                   help="records folder (default build/runs: fresh runs, compared afterwards with the committed study "
+                        "in reports/runs, which changes only when named here)")
     p.add_argument("--group", type=positive_int, default=None,
                    help="seeds trained together in one pass (default: all on cuda, 1 on cpu, where grouping does not pay)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
     p.add_argument("--jobs", type=positive_int, default=None,
-                   help="runs trained in parallel processes (default: one per CPU core on cpu, 1 on cuda)")
+                   help="runs trained in parallel processes (default: one per CPU core on cpu, 1 on cuda); with "
+                        "--backend ray and no --address, the CPUs of the local Ray")
+    add_backend_options(p)
     p.add_argument("--holdout", type=positive_int, default=0,
                    help="evaluate on N images held out of the training set instead of the test set (for design choices)")
     p.add_argument("--fold", type=int, default=0,
@@ -360,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
     p.add_argument("--jobs", type=positive_int, default=None, help="runs trained in parallel (default: one per CPU core)")
+    add_backend_options(p)
     p.add_argument("--quick", action="store_true",
                    help="smoke screen: one epoch on 2,048 training and 1,000 held-out images, into its own --validation")
     p.add_argument("--dry-run", action="store_true",
@@ -402,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--fold picks a block of the held-out images: it needs --holdout N")
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted: finished records are kept; the run in progress wrote nothing", file=sys.stderr)
+    except KeyboardInterrupt:  # the runner has said which records were written and which runs were lost
+        print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         import os

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import platform
@@ -124,14 +125,26 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save(result: RunResult, out: Path = DEFAULT_RUNS) -> Path:
+def encode(result: RunResult) -> tuple[dict, bytes]:
+    """A finished run as what goes to disk: its record and its weights' bytes. Made where the run trained (its
+    provenance is that machine's), written by `write` wherever the records live, so a run trained on another
+    machine, or in a worker process, writes the same bytes as one trained here."""
+    buffer = io.BytesIO()
+    torch.save(result.state_dict, buffer)
+    return to_record(result), buffer.getvalue()
+
+
+def write(record: dict, weights: bytes, out: Path = DEFAULT_RUNS) -> Path:
     """Write the weights, then the JSON (the JSON's presence marks a complete record)."""
-    json_path, pt_path = record_paths(out, result.step.name, result.seed)
-    record = to_record(result)
-    _atomic_write(pt_path, lambda f: torch.save(result.state_dict, f))
+    json_path, pt_path = record_paths(out, record["step"], record["seed"])
+    _atomic_write(pt_path, lambda f: f.write(weights))
     text = json.dumps(record, indent=1, sort_keys=False) + "\n"
     _atomic_write(json_path, lambda f: f.write(text.encode()))
     return json_path
+
+
+def save(result: RunResult, out: Path = DEFAULT_RUNS) -> Path:
+    return write(*encode(result), out)
 
 
 def load(path: Path) -> dict:

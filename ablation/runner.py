@@ -1,18 +1,29 @@
-"""Runs as jobs: train groups of seeds, save their records, show progress; one process per CPU core.
+"""Runs as jobs: train groups of seeds, save their records, show progress, on one of two backends.
+
+A unit of work is a `Task` (one step and one or more seeds trained in one pass, on the test set or a
+held-out fold). Both backends run the same `train_task` and hand back what goes to disk; the driver,
+this process, writes every record as its task finishes, so a record is written once, by one process,
+in the same bytes whichever backend trained it:
+
+- "process" (the default): a pool of worker processes on this machine, one per CPU core;
+- "ray": Ray tasks on a local Ray or a cluster (ray_backend.py), for many machines or GPUs.
 
 A pool worker is a fresh interpreter (spawn), so what it runs lives here, in an importable module,
 not in __main__.
 """
 from __future__ import annotations
 
+import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 from .data import MNIST
 from .steps import Step
+
+BACKENDS = ("process", "ray")
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,10 @@ class Task:
     def images(self, data: MNIST) -> int:
         per_epoch = self.quick.get("limit_train") or len(data.train_labels)
         return per_epoch * (self.epochs or self.step.epochs) * len(self.seeds)
+
+    def describe(self) -> str:
+        fold = f" (fold {self.fold})" if self.holdout else ""
+        return f"{self.step.name} seed{'s' if len(self.seeds) > 1 else ''} {','.join(map(str, self.seeds))}{fold}"
 
 
 class Progress:
@@ -63,15 +78,14 @@ class Progress:
             self.bar.close()
 
 
-def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> list[str]:
-    """Train one task and save a record per seed; returns one 'wrote ...' line per record."""
+def train_task(task: Task, data: MNIST | None = None, bar: bool = True) -> list[tuple[dict, bytes]]:
+    """Train one task; return (record, weights' bytes) per seed, for the driver to write (records.write)."""
     from . import records
     from .data import load_mnist
     from .train import train_many
 
     data = data or load_mnist(task.data_dir)
-    label = f"{task.step.name} seeds {','.join(map(str, task.seeds))}"
-    progress = Progress(task.images(data), label, bar=bar)
+    progress = Progress(task.images(data), task.step.name, bar=bar)
     try:
         results = train_many(task.step, task.seeds, device=task.device, epochs=task.epochs, data=data,
                              holdout=task.holdout, fold=task.fold, threads=task.threads,
@@ -79,7 +93,14 @@ def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> l
                              on_batch=progress.batch, **task.quick)
     finally:
         progress.close()
-    return [f"wrote {records.save(r, task.out)} ({r.finished - r.started:.0f} s)" for r in results]
+    return [records.encode(r) for r in results]
+
+
+def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> list[str]:
+    """Train one task here and write its records; returns one 'wrote ...' line per record."""
+    from . import records
+
+    return [f"wrote {records.write(record, weights, task.out)}" for record, weights in train_task(task, data, bar)]
 
 
 def waves(tasks: list[Task]) -> list[list[Task]]:
@@ -102,37 +123,127 @@ def waves(tasks: list[Task]) -> list[list[Task]]:
     return [out[k] for k in sorted(out)]
 
 
-def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None) -> list[str]:
-    """Run every task, wave by wave, `jobs` at a time in worker processes (or here, when jobs is 1).
-    Returns the errors of tasks whose teacher could not be found; the other tasks still run.
+@dataclass
+class Tracker:
+    """The driver's side of a batch of tasks: writes each finished task's records, prints one line per run with
+    done/total and the time left, names failed tasks, and says what an interrupt lost."""
 
-    On a CPU, one single-thread process per core beats one process using every core (small
-    convolutions scale poorly across threads), and the thread count, hence every result, stays the
-    same whatever the job count.
-    """
-    from .distill import TeacherError
+    tasks: list[Task]
+    started: float = field(default_factory=time.monotonic)
+    written: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    settled: set = field(default_factory=set)  # id() of the tasks that finished or failed
 
-    errors = []
+    @property
+    def total(self) -> int:
+        return sum(len(t.seeds) for t in self.tasks)
 
-    def report(finished) -> None:  # a missing teacher fails its own task only
+    def finished(self, task: Task, encoded: list[tuple[dict, bytes]], where: str = "") -> None:
+        from . import records
+
+        self.settled.add(id(task))
+        for record, weights in encoded:
+            path = records.write(record, weights, task.out)
+            self.written.append(path)
+            last, wall = record["history"][-1] if record["history"] else {}, record["provenance"]["wall_seconds"]
+            accuracy = "diverged" if record["diverged_at"] is not None else f"final {last.get('test_acc', float('nan')):.2f} %"
+            print(f"[{len(self.written)}/{self.total}] {record['step']} seed {record['seed']}: {accuracy}, "
+                  f"{wall:.0f} s{where}; {self.eta()} -> {path}", file=sys.stderr, flush=True)
+
+    def failed(self, task: Task, error: BaseException | str) -> None:
+        self.settled.add(id(task))
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.errors.append(f"{task.describe()} failed: {text}")
+        print(f"error: {self.errors[-1]}", file=sys.stderr, flush=True)
+
+    def eta(self) -> str:
+        done = sum(len(t.seeds) for t in self.tasks if id(t) in self.settled)
+        left = self.total - done
+        if not left:
+            return "all done"
+        elapsed = time.monotonic() - self.started
+        return f"about {elapsed / max(done, 1) * left / 60:.0f} min left"
+
+    def lost(self) -> list[str]:
+        return [t.describe() for t in self.tasks if id(t) not in self.settled]
+
+    def interrupted(self) -> None:
+        lost = self.lost()
+        print(f"interrupted: {len(self.written)} record(s) written and kept"
+              + (f"; not written (queued or in progress): {'; '.join(lost)}" if lost else ""), file=sys.stderr, flush=True)
+
+
+def _pool_entry(task: Task) -> tuple[str, object]:
+    """What a pool worker runs: ("ok", encoded records) or ("error", message): a task's own failure (a missing
+    teacher, bad arguments) is reported by the driver while the other tasks go on."""
+    try:
+        return "ok", train_task(task, None, False)
+    except Exception as e:  # noqa: BLE001 - named and reported by the driver, not swallowed
+        return "error", f"{type(e).__name__}: {e}"
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches every process of the terminal's group: workers leave it to the driver, which stops them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _indexed(item: tuple[int, Task]) -> tuple[int, str, object]:
+    index, task = item
+    return (index, *_pool_entry(task))
+
+
+def run_pool(wave: list[Task], jobs: int, tracker: Tracker) -> None:
+    """The wave in `jobs` worker processes; on Ctrl-C the queued tasks are dropped and the running ones stopped."""
+    print(f"training {len(wave)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
+    pool = get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
+    try:
+        for index, status, value in pool.imap_unordered(_indexed, list(enumerate(wave))):
+            if status == "ok":
+                tracker.finished(wave[index], value)
+            else:
+                tracker.failed(wave[index], value)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # the workers are stopped, not waited for: what they were training is lost, nothing half-written
+        raise
+    finally:
+        pool.join()
+
+
+def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None) -> None:
+    for task in wave:
         try:
-            print("\n".join(finished()), file=sys.stderr, flush=True)
-        except TeacherError as e:
-            errors.append(str(e))
-
-    for wave in waves(tasks):
-        jobs = max(1, min(jobs, len(wave)))
-        if jobs == 1:
-            for task in wave:
-                report(lambda: train_and_save(task, data))
+            encoded = train_task(task, data)
+        except Exception as e:  # noqa: BLE001 - the task is named; the others go on
+            tracker.failed(task, e)
             continue
-        print(f"training {len(wave)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(train_and_save, task, None, False) for task in wave]
-            try:
-                for future in as_completed(futures):
-                    report(future.result)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    return errors
+        tracker.finished(task, encoded)
+
+
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, backend: str = "process",
+              **ray_options) -> list[str]:
+    """Run every task, wave by wave, and write their records as they finish; return the failed tasks' errors
+    (each names its step and seeds; the other tasks still run).
+
+    process: `jobs` worker processes at a time (or here, when jobs is 1). On a CPU, one single-thread process
+    per core beats one process using every core (small convolutions scale poorly across threads), and the
+    thread count, hence every result, stays the same whatever the job count.
+    ray: Ray tasks (ray_backend.run_wave; `ray_options` are its keywords).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    tracker = Tracker(tasks)
+    try:
+        for wave in waves(tasks):
+            if backend == "ray":
+                from .ray_backend import run_wave
+
+                run_wave(wave, tracker, data, **ray_options)
+            elif max(1, min(jobs, len(wave))) == 1:
+                run_here(wave, tracker, data)
+            else:
+                run_pool(wave, min(jobs, len(wave)), tracker)
+    except KeyboardInterrupt:
+        tracker.interrupted()
+        raise
+    return tracker.errors

@@ -134,7 +134,8 @@ def test_a_missing_teacher_is_named_the_other_runs_finish_and_the_exit_code_is_2
             "--no-report"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "error: 1-basic[distill.teacher=8-no-dropout,distill.weight=0.5] is taught by 8-no-dropout" in err
+    assert "error: 1-basic[distill.teacher=8-no-dropout,distill.weight=0.5] seed 0 failed: TeacherError: " in err
+    assert "is taught by 8-no-dropout" in err
     assert "train it first" in err
 
 

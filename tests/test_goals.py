@@ -1,8 +1,12 @@
 """The slow tier: train every step for every seed in full, save the record, assert the step's goals.
 
-    pytest -m slow -n auto                          # everything (hours on a 2-core CPU)
+    pytest -m slow -n auto                          # everything (hours on a 2-core CPU), into build/runs
+    pytest -m slow --backend ray [--address auto]   # the same, every run a Ray task (no -n)
     pytest -m slow --steps final --seeds 0          # one full run of the last step (what CI does)
     pytest -m slow --reuse-records                  # check the committed records without training
+
+Fresh runs go to --runs-dir (default build/runs); the committed study (reports/runs) changes only when
+named there. At the end, a reproduction table sets each fresh run against the committed one.
 
 Per run (`test_run[<step>-seed<k>]`): the record is written, the run did not diverge, the parameter
 and epoch budgets hold, and the accuracy floor holds in each of the last N epochs; a seed our runs
@@ -12,9 +16,9 @@ Per step (`test_every_seed[<step>]`, when all the step's seeds are selected): th
 seed, and the mean final accuracy where a goal sets one. A step whose goals our runs showed are not
 met carries the reason (`known_miss`) as a strict xfail: if it ever starts passing, the test says so.
 
-Per run trained into another folder (`test_retrained_run_reproduces_the_committed_record`, e.g. CI's
-`--runs-dir build/ci-runs`): the fresh record's history and final weights equal the committed record's
-bit for bit, when both were made by the same engine source, libraries, device and thread count.
+Per fresh run (`test_retrained_run_reproduces_the_committed_record`): its history and final weights equal
+the committed record's bit for bit, when both were made on the same set-up (engine, libraries, device and
+its model, thread count, pass layout); a difference there is a defect and fails.
 
 Per record (`test_saved_weights_measure_the_recorded_final_accuracy`): the public model of the record's
 config, loaded with its saved weights and evaluated by today's code, gets the same test images right and
@@ -26,25 +30,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablation import records
+from ablation import records, reproduce
 from ablation.analysis import at_least, goal_verdicts, step_summary
 from ablation.steps import changed_run_fields
-from ablation.train import train
+from conftest import reusable_record, selected_seeds, selected_steps, task_for
 
 pytestmark = pytest.mark.slow
-
-
-def selected_steps(config) -> list:
-    from ablation.__main__ import parse_steps
-
-    return parse_steps(config.getoption("--steps") or "all")
-
-
-def selected_seeds(config, step) -> list[int]:
-    from ablation.__main__ import parse_seeds
-
-    text = config.getoption("--seeds")
-    return parse_seeds(text) if text else list(step.seeds)
 
 
 def pytest_generate_tests(metafunc):
@@ -74,26 +65,48 @@ def pytest_generate_tests(metafunc):
 
 
 # Records this process obtained, so that the tests of one run share one training whatever order they
-# run in (xdist keeps a step's tests on one worker, but not in file order).
-_OBTAINED: dict[tuple, dict] = {}
+# run in (xdist keeps a step's tests on one worker, but not in file order): {key: (record, weights path)}.
+_OBTAINED: dict[tuple, tuple[dict, object]] = {}
 
 
-def obtain_record(step, seed: int, runs_dir, config) -> dict:
-    """The run's record: a reusable one (--reuse-records), one trained earlier in this process, or trained now."""
+def obtain(step, seed: int, config) -> tuple[dict, object]:
+    """The run's record and weights: reusable ones (--reuse-records), the run trained on Ray (--backend ray,
+    submitted when the session started), one trained earlier in this process, or trained now."""
+    runs_dir = config.getoption("--runs-dir")
     key = (step.name, seed, str(runs_dir))
     if key not in _OBTAINED:
-        json_path, _ = records.record_paths(runs_dir, step.name, seed)
-        record = records.reusable(json_path, step) if config.getoption("--reuse-records") else None
-        if record is None:
-            result = train(step, seed, device=config.getoption("--device"), data_dir=config.getoption("--data-dir"))
-            record = records.load(records.save(result, runs_dir))
-        _OBTAINED[key] = record
+        found = reusable_record(step, seed, config)
+        if found is None:
+            from ablation import runner
+
+            if (ref := getattr(config, "ray_runs", {}).get((step.name, seed))) is not None:
+                from ablation import ray_backend
+
+                encoded, _ = ray_backend.result(ref)
+            else:
+                encoded = runner.train_task(task_for(step, seed, config), bar=False)
+            (record, weights), = encoded
+            json_path = records.write(record, weights, runs_dir)
+            found = records.load(json_path), records.record_paths(runs_dir, step.name, seed)[1]
+        _OBTAINED[key] = found
     return _OBTAINED[key]
 
 
-def test_run(run_case, runs_dir, request):
+def recorded(step, seed: int, config) -> dict:
+    """The record test_run obtained for this run (in this process, or written to --runs-dir), without training."""
+    if (step.name, seed, str(config.getoption("--runs-dir"))) in _OBTAINED:
+        return obtain(step, seed, config)[0]
+    if found := reusable_record(step, seed, config):
+        return found[0]
+    path, _ = records.record_paths(config.getoption("--runs-dir"), step.name, seed)
+    if not path.exists():
+        pytest.fail(f"no record for {step.name} seed {seed}: run test_run[{step.name}-seed{seed}] first")
+    return records.load(path)
+
+
+def test_run(run_case, request):
     step, seed = run_case
-    record = obtain_record(step, seed, runs_dir, request.config)
+    record, _ = obtain(step, seed, request.config)
     v = goal_verdicts(step.goals, record["params"], record["history"], record["diverged_at"])
     assert v["diverged"]["met"], f"{step.name} seed {seed}: loss not finite at epoch {record['diverged_at']}"
     assert len(record["history"]) == step.epochs <= step.goals.max_epochs
@@ -103,18 +116,13 @@ def test_run(run_case, runs_dir, request):
                                f"epochs {v['floor']['min_last']:.2f}% < {step.goals.accuracy_floor}%")
 
 
-def test_every_seed(step_case, runs_dir, request):
+def test_every_seed(step_case, request):
     step = step_case
     seeds = selected_seeds(request.config, step)
     if not set(step.seeds) <= set(seeds):
         # "On every seed" is a claim about all of a step's seeds, and the mean goal is over all of them.
         pytest.skip(f"the every-seed verdict needs all of {step.name}'s seeds {list(step.seeds)}; selected {seeds}")
-    recs = []
-    for seed in seeds:
-        path, _ = records.record_paths(runs_dir, step.name, seed)
-        if not path.exists():
-            pytest.fail(f"no record for {step.name} seed {seed}: run test_run[{step.name}-seed{seed}] first")
-        recs.append(records.load(path))
+    recs = [recorded(step, seed, request.config) for seed in seeds]
     summary = step_summary(recs, step.goals)
     per_seed = ", ".join(f"seed {r['seed']}: min last-{step.goals.last_epochs} "
                          f"{min(row['test_acc'] for row in r['history'][-step.goals.last_epochs:]):.2f}%" for r in recs)
@@ -125,48 +133,39 @@ def test_every_seed(step_case, runs_dir, request):
             f"mean final accuracy {summary['final_mean']:.2f}% < {step.goals.mean_final_floor}%")
 
 
-# What has to agree for a run to be promised bit-identical to another: the engine source, the
-# libraries, the device and its model, the thread count and the pass layout (tests/test_train.py
-# shows the promise on quick runs; this checks it on a full one).
-SAME_MACHINE_KEYS = ("torch", "torchvision", "device", "device_name", "threads", "seeds_per_pass",
-                     "train_images", "eval_images")
-
-
-def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, request):
-    """A run trained here into another folder (--runs-dir, as CI does) against the committed record of the
-    same step and seed: the same history, epoch by epoch, and the same final weights, bit for bit."""
+def test_retrained_run_reproduces_the_committed_record(repro_case, request):
+    """A fresh run (trained into --runs-dir, build/runs by default, as CI's build/ci-runs) against the committed
+    record of the same step and seed: where the set-up is the same (engine, libraries, device and its model,
+    threads, pass layout), the same history, epoch by epoch, and the same final weights, bit for bit. On another
+    set-up the fresh run is another sample of the step's distribution: the goals judge it (test_run), and the
+    reproduction table printed at the end sets it against the committed seeds."""
     step, seed = repro_case
-    if runs_dir.resolve() == records.DEFAULT_RUNS.resolve():
-        pytest.skip("these are the committed records themselves; train into another --runs-dir to compare")
     committed_path, committed_weights = records.record_paths(records.DEFAULT_RUNS, step.name, seed)
     if not committed_path.exists():
         pytest.skip(f"no committed record of {step.name} seed {seed} to compare with")
     committed = records.load(committed_path)
     if changed_run_fields(step, committed["config"]):
         pytest.skip(f"the committed record of {step.name} seed {seed} was made with another config")
-    fresh = obtain_record(step, seed, runs_dir, request.config)
-    _, fresh_weights = records.record_paths(runs_dir, step.name, seed)
-    differ = [k for k in SAME_MACHINE_KEYS if fresh["provenance"].get(k) != committed["provenance"].get(k)]
-    if not records.same_engine(committed["provenance"].get("source_hash")):
-        differ.insert(0, "engine source")
-    if differ:
+    fresh, fresh_weights = obtain(step, seed, request.config)
+    if fresh_weights.resolve() == committed_weights.resolve():
+        pytest.skip("the committed record itself (--reuse-records, or --runs-dir reports/runs): nothing fresh to compare")
+    if differ := reproduce.setup_differences(fresh, committed):
         pytest.skip(f"made with another {', '.join(differ)}: bit-identity is promised only on the same set-up")
-    assert records.without_timings(fresh["history"]) == records.without_timings(committed["history"])
+    assert records.without_timings(fresh["history"]) == records.without_timings(committed["history"]), (
+        f"{step.name} seed {seed}: {reproduce.DIFFERENT}: the histories differ")
     assert fresh["diverged_at"] == committed["diverged_at"]
-    ours, theirs = records.load_weights(fresh_weights), records.load_weights(committed_weights)
-    assert ours.keys() == theirs.keys()
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours), "final weights differ"
+    assert reproduce.identical(fresh, committed, fresh_weights, committed_weights), (
+        f"{step.name} seed {seed}: {reproduce.DIFFERENT}: the final weights differ")
 
 
-def test_saved_weights_measure_the_recorded_final_accuracy(repro_case, runs_dir, mnist, request):
+def test_saved_weights_measure_the_recorded_final_accuracy(repro_case, mnist, request):
     """What a record says its network scores in the last epoch is what its saved weights score now: the same
     number of test images right and the same mean test loss, through `models.for_config` and `evaluate`
     (records.measure_weights)."""
     step, seed = repro_case
-    record = obtain_record(step, seed, runs_dir, request.config)
+    record, weights = obtain(step, seed, request.config)
     if why := records.why_not_remeasurable(record):
         pytest.skip(why)
-    _, weights = records.record_paths(runs_dir, step.name, seed)
     correct, loss = records.measure_weights(record, weights, mnist.test_images, mnist.test_labels)
     last, n = record["history"][-1], len(mnist.test_labels)
     assert correct == round(last["test_acc"] * n / 100), f"{correct} of {n} right, record says {last['test_acc']} %"

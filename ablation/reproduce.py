@@ -1,0 +1,134 @@
+"""Fresh runs against the committed study: per step and seed, do they agree, and how?
+
+Each fresh record is paired with the committed record of the same step, seed and config, and the pair
+is one of:
+
+- bit-identical: the same history (wall times aside) and the same final weights;
+- differs on the same set-up: the engine, libraries, device, its model, thread count and pass layout
+  are the same, so the promise of bit-identity applies, and the run broke it (a defect);
+- other set-up: one of those differs (named); floating-point sums may then go another way, so the fresh
+  run is another sample of the step's distribution, set against the committed seeds' mean ± spread;
+- no committed record: nothing to compare with (another seed, a variant).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import records
+from .analysis import goal_verdicts, lowest_of_last
+from .steps import STEPS, changed_run_fields
+
+# What has to agree, besides the engine itself, for a run to be promised bit-identical to another.
+SAME_SETUP_KEYS = ("torch", "torchvision", "device", "device_name", "threads", "seeds_per_pass",
+                   "train_images", "eval_images")
+
+IDENTICAL, DIFFERENT, OTHER_SETUP, UNPAIRED = ("bit-identical", "differs on the same set-up", "other set-up",
+                                               "no committed record")
+
+
+@dataclass(frozen=True)
+class Pair:
+    step: str
+    seed: int
+    relation: str
+    fresh_final: float | None
+    fresh_lowest: float | None  # lowest test accuracy of the last N epochs (the mission's criterion)
+    fresh_met: bool
+    committed_final: float | None = None
+    committed_lowest: float | None = None
+    committed_met: bool | None = None
+    detail: str = ""  # what differs, or where the fresh run falls in the committed distribution
+
+
+def setup_differences(fresh: dict, committed: dict) -> list[str]:
+    """The parts of the set-up in which two records differ; empty when bit-identity is promised."""
+    a, b = fresh["provenance"], committed["provenance"]
+    differ = [k for k in SAME_SETUP_KEYS if a.get(k) != b.get(k)]
+    if not (records.same_engine(a.get("source_hash")) and records.same_engine(b.get("source_hash"))):
+        differ.insert(0, "engine")
+    return differ
+
+
+def identical(fresh: dict, committed: dict, fresh_weights: Path, committed_weights: Path) -> bool:
+    """The same history, epoch by epoch (wall times aside), the same divergence and the same final weights."""
+    if records.without_timings(fresh["history"]) != records.without_timings(committed["history"]):
+        return False
+    if fresh["diverged_at"] != committed["diverged_at"]:
+        return False
+    if not (fresh_weights.exists() and committed_weights.exists()):
+        return False
+    ours, theirs = records.load_weights(fresh_weights), records.load_weights(committed_weights)
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def _figures(record: dict, last_epochs: int) -> tuple[float | None, float | None, bool]:
+    step = STEPS.get(record["step"])
+    goals = step.goals if step else None
+    history = record["history"]
+    final = history[-1]["test_acc"] if history and record["diverged_at"] is None else None
+    lowest = lowest_of_last(history, last_epochs) if history and record["diverged_at"] is None else None
+    met = bool(goals) and all(v["met"] for v in goal_verdicts(goals, record["params"], history,
+                                                              record["diverged_at"]).values())
+    return final, lowest, met
+
+
+def spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}" if values else "—"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
+            only: set[tuple[str, int]] | None = None) -> list[Pair]:
+    """Every fresh record under `fresh_dir` (or only the (step, seed)s in `only`) paired with the committed one."""
+    fresh_all, committed_all = records.load_all(fresh_dir), records.load_all(committed_dir)
+    pairs = []
+    for name, fresh_records in fresh_all.items():
+        committed_by_seed = {r["seed"]: r for r in committed_all.get(name, [])}
+        step = STEPS.get(name)
+        last = step.goals.last_epochs if step else 5
+        # The committed seeds the step was judged on: the distribution a run on another set-up is set against.
+        judged = [r for r in committed_by_seed.values() if step and r["seed"] in step.seeds]
+        for fresh in fresh_records:
+            if only is not None and (name, fresh["seed"]) not in only:
+                continue
+            final, lowest, met = _figures(fresh, last)
+            committed = committed_by_seed.get(fresh["seed"])
+            if committed is None or step is None or changed_run_fields(step, committed["config"]) \
+                    or changed_run_fields(step, fresh["config"]) or committed["evaluated_on"] != fresh["evaluated_on"]:
+                pairs.append(Pair(name, fresh["seed"], UNPAIRED, final, lowest, met))
+                continue
+            c_final, c_lowest, c_met = _figures(committed, last)
+            differ = setup_differences(fresh, committed)
+            if differ:
+                finals = [f for f in (_figures(r, last)[0] for r in judged) if f is not None]
+                lows = [x for x in (_figures(r, last)[1] for r in judged) if x is not None]
+                relation, detail = OTHER_SETUP, (f"another {', '.join(differ)}; committed seeds: final {spread(finals)}, "
+                                                 f"lowest of last {last} {spread(lows)}")
+            elif identical(fresh, committed, *(records.record_paths(d, name, fresh["seed"])[1]
+                                               for d in (fresh_dir, committed_dir))):
+                relation, detail = IDENTICAL, ""
+            else:
+                relation, detail = DIFFERENT, "the same set-up promises the same bits: a defect"
+            pairs.append(Pair(name, fresh["seed"], relation, final, lowest, met, c_final, c_lowest, c_met, detail))
+    return sorted(pairs, key=lambda p: (list(STEPS).index(p.step) if p.step in STEPS else len(STEPS), p.step, p.seed))
+
+
+def rows(pairs: list[Pair]) -> tuple[list[list[str]], list[str]]:
+    """The reproduction table as text cells and its header (the CLI prints it; the report renders it)."""
+    pct = lambda x: "—" if x is None else f"{x:.2f}"
+    met = lambda m: "—" if m is None else ("met" if m else "missed")
+    header = ["step", "seed", "final: committed", "fresh", "lowest of last 5: committed", "fresh", "goals: committed",
+              "fresh", "relation"]
+    return [[p.step, str(p.seed), pct(p.committed_final), pct(p.fresh_final), pct(p.committed_lowest),
+             pct(p.fresh_lowest), met(p.committed_met), met(p.fresh_met),
+             p.relation + (f" ({p.detail})" if p.detail else "")] for p in pairs], header
+
+
+def tally(pairs: list[Pair]) -> str:
+    counts = {r: sum(p.relation == r for p in pairs) for r in (IDENTICAL, DIFFERENT, OTHER_SETUP, UNPAIRED)}
+    return ", ".join(f"{n} {r}" for r, n in counts.items() if n) or "no fresh records"

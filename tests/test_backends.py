@@ -1,0 +1,143 @@
+"""The two backends: Ray writes what the process pool writes; faults (a killed worker, a failing task, Ctrl-C,
+Ray missing) lose no finished record and name what they stopped. Quick runs only; one local Ray (2 CPUs)
+for the module."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ablation import records
+from ablation.__main__ import main
+from ablation.runner import Task, run_tasks
+from ablation.steps import get_step
+
+pytestmark = pytest.mark.fast
+TIMINGS = {"started", "finished", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def quick_tasks(out: Path, runs, **changes) -> list[Task]:
+    quick = {"limit_train": 512, "limit_test": 500, **changes.pop("quick", {})}
+    return [Task(get_step(name), [seed], "cpu", 1, None, changes.get("holdout", 0), 1, quick, out)
+            for name, seed in runs]
+
+
+def comparable(path: Path) -> dict:
+    """A record without what only says when it ran."""
+    record = json.loads(path.read_text())
+    record["history"] = records.without_timings(record["history"])
+    record["provenance"] = {k: v for k, v in record["provenance"].items() if k not in TIMINGS}
+    return record
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
+
+
+def test_ray_writes_the_records_and_weights_the_process_pool_writes(ray_local, mnist, tmp_path):
+    runs = [("1-basic", 0), ("1-basic", 1), ("18-shifted-views", 0), ("18-shifted-views", 1)]
+    committed = tree(records.DEFAULT_RUNS)
+    assert run_tasks(quick_tasks(tmp_path / "ray", runs), 2, data=mnist, backend="ray") == []
+    assert run_tasks(quick_tasks(tmp_path / "pool", runs), 2, data=mnist, backend="process") == []
+    for name, seed in runs:
+        (ray_json, ray_pt), (pool_json, pool_pt) = (records.record_paths(tmp_path / b, name, seed) for b in ("ray", "pool"))
+        assert comparable(ray_json) == comparable(pool_json), f"{name} seed {seed}"
+        assert ray_pt.read_bytes() == pool_pt.read_bytes(), f"{name} seed {seed}: weights differ"
+    assert tree(records.DEFAULT_RUNS) == committed, "the committed study was written to"
+
+
+def ray_worker_training() -> int | None:
+    """The PID of a Ray worker process while it runs train_remote (Ray names the process after its task)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::train_remote"):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker's PID in /proc")
+def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist, tmp_path, monkeypatch):
+    killed, writes = [], []
+    write = records.write
+    monkeypatch.setattr(records, "write", lambda *a, **k: writes.append(a[0]["seed"]) or write(*a, **k))
+
+    def kill_first_worker():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if pid := ray_worker_training():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    errors = run_tasks(quick_tasks(tmp_path, [("1-basic", 3)], quick={"limit_train": 4096}), 1, data=mnist,
+                       backend="ray", max_retries=2)
+    killer.join()
+    assert killed, "no Ray worker was seen training"
+    assert errors == [] and writes == [3]
+    assert sorted(p.name for p in (tmp_path / "1-basic").iterdir()) == ["seed-3.json", "seed-3.pt"]
+
+
+def test_a_failing_task_is_named_and_the_others_are_written(ray_local, mnist, tmp_path, capsys):
+    tasks = quick_tasks(tmp_path, [("1-basic", 0)]) + quick_tasks(tmp_path, [("1-basic", 1)], holdout=70_000)
+    errors = run_tasks(tasks, 2, data=mnist, backend="ray")
+    assert len(errors) == 1 and errors[0].startswith("1-basic seed 1 (fold 0) failed: ValueError: holdout size")
+    assert records.record_paths(tmp_path, "1-basic", 0)[0].exists()
+    assert not records.record_paths(tmp_path, "1-basic", 1)[0].exists()
+    assert "error: 1-basic seed 1 (fold 0) failed" in capsys.readouterr().err
+
+
+def test_backend_ray_without_ray_exits_2_with_the_install_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--backend", "ray", "--quick", "--steps", "1-basic", "--seeds", "0", "--runs", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "pip install -e '.[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_writes_fresh_runs_to_build_runs_by_default(mnist, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--quick", "--steps", "1-basic", "--seeds", "0", "--data-dir", str(data_dir), "--jobs", "1",
+                 "--no-report"]) == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")) == ["build/runs/1-basic/seed-0.json"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
+def test_ctrl_c_stops_the_process_pool_keeps_what_was_written_and_names_what_was_lost(data_dir, tmp_path):
+    out = tmp_path / "runs"
+    argv = [sys.executable, "-m", "ablation", "run", "--quick", "--steps", "1-basic", "--seeds", "0-7", "--jobs", "2",
+            "--data-dir", str(data_dir), "--runs", str(out), "--no-report"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    lines = []
+    for line in proc.stderr:  # wait for the first finished run, then press Ctrl-C (the whole process group)
+        lines.append(line)
+        if line.startswith("[1/8]"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=60)  # it stops: the queued runs are dropped, the running ones terminated
+    err = "".join(lines) + (rest or "")
+    assert proc.returncode == 130, err
+    assert "interrupted: " in err and "not written (queued or in progress): 1-basic seed" in err
+    written = sorted(out.glob("*/seed-*.json"))
+    assert 1 <= len(written) < 8
+    time.sleep(2)  # no orphaned worker goes on writing
+    assert sorted(out.glob("*/seed-*.json")) == written
+    assert not list(out.glob("*/.*.tmp"))
