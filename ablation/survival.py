@@ -1,0 +1,126 @@
+"""Does a step's claim survive the next seed? A predicted miss rate from the seeds it was judged on, and
+the verdict of its confirmation seeds (fresh seeds fixed before they ran, reports/confirmation).
+
+The criterion is each seed's lowest test accuracy over the last N epochs against the floor. With five to
+ten seeds, two numbers, each honest in its own way:
+
+- the predicted chance that a new seed misses: a normal model of the lowest-of-last-N with its mean and
+  spread estimated from the n seeds, i.e. the Student-t prediction for one more draw (mean + s·√(1+1/n)·t,
+  n−1 degrees of freedom), which widens as n shrinks; the floor is taken half an image below the bar,
+  since accuracies come in steps of one image (0.01 % of 10,000);
+- an interval that assumes no shape at all: Clopper-Pearson's exact 95 % interval on the miss rate
+  from the k misses seen in n seeds (0 of 10 still allows up to 31 %).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from .analysis import at_least, lowest_of_last
+from .steps import Step
+
+RESOLUTION = 0.01  # percent: one test image in 10,000
+THIN = 0.05  # a predicted miss rate from this up makes a pass "narrow" in the verdict
+FRESH = 10  # the chance that this many fresh seeds all hold is shown beside the rate
+CONFIRMATION_RUNS = Path("reports/confirmation")
+
+
+def t_cdf(x: float, df: int) -> float:
+    """P(T <= x) for Student's t with `df` degrees of freedom (Simpson's rule on the density; no SciPy)."""
+    if df <= 0:
+        return math.nan
+    const = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    density = lambda t: const * (1 + t * t / df) ** (-(df + 1) / 2)
+    steps, edge = 2000, abs(x)
+    h = edge / steps
+    area = density(0) + density(edge) + sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+    half = area * h / 3
+    return 0.5 + half if x >= 0 else 0.5 - half
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+def _root(increasing, lo: float = 0.0, hi: float = 1.0) -> float:
+    """Where an increasing function of [lo, hi] crosses zero, by bisection."""
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if increasing(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval for a rate seen k times in n."""
+    alpha = (1 - level) / 2
+    low = 0.0 if k == 0 else _root(lambda p: 1 - _binomial_cdf(k - 1, n, p) - alpha)  # P(X >= k) = alpha
+    high = 1.0 if k == n else _root(lambda p: alpha - _binomial_cdf(k, n, p))  # P(X <= k) = alpha
+    return low, high
+
+
+def predicted_miss(lowests: list[float], floor: float) -> dict:
+    """What the lowest-of-last-N values of a step's seeds predict for a new seed (see the module's docstring)."""
+    n = len(lowests)
+    misses = sum(not at_least(x, floor) for x in lowests)
+    out = {"n": n, "misses": misses, "rate_ci95": clopper_pearson(misses, n) if n else (math.nan, math.nan),
+           "mean": statistics.fmean(lowests) if n else math.nan,
+           "sd": statistics.stdev(lowests) if n > 1 else math.nan, "rate": math.nan, "all_fresh_hold": math.nan}
+    if n > 1 and out["sd"] > 0:
+        scale = out["sd"] * math.sqrt(1 + 1 / n)
+        out["rate"] = t_cdf((floor - RESOLUTION / 2 - out["mean"]) / scale, n - 1)
+        out["all_fresh_hold"] = (1 - out["rate"]) ** FRESH
+    return out
+
+
+def step_prediction(step: Step, records: list[dict]) -> dict:
+    """predicted_miss over the records of the seeds the step was judged on (a diverged run is a miss)."""
+    goals = step.goals
+    judged = [r for r in records if r["seed"] in step.seeds]
+    lowests = [lowest_of_last(r["history"], goals.last_epochs) if r["history"] and r["diverged_at"] is None
+               else -math.inf for r in judged]
+    finite = [x for x in lowests if math.isfinite(x)]
+    out = predicted_miss(finite, goals.accuracy_floor)
+    if len(finite) < len(lowests):  # a diverged seed misses, and no normal model covers it
+        out["misses"] += len(lowests) - len(finite)
+        out["n"] = len(lowests)
+        out["rate_ci95"] = clopper_pearson(out["misses"], out["n"])
+    out["thin"] = not (out["rate"] < THIN)  # nan (too few seeds to tell) counts as thin
+    return out
+
+
+def holding(step: Step, records: list[dict]) -> tuple[list[int], list[int]]:
+    """(seeds that hold the floor in each of the last N epochs, seeds that miss it) among `records`."""
+    goals, held, missed = step.goals, [], []
+    for r in sorted(records, key=lambda r: r["seed"]):
+        ok = bool(r["history"]) and r["diverged_at"] is None and at_least(lowest_of_last(r["history"], goals.last_epochs),
+                                                                          goals.accuracy_floor)
+        (held if ok else missed).append(r["seed"])
+    return held, missed
+
+
+def span(seeds) -> str:
+    seeds = sorted(seeds)
+    return f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else \
+        ", ".join(map(str, seeds))
+
+
+def confirmation(step: Step, judged: list[dict], fresh: list[dict]) -> dict | None:
+    """The verdict on the judged seeds beside the one on the confirmation seeds (`fresh`, from
+    reports/confirmation). None for a step without confirmation seeds."""
+    if not step.confirmation_seeds:
+        return None
+    judged = [r for r in judged if r["seed"] in step.seeds]
+    fresh = [r for r in fresh if r["seed"] in step.confirmation_seeds]
+    held, missed = holding(step, judged)
+    fresh_held, fresh_missed = holding(step, fresh)
+    seeds = step.confirmation_seeds
+    text = (f"held on {len(held)} of {len(judged)} judged seeds ({span(step.seeds)}); on the confirmation seeds "
+            f"({span(seeds)}), fixed before they ran: held on {len(fresh_held)}, missed on {len(fresh_missed)}")
+    if len(fresh) < len(seeds):
+        text += f" ({len(seeds) - len(fresh)} of the {len(seeds)} not run yet)"
+    lowest = lambda r: lowest_of_last(r["history"], step.goals.last_epochs) if r["history"] else None
+    return {"seeds": list(seeds), "ran": [r["seed"] for r in fresh], "held": fresh_held, "missed": fresh_missed,
+            "lowest": {r["seed"]: lowest(r) for r in fresh},
+            "finals": {r["seed"]: r["history"][-1]["test_acc"] for r in fresh if r["history"] and r["diverged_at"] is None},
+            "text": text}
