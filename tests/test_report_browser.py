@@ -85,13 +85,23 @@ def rendered(runs, tmp_path_factory) -> Path:  # noqa: F811
     return report.render_files(runs, tmp_path_factory.mktemp("page") / "ablation.html")[0]
 
 
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "ablation.html"
+MAX_HEIGHT = 25_000  # px at 1400 px wide, with every fold closed
+
+
 @needs_chromium
 @pytest.mark.parametrize("device", list(WIDTHS))
-def test_no_sideways_scroll_and_the_verdict_on_the_first_screen(rendered, device, tmp_path):
+@pytest.mark.parametrize("which", ["fake records", "committed report"])
+def test_no_sideways_scroll_and_the_verdict_on_the_first_screen(rendered, which, device, tmp_path):
+    page = rendered if which == "fake records" else COMMITTED
+    if not page.is_file():
+        pytest.skip(f"no {page}")
     width, height = WIDTHS[device]
-    m = measure(rendered, width, height, tmp_path)
+    m = measure(page, width, height, tmp_path)
     assert m["scroll_width"] <= m["client_width"], f"the page scrolls sideways; wider than the page: {m['wider']}"
     assert m["verdict"][0] >= 0 and m["verdict"][1] <= m["inner_height"], m["verdict"]
+    if device == "desktop":
+        assert m["height"] < MAX_HEIGHT
 
 
 def as_number(key: str | None) -> float:
@@ -99,8 +109,12 @@ def as_number(key: str | None) -> float:
 
 
 @needs_chromium
-def test_each_numeric_column_sorts_by_its_number(rendered, tmp_path):
-    m = measure(rendered, *WIDTHS["desktop"], tmp_path)
+@pytest.mark.parametrize("which", ["fake records", "committed report"])
+def test_each_numeric_column_sorts_by_its_number(rendered, which, tmp_path):
+    page = rendered if which == "fake records" else COMMITTED
+    if not page.is_file():
+        pytest.skip(f"no {page}")
+    m = measure(page, *WIDTHS["desktop"], tmp_path)
     assert m["sorts"], "no sortable numeric column"
     for s in m["sorts"]:
         assert all(k is not None for k in s["up"]), f"{s['column']}: a cell without data-sort"
