@@ -807,7 +807,18 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
     linked = equivalent_engines(source_hash())
     equivalents = [{"new": new, "old": old, "evidence": why} for (new, old), why in EQUIVALENT_SOURCES.items()
                    if new in linked]
+    # One row per engine and environment; the commits that ran each are folded beside it.
+    engines: dict[tuple, dict] = {}
+    for e in envs.values():
+        key = tuple(str(e[k]) for k in ENV_KEYS if k not in ("commit", "dirty"))
+        row = engines.setdefault(key, {**e, "commits": [], "records": 0, "wall": 0.0, "dirty": False})
+        row["commits"].append(str(e["commit"] or "unknown")[:12] + (" (dirty)" if e["dirty"] else ""))
+        row["records"] += e["records"]
+        row["wall"] += e["wall"]
+        row["dirty"] = row["dirty"] or bool(e["dirty"])
     return {"source_hash": source_hash(), "equivalents": equivalents, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
+            "engines": sorted(engines.values(), key=lambda e: (-e["records"], str(e["source_hash"]))),
+            "platforms": sorted({str(e["platform"]) for e in envs.values()}),
             "flags": flags, "walls": walls, "n": len(all_records),
             "total_wall": num(sum(r["provenance"]["wall_seconds"] for r in all_records), 1),
             "dates": (when(started[0]), when(finished[-1])) if all_records else None,
