@@ -1,8 +1,11 @@
 """The report: reports/ablation.html (one self-contained file) and reports/ablation.md, from the run records.
 
-The HTML answers "did each step do what its target said, across seeds, and does the final model meet
-the goals?": the verdict first, then a sortable summary table, the ablation chart, a section per step,
-the final model's mistakes and the provenance of every number. Charts are inline SVG drawn here and
+The HTML answers "does the final step meet the mission, by how much, and what did each step change?": the
+verdict first with its margin (in percent and in test images), one sortable table of all steps (each numeric
+cell carries its raw number in data-sort), the ablation chart of what the mission judges (each seed's lowest
+accuracy of the last epochs), a section per step whose prose folds away, the validation runs, the final
+model's mistakes and the provenance of every number. Green and red mark the mission's goals only; a step's
+stricter goals of its own are said in words. Charts are inline SVG drawn here and
 digit images are PNGs written here, so the file opens from disk with no network and no plotting
 library. Rendering is deterministic: the same records (and bench.json) give the same bytes, so a
 report diff shows only what the records changed.
