@@ -88,13 +88,14 @@ def test_printed_numbers_are_the_records_numbers(runs, page, markdown):
     min_last = min(row["test_acc"] for r in records for row in r["history"][-5:])
     best = statistics.fmean(max(row["test_acc"] for row in r["history"]) for r in records)
     seed_best = STEPS[GOOD_STEP].seed_report.best_test_acc
+    mean_ci = f"{statistics.fmean(finals):.2f} ± {(hi - lo) / 2:.2f}"
     for rows in (page.split("</tr>"), markdown.splitlines()):
         row = next(row for row in rows if f">{GOOD_STEP}</a></td>" in row or row.startswith(f"| {GOOD_STEP} |"))
-        assert mean_sd in row
-        assert f"[{lo:.2f}, {hi:.2f}]" in row
-        assert f"{min_last:.2f}" in row
-        assert f"{best:.2f}" in row and f"{seed_best:.2f}" in row and f"{best - seed_best:+.2f}".replace("-", "−") in row
-    assert f"{mean_sd} %" in page  # the step's own section says it too
+        assert mean_ci in row
+        assert f"{min_last:.2f}" in row and f"{seed_best:.2f}" in row
+    assert f"{best:.2f}" in page.split(f">{GOOD_STEP}</a></td>")[1].split("</tr>")[0]  # our best, beside the seed's
+    for text in (page, markdown):  # the step's own section: mean ± sd and the interval
+        assert f"{mean_sd} %" in text and f"[{lo:.2f}, {hi:.2f}]" in text
 
 
 def test_page_is_self_contained(page):
@@ -143,7 +144,7 @@ def test_same_records_render_byte_identical(runs, tmp_path):
 
 def test_diverged_and_missing_runs_are_said(page):
     assert "Seed 2 diverged at epoch 3" in page
-    assert "seed 2 diverged at epoch 3" in page  # in the summary's goals cell
+    assert "seed 2 diverged at epoch 3</span>" in page  # in the table of all steps, under its count
     assert "no runs of 2-bn-dropout" not in page and "no runs" in page
     assert f"no weights (.pt) beside the {FINAL_STEP} records" in page
     assert "Mission not met" in page
@@ -172,10 +173,13 @@ def test_records_of_an_engine_shown_equivalent_are_not_flagged(tmp_path, monkeyp
     assert "<code>0123456789abcdef</code>'s runs: retrained bit for bit" in html
 
 
-def test_markdown_has_the_verdict_and_every_target(markdown):
-    assert "## Verdict" in markdown and "**Mission not met**" in markdown
-    for step in STEPS.values():
-        assert step.target in markdown
+def test_markdown_has_the_verdict_the_table_and_a_link_to_the_html(markdown):
+    assert "## Verdict" in markdown and "**Mission not met.**" in markdown
+    assert "[ablation.html](ablation.html)" in markdown
+    header = next(line for line in markdown.splitlines() if line.startswith("| step |"))
+    assert header.count("|") - 1 <= 7  # few columns: it fits GitHub's width
+    for step in STEPS.values():  # the prose is the HTML's, folded; the Markdown stays short
+        assert f"| {step.name} |" in markdown and step.target not in markdown
 
 
 def test_mission_met_when_the_final_step_holds_on_every_seed(tmp_path):
@@ -300,7 +304,7 @@ def test_validation_runs_are_listed_with_their_numbers(runs, page, tmp_path):
     section = html[html.index('<section id="validation">'):html.index('<section id="mistakes">')]
     finals = [r["history"][-1]["test_acc"] for r in records]
     mins = [min(h["test_acc"] for h in r["history"][-5:]) for r in records]
-    assert ">lr=0.1</code>" in section and "<td class=\"n\">0, 1</td>" in section
+    assert ">lr=0.1</code>" in section and '<td class="n list" data-sort="2">0, 1</td>' in section
     assert ", ".join(report.num(f) for f in finals) in section
     assert report.num(statistics.fmean(finals)) in section
     assert ", ".join(report.num(m) for m in mins) in section
@@ -416,3 +420,84 @@ def test_a_step_with_more_than_five_seeds_says_how_many_draws_of_five_meet_its_g
     records.append(make_record(GOOD_STEP, 6, epochs=15, top=98.0))
     text = report.render_files(write_records(tmp_path / "runs", records), tmp_path / "a.md", fmt="md")[0].read_text()
     assert "Of the 21 ways to draw 5 of these 7 seeds, 6 (29 %) would meet every goal." in text
+
+
+class SortableCells(HTMLParser):
+    """For each sortable table: its numeric columns (th class "n") and, per body row, which cells carry data-sort."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self.where = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append({"sortable": "sortable" in (a.get("class") or ""), "numeric": [], "rows": []})
+        elif tag in ("thead", "tbody"):
+            self.where = tag
+        elif tag == "th" and self.where == "thead":
+            self.tables[-1]["numeric"].append("n" in (a.get("class") or "").split())
+        elif tag == "tr" and self.where == "tbody":
+            self.tables[-1]["rows"].append([])
+        elif tag == "td" and self.where == "tbody":
+            self.tables[-1]["rows"][-1].append(a.get("data-sort"))
+
+
+def test_every_numeric_cell_of_a_sortable_table_carries_its_raw_number(runs, tmp_path):
+    """A "−0.05" (U+2212), a "—" or a "5,752" has no number a script can read from its text: data-sort holds it."""
+    variant = [make_record(GOOD_STEP, s, top=99.2) for s in (0, 1)]
+    for r in variant:
+        r.update(step="3-gap[lr=0.1,batch_size=64]", evaluated_on="validation (10000 held out of train)")
+        r["config"]["batch_size"] = 64
+    folder = write_records(tmp_path / "validation", variant + [make_record(GOOD_STEP, 0)])
+    parser = SortableCells()
+    parser.feed(report.render_files(runs, tmp_path / "r.html", validation=folder)[0].read_text())
+    tables = [t for t in parser.tables if t["sortable"]]
+    assert len(tables) == 2 and all(t["rows"] for t in tables)  # all steps, and the validation runs
+    for t in tables:
+        for row in t["rows"]:
+            for numeric, key in zip(t["numeric"], row):
+                if numeric:
+                    assert key is not None and (key == "" or math.isfinite(float(key)))
+
+
+def test_the_verdict_gives_its_margin_in_percent_and_in_test_images(tmp_path):
+    records = [make_record(FINAL_STEP, s, epochs=15, top=99.6) for s in STEPS[FINAL_STEP].seeds]
+    records[3]["history"][-2]["test_acc"] = 99.41  # one image over the bar, in the judged window
+    m = report.margin(records)
+    assert (m["lowest"], m["seed"], m["epoch"], m["over"]) == (99.41, records[3]["seed"], 14, 1)
+    html = report.render_html(load_all(write_records(tmp_path / "runs", records)))
+    assert "0.01 % above the 99.4 % bar: 1 of 10,000 test images" in html
+    records[3]["history"][-2]["test_acc"] = 99.38
+    assert report.margin(records)["over"] == -2
+
+
+def test_the_seed_studys_words_are_quoted_and_ours_are_not(page):
+    quoted = next(s for s in STEPS.values() if s.seed_report is not None)
+    ours = next(s for s in STEPS.values() if s.seed_report is None)
+    section = page.split(f'id="step-{quoted.name}"')[1].split('<section class="step"')[0]
+    quote = section.split("<blockquote>")[1].split("</figure>")[0]
+    assert html_escape(quoted.result) in quote and "— the seed study" in quote
+    section = page.split(f'id="step-{ours.name}"')[1].split('<section class="step"')[0]
+    assert "<blockquote>" not in section and html_escape(ours.result) in section
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_long_layouts_may_break_after_each_comma():
+    assert report.breakable("layout=('conv3:8','pool')") == "layout=('conv3:8',<wbr>'pool')"
+    assert report.breakable("a<b") == "a&lt;b"
+
+
+def test_the_ablation_chart_plots_each_seeds_lowest_of_the_judged_epochs(runs, page):
+    from ablation.analysis import lowest_of_last
+
+    chart = page.split('<section id="ablation">')[1].split("</section>")[0]
+    for r in load_all(runs)[GOOD_STEP]:
+        assert f"<title>seed {r['seed']}: {lowest_of_last(r['history'], 5):.2f} %</title>" in chart
+    assert "99.5 %" in chart and "seed study" in chart

@@ -1,0 +1,124 @@
+"""The report in a real browser (headless Chromium): at a desktop and a phone width the page never scrolls
+sideways and the verdict is on the first screen; every sortable numeric column sorts by its number.
+
+A script appended to a copy of the page measures it and writes its answer as JSON into the page, which
+`chromium --dump-dom` prints; nothing but Chromium is needed. Skipped where Chromium is not installed.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ablation import report
+
+from test_report import runs  # noqa: F401  (the fixture: fake records of two steps)
+
+pytestmark = pytest.mark.fast
+
+CHROMIUM = Path(os.environ.get("ABLATION_CHROMIUM", "/usr/bin/chromium"))
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs headless Chromium at {CHROMIUM} "
+                                    "(apt-get install chromium, or set $ABLATION_CHROMIUM)")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+WIDTHS = {"desktop": (1400, 900), "phone": (390, 844)}
+
+# Measures first (before any click changes the page), then clicks every numeric heading of every sortable
+# table twice and reads the data-sort values of that column after each click. The page runs in a frame of
+# the size measured (headless Chromium's window is at least 500 px wide) and posts its answer to the
+# wrapper, which writes it where --dump-dom prints it.
+MEASURE = """
+<script>
+(() => {
+  const de = document.documentElement, out = {};
+  out.scroll_width = de.scrollWidth; out.client_width = de.clientWidth;
+  out.height = de.scrollHeight; out.inner_height = window.innerHeight;
+  const v = document.getElementById("verdict-box") || document.querySelector(".verdict-box");
+  if (v) { const r = v.getBoundingClientRect(); out.verdict = [r.top, r.bottom]; }
+  // what sticks out of the page, unless a box that scrolls (or clips) on its own holds it
+  const held = e => { for (let a = e.parentElement; a && a !== document.body; a = a.parentElement)
+                        if (getComputedStyle(a).overflowX !== "visible") return true; return false; };
+  out.wider = [...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > de.clientWidth + 1
+      && !held(e)).slice(0, 5).map(e => `${e.tagName} ${e.id} ${(e.textContent || "").trim().slice(0, 40)}`);
+  out.sorts = [];
+  document.querySelectorAll("table.sortable").forEach((table, t) => {
+    [...table.tHead.rows[0].cells].forEach((th, col) => {
+      if (!th.classList.contains("n")) return;
+      const keys = () => [...table.tBodies[0].rows].map(r => r.cells[col].dataset.sort);
+      th.click(); const up = keys(); th.click(); const down = keys();
+      out.sorts.push({table: t, column: th.textContent.trim(), up, down});
+    });
+  });
+  parent.postMessage(JSON.stringify(out), "*");
+})();
+</script>
+"""
+WRAPPER = """<!doctype html><html><body style="margin:0">
+<pre id="result"></pre>
+<script>addEventListener("message", e => {{ document.getElementById("result").textContent = e.data; }});</script>
+<iframe src="{src}" style="width:{width}px;height:{height}px;border:0;display:block"></iframe>
+</body></html>"""
+
+
+def measure(page: Path, width: int, height: int, tmp: Path) -> dict:
+    """Open `page` in headless Chromium in a frame of width x height px and return what MEASURE found."""
+    copy = tmp / f"measured-{width}.html"
+    copy.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    wrapper = tmp / f"wrapper-{width}.html"
+    wrapper.write_text(WRAPPER.format(src=copy.name, width=width, height=height))
+    done = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={tmp / f'profile-{width}'}",
+                           f"--window-size={max(width, 500) + 40},{height + 200}", "--virtual-time-budget=10000",
+                           "--dump-dom", wrapper.as_uri()],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp)})
+    found = re.search(r'<pre id="result">(.+?)</pre>', done.stdout, re.S)
+    assert found, f"no measurement in Chromium's output; stderr: {done.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.fixture(scope="module")
+def rendered(runs, tmp_path_factory) -> Path:  # noqa: F811
+    return report.render_files(runs, tmp_path_factory.mktemp("page") / "ablation.html")[0]
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "ablation.html"
+MAX_HEIGHT = 25_000  # px at 1400 px wide, with every fold closed
+
+
+@needs_chromium
+@pytest.mark.parametrize("device", list(WIDTHS))
+@pytest.mark.parametrize("which", ["fake records", "committed report"])
+def test_no_sideways_scroll_and_the_verdict_on_the_first_screen(rendered, which, device, tmp_path):
+    page = rendered if which == "fake records" else COMMITTED
+    if not page.is_file():
+        pytest.skip(f"no {page}")
+    width, height = WIDTHS[device]
+    m = measure(page, width, height, tmp_path)
+    assert m["scroll_width"] <= m["client_width"], f"the page scrolls sideways; wider than the page: {m['wider']}"
+    assert m["verdict"][0] >= 0 and m["verdict"][1] <= m["inner_height"], m["verdict"]
+    if device == "desktop":
+        assert m["height"] < MAX_HEIGHT
+
+
+def as_number(key: str | None) -> float:
+    return float("inf") if key in (None, "") else float(key)
+
+
+@needs_chromium
+@pytest.mark.parametrize("which", ["fake records", "committed report"])
+def test_each_numeric_column_sorts_by_its_number(rendered, which, tmp_path):
+    page = rendered if which == "fake records" else COMMITTED
+    if not page.is_file():
+        pytest.skip(f"no {page}")
+    m = measure(page, *WIDTHS["desktop"], tmp_path)
+    assert m["sorts"], "no sortable numeric column"
+    for s in m["sorts"]:
+        assert all(k is not None for k in s["up"]), f"{s['column']}: a cell without data-sort"
+        filled = lambda keys: [as_number(k) for k in keys if k != ""]
+        assert filled(s["up"]) == sorted(filled(s["up"])), s
+        assert filled(s["down"]) == sorted(filled(s["down"]), reverse=True), s
+        assert s["up"][len(filled(s["up"])):] == [""] * (len(s["up"]) - len(filled(s["up"]))), "empty cells sort last"
