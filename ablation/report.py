@@ -31,6 +31,7 @@ from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, go
 from .augment import Augment
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
+from .survival import FRESH, THIN, confirmation, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -597,10 +598,22 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "ci_half": (summary["final_ci95"][1] - summary["final_ci95"][0]) / 2 if summary else None,
         "mission": mission_view(step, records),
         "stricter": stricter_goals(step.goals),
+        "prediction": prediction_view(step, records),
     }
     view["mean_lowest"] = statistics.fmean(v for _, v in view["lowests"]) if view["lowests"] else None
     view["verdict"] = step_verdict(step, records, summary)
     return view
+
+
+def prediction_view(step: Step, records: list[dict]) -> dict | None:
+    """survival.step_prediction, formatted: the chance that a new seed misses the floor."""
+    p = step_prediction(step, records) if records else None
+    if p is None or not p["n"]:
+        return None
+    low, high = p["rate_ci95"]
+    return {**p, "rate_text": "—" if missing(p["rate"]) else f"{100 * p['rate']:.1f} %",
+            "interval": f"{100 * low:.0f}–{100 * high:.0f} %",
+            "fresh_text": "—" if missing(p["all_fresh_hold"]) else f"{p['all_fresh_hold']:.2f}"}
 
 
 def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict]]) -> dict:
@@ -958,21 +971,42 @@ def _env(autoescape: bool):
     return env
 
 
-def build_views(records_by_step: dict[str, list[dict]]) -> dict:
+def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None) -> dict:
+    """The report's context. `confirmations`: the records of the confirmation seeds (reports/confirmation)."""
     views = {name: step_view(step, records_by_step.get(name, []), records_by_step.get(step.parent or "", []))
              for name, step in STEPS.items()}
+    for name, view in views.items():
+        view["confirmation"] = confirmation(STEPS[name], records_by_step.get(name, []),
+                                            (confirmations or {}).get(name, []))
     return {"steps": list(views.values()), "verdict": mission_verdict(views, records_by_step), "mission": MISSION,
+            "fresh": FRESH, "thin": THIN,
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs,
             "stricter_bar": STRICTER_BAR, "max_epochs": MISSION_GOALS.max_epochs}
 
 
+def reproduction_view(runs: Path) -> dict | None:
+    """The reproduction table of a folder of fresh runs against the committed study; None for the study itself."""
+    from . import records, reproduce
+
+    if Path(runs).resolve() == records.DEFAULT_RUNS.resolve():
+        return None
+    pairs = reproduce.compare(runs)
+    cells, header = reproduce.rows(pairs)
+    return {"rows": [{"cells": c, "relation": p.relation} for c, p in zip(cells, pairs)], "header": header,
+            "tally": reproduce.tally(pairs), "committed": str(records.DEFAULT_RUNS), "fresh": str(runs),
+            "defect": reproduce.DIFFERENT}
+
+
 def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
                 validation: list[dict] | None = None, folds: list[dict] | None = None,
-                screens: list[dict] | None = None) -> str:
+                screens: list[dict] | None = None, confirmations: dict[str, list[dict]] | None = None,
+                reproduction: dict | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
     computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
-    `folds` fold_view(...)'s; `screens` screen_view(...)'s."""
-    ctx = build_views(records_by_step)
+    `folds` fold_view(...)'s; `screens` screen_view(...)'s; `confirmations` the confirmation seeds' records;
+    `reproduction` reproduction_view(...)'s table (a report of fresh runs)."""
+    ctx = build_views(records_by_step, confirmations)
+    ctx["reproduction"] = reproduction
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
         view["layers"] = layer_rows(view["step"])
@@ -988,9 +1022,9 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     return _env(True).get_template("report.html.j2").render(ctx)
 
 
-def render_markdown(records_by_step: dict[str, list[dict]]) -> str:
+def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None) -> str:
     """The verdict, the summary table and each step's Target / Result / Analysis as Markdown."""
-    return _env(False).get_template("report.md.j2").render(build_views(records_by_step))
+    return _env(False).get_template("report.md.j2").render(build_views(records_by_step, confirmations))
 
 
 def report_path(runs: Path, fmt: str = "html") -> Path:
@@ -1017,13 +1051,16 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     runs = Path(runs)
     out = Path(out) if out is not None else DEFAULT_OUT[fmt]
     records_by_step = load_all(runs)
+    # The confirmation seeds' records live beside the study's (reports/confirmation), apart from the judged seeds.
+    confirmations = load_all(runs.parent / "confirmation") if (runs.parent / "confirmation").is_dir() else {}
     if fmt == "md":
-        text = render_markdown(records_by_step)
+        text = render_markdown(records_by_step, confirmations)
     else:
         folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
         text = render_html(records_by_step, final_mistakes(runs, records_by_step),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
-                           validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds))
+                           validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
+                           confirmations, reproduction_view(runs))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not
