@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablation.html inside any other)")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already recorded under --out with the same config, images and epochs, made "
-                        "by this engine (or one shown equivalent) from committed code, and train only the rest: an "
+                        "under this engine generation from committed code, and train only the rest: an "
                         "interrupted run picks up where it stopped (--quick runs are never kept)")
     p.set_defaults(func=cmd_run)
 

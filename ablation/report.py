@@ -661,7 +661,7 @@ def when(iso: str) -> str:
 
 
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
-    from .records import EQUIVALENT_SOURCES, equivalent_engines, source_hash
+    from .records import GENERATION, source_hash
 
     all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
     envs: dict[tuple, dict] = {}
@@ -686,10 +686,7 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
                           "device": ", ".join(sorted({r["provenance"].get("device_name") or "?" for r in recs}))})
     started = sorted(r["provenance"]["started"] for r in all_records)
     finished = sorted(r["provenance"]["finished"] for r in all_records)
-    linked = equivalent_engines(source_hash())
-    equivalents = [{"new": new, "old": old, "evidence": why} for (new, old), why in EQUIVALENT_SOURCES.items()
-                   if new in linked]
-    return {"source_hash": source_hash(), "equivalents": equivalents, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
+    return {"source_hash": source_hash(), "generation": GENERATION, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
             "flags": flags, "walls": walls, "n": len(all_records),
             "total_wall": num(sum(r["provenance"]["wall_seconds"] for r in all_records), 1),
             "dates": (when(started[0]), when(finished[-1])) if all_records else None,

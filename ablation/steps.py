@@ -754,7 +754,7 @@ _weight_average = replace(
           "minimum. Said plainly: the comparison with step 12 was decided after folds 0 and 1 of the averaged runs "
           "had been seen, because a step that only steadies its parent cannot pass a rule that asks for a gain "
           "over it; the rule itself was not changed. Engine-level change: the average is Step.ema (train.py), off "
-          "for every earlier step, whose records it reproduces bit for bit (records.EQUIVALENT_SOURCES).",
+          "for every earlier step, whose records it reproduces bit for bit (tests/golden).",
     known_miss="holds ≥ 99.4 % in each of the last 5 epochs on 8 of 10 seeds (seed 1: 99.37 %, seed 6: 99.34 %, both "
                "in epoch 11), and the mean final accuracy is 99.497 %, not ≥ 99.5 %",
     floor_misses=(1, 6),

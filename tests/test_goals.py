@@ -14,7 +14,7 @@ met carries the reason (`known_miss`) as a strict xfail: if it ever starts passi
 
 Per run trained into another folder (`test_retrained_run_reproduces_the_committed_record`, e.g. CI's
 `--runs-dir build/ci-runs`): the fresh record's history and final weights equal the committed record's
-bit for bit, when both were made by the same engine source, libraries, device and thread count.
+bit for bit, when both were made under the same engine generation, libraries, device and thread count.
 
 Per record (`test_saved_weights_measure_the_recorded_final_accuracy`): the public model of the record's
 config, loaded with its saved weights and evaluated by today's code, gets the same test images right and
@@ -125,7 +125,7 @@ def test_every_seed(step_case, runs_dir, request):
             f"mean final accuracy {summary['final_mean']:.2f}% < {step.goals.mean_final_floor}%")
 
 
-# What has to agree for a run to be promised bit-identical to another: the engine source, the
+# What has to agree for a run to be promised bit-identical to another: the engine generation, the
 # libraries, the device and its model, the thread count and the pass layout (tests/test_train.py
 # shows the promise on quick runs; this checks it on a full one).
 SAME_MACHINE_KEYS = ("torch", "torchvision", "device", "device_name", "threads", "seeds_per_pass",
@@ -147,8 +147,8 @@ def test_retrained_run_reproduces_the_committed_record(repro_case, runs_dir, req
     fresh = obtain_record(step, seed, runs_dir, request.config)
     _, fresh_weights = records.record_paths(runs_dir, step.name, seed)
     differ = [k for k in SAME_MACHINE_KEYS if fresh["provenance"].get(k) != committed["provenance"].get(k)]
-    if not records.same_engine(committed["provenance"].get("source_hash")):
-        differ.insert(0, "engine source")
+    if records.record_generation(committed) != records.GENERATION:
+        differ.insert(0, "engine generation")
     if differ:
         pytest.skip(f"made with another {', '.join(differ)}: bit-identity is promised only on the same set-up")
     assert records.without_timings(fresh["history"]) == records.without_timings(committed["history"])
