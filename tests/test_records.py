@@ -26,10 +26,11 @@ def test_record_holds_config_history_verdicts_and_provenance(result, tmp_path):
         assert 0 <= row["test_acc"] <= 100
     assert set(record["verdicts"]) == {"params", "epochs", "floor", "diverged"}
     p = record["provenance"]
-    for key in ("commit", "dirty", "source_hash", "python", "torch", "torchvision", "device_name", "threads",
+    for key in ("commit", "dirty", "generation", "source_hash", "python", "torch", "torchvision", "device_name", "threads",
                 "started", "finished", "wall_seconds"):
         assert key in p, key
     assert p["torch"] == torch.__version__ and p["threads"] == torch.get_num_threads()
+    assert p["generation"] == records.GENERATION and records.not_current_because(record) == []
 
 
 def test_weights_beside_the_record_load_into_build_model(result, tmp_path):
