@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,8 @@ import torch
 
 from .analysis import goal_verdicts
 from .data import TRAIN_LABEL_COUNTS
-from .train import RunResult
+from .models import evaluate, for_config
+from .steps import Step, changed_run_fields
 
 SCHEMA_VERSION = 1
 # The engine's numeric generation: what tests/golden/*.json were accepted under. A change that moves any
@@ -72,6 +74,22 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@dataclass
+class RunResult:
+    """One seed's run, as train.train_many returns it: what this module writes to disk."""
+
+    step: Step
+    seed: int
+    params: int
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    diverged_at: int | None = None  # the epoch whose training loss was not finite
+    state_dict: dict | None = None
+    evaluated_on: str = "test"
+    engine: dict = field(default_factory=dict)  # device, threads, seeds per pass, subset sizes
+    started: float = 0.0  # unix time
+    finished: float = 0.0
 
 
 def provenance(result: RunResult) -> dict:
@@ -173,8 +191,6 @@ def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | No
     generation (GENERATION) from a committed tree. So a --quick run (a subset) is never reused, nor a run
     made while the engine's files had uncommitted edits.
     """
-    from .steps import changed_run_fields
-
     if not Path(path).exists():
         return None, "no record"
     try:
@@ -227,8 +243,6 @@ def why_not_remeasurable(record: dict) -> str:
 def saved_model(record: dict, weights: Path, **config):
     """The network a record's config describes (models.for_config; `config` replaces fields of it, e.g. other
     test-time views), with the record's saved weights."""
-    from .models import for_config
-
     model = for_config({**record["config"], **config})
     model.load_state_dict(load_weights(weights))
     return model
@@ -237,9 +251,7 @@ def saved_model(record: dict, weights: Path, **config):
 def measure_weights(record: dict, weights: Path, images: torch.Tensor, labels: torch.Tensor,
                     **config) -> tuple[int, float]:
     """(images right, mean loss) of a record's saved weights on `images`, through `saved_model` and
-    train.evaluate."""
-    from .train import evaluate
-
+    models.evaluate (what training evaluates each epoch with)."""
     with torch.inference_mode():
         loss, correct = evaluate(saved_model(record, weights, **config), images, labels)
     return int(correct.item()), (loss / len(labels)).item()

@@ -370,8 +370,8 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
 
 
 def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
-    """The schedule as configured (from train.learning_rate, per iteration) and the lr the runs logged."""
-    from .train import learning_rate
+    """The schedule as configured (from steps.learning_rate, per iteration) and the lr the runs logged."""
+    from .steps import learning_rate
 
     images = records[0]["provenance"].get("train_images", 60_000) if records else 60_000
     per_epoch, total = math.ceil(images / step.batch_size), step.epochs * math.ceil(images / step.batch_size)
