@@ -106,11 +106,12 @@ def test_golden_run(step, mnist):
         if changes or golden.get("generation") != records.GENERATION:
             write_golden(path, fresh)
         return
-    assert not changes, (f"{step.name}: numbers moved ({path.name}):\n  " + "\n  ".join(changes) +
-                         f"\nIf intended: bump records.GENERATION, then run\n    {ACCEPT_COMMAND}")
-    assert golden.get("generation") == records.GENERATION, (
-        f"{step.name}: golden accepted under generation {golden.get('generation')}, the engine is at "
-        f"{records.GENERATION}; run\n    {ACCEPT_COMMAND}")
+    if changes:
+        pytest.fail(f"{step.name}: numbers moved ({path.name}):\n  " + "\n  ".join(changes) +
+                    f"\nIf intended: bump records.GENERATION, then run\n    {ACCEPT_COMMAND}")
+    if golden.get("generation") != records.GENERATION:
+        pytest.fail(f"{step.name}: golden accepted under generation {golden.get('generation')}, the engine is at "
+                    f"{records.GENERATION}; run\n    {ACCEPT_COMMAND}")
 
 
 def test_every_golden_belongs_to_a_registered_step():
