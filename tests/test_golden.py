@@ -17,10 +17,12 @@ Accepting refuses to overwrite a golden whose numbers moved under the generation
 the bump cannot be forgotten; the bump makes every older record stale (records.not_current_because),
 and `python -m ablation run --resume` retrains them.
 
-No registered step distils or uses SAM, an elastic distortion or an early end of the augmentation: those
-options are off in every golden, and tests/test_distill.py and tests/test_train.py check them on quick
-runs. A step that turns one on gets its golden like any other (a distilling step would need its
-teacher's golden records first, see train_many's teacher_dirs).
+Options that no registered step turns on but committed validation records use (SAM, the elastic
+distortion, an early end of the augmentation, bilinear rotation with shifts, label smoothing,
+depthwise-separable and tied layouts, distillation) have goldens of their own, VARIANTS: a registered step
+with the overrides `python -m ablation screen ... --set` gives. The distilling one is taught by its
+teacher's seeds trained for one epoch on the same images into a temporary folder, in one pass: a fixture
+as deterministic as the run it teaches.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import pytest
 import torch
 
 from ablation import records
-from ablation.steps import STEPS
+from ablation.data import MNIST
+from ablation.steps import STEPS, with_overrides
 from ablation.train import train_many
 
 pytestmark = pytest.mark.fast
@@ -47,6 +50,17 @@ TRAIN_IMAGES = 136
 TEST_IMAGES = 64
 SEED = 0
 THREADS = 1
+# name: (registered step, overrides as `--set` writes them).
+VARIANTS = {
+    "variant-augment-options": ("13-wide-end-6k", ["augment.elastic=2.0", "augment.until_epoch=7", "augment.translate=0.1",
+                                                   "augment.interpolation=bilinear", "label_smoothing=0.1"]),
+    "variant-sam": ("13-wide-end-6k", ["sam=0.05"]),
+    "variant-separable-tied": ("19-views-6k", ["layout=('conv3:8','conv3:10','conv1:8','pool','conv3:10','conv3:16',"
+                                               "'conv3:16','tied3p:16','sep3p:14','gap','conv1:10')"]),
+    "variant-distill": ("12-wide-end", ["distill.teacher=8-no-dropout", "distill.weight=0.5", "distill.temperature=4.0"]),
+}
+CASES = [pytest.param(step.name, step, id=step.name) for step in STEPS.values()] + [
+    pytest.param(name, with_overrides(STEPS[base], overrides), id=name) for name, (base, overrides) in VARIANTS.items()]
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -59,10 +73,18 @@ def weights_digest(state_dict: dict) -> str:
     return digest.hexdigest()
 
 
-def golden_run(step, mnist) -> dict:
+def golden_run(step, mnist, tmp_path: Path) -> dict:
     """The numbers a short run of `step` computes: its golden, without the generation it was accepted in."""
-    result = train_many(step, [SEED], device="cpu", threads=THREADS, data=mnist, limit_train=TRAIN_IMAGES,
-                        limit_test=TEST_IMAGES)[0]
+    # Cut here rather than with train_many's limit_train (the same images): a teacher must have been
+    # trained on all of the images its student is.
+    data = MNIST(mnist.train_images[:TRAIN_IMAGES], mnist.train_labels[:TRAIN_IMAGES],
+                 mnist.test_images[:TEST_IMAGES], mnist.test_labels[:TEST_IMAGES])
+    teachers = None
+    if step.distill.active:
+        teacher, teachers = STEPS[step.distill.teacher], [tmp_path / "teachers"]
+        for r in train_many(teacher, teacher.seeds, device="cpu", threads=THREADS, data=data, epochs=1):
+            records.save(r, teachers[0])
+    result = train_many(step, [SEED], device="cpu", threads=THREADS, data=data, teacher_dirs=teachers)[0]
     return {"step": step.name, "seed": SEED, "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES,
             "threads": THREADS, "device": "cpu", "params": result.params, "diverged_at": result.diverged_at,
             "history": records.without_timings(result.history), "weights_sha256": weights_digest(result.state_dict)}
@@ -85,12 +107,12 @@ def write_golden(path: Path, fresh: dict) -> None:
     path.write_text(json.dumps({"generation": records.GENERATION, **fresh}, indent=1) + "\n")
 
 
-@pytest.mark.parametrize("step", [pytest.param(s, id=s.name) for s in STEPS.values()])
-def test_golden_run(step, mnist):
+@pytest.mark.parametrize("name, step", CASES)
+def test_golden_run(name, step, mnist, tmp_path):
     """The step's short run computes exactly its golden's numbers (CPU, one thread), accepted under today's
     records.GENERATION."""
-    path = GOLDEN_DIR / f"{step.name}.json"
-    fresh = golden_run(step, mnist)
+    path = GOLDEN_DIR / f"{name}.json"
+    fresh = golden_run(step, mnist, tmp_path)
     accept = os.environ.get(ACCEPT_VAR) == "1"
     if not path.exists():
         if accept:
@@ -114,7 +136,7 @@ def test_golden_run(step, mnist):
                     f"{records.GENERATION}; run\n    {ACCEPT_COMMAND}")
 
 
-def test_every_golden_belongs_to_a_registered_step():
+def test_every_golden_belongs_to_a_registered_step_or_variant():
     """A golden left behind by a renamed or removed step is an error, not a silent extra file."""
     names = {p.stem for p in GOLDEN_DIR.glob("*.json")}
-    assert names <= set(STEPS), f"goldens without a step: {sorted(names - set(STEPS))}"
+    assert names <= set(STEPS) | set(VARIANTS), f"goldens without a step: {sorted(names - set(STEPS) - set(VARIANTS))}"
