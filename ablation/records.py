@@ -35,9 +35,10 @@ DEFAULT_RUNS = Path("reports/runs")
 PACKAGE = Path(__file__).resolve().parent
 
 
-# The code that turns a step's config (stored whole in every record) into numbers (and steps.learning_rate).
-# Its hash is kept in provenance to say which code made a record; whether a record is current is its
-# GENERATION's business, which the goldens keep honest. An uncommitted edit to these files marks a record dirty.
+# The code that turns a step's config (stored whole in every record) into numbers. Its hash is kept in
+# provenance to say which code made a record; whether a record is current is its GENERATION's, which the
+# goldens keep honest (they also cover steps.learning_rate, left out here because steps.py is mostly texts).
+# An uncommitted edit to these files marks a record made meanwhile dirty.
 ENGINE_FILES = ("augment.py", "data.py", "distill.py", "models.py", "train.py")
 
 
