@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .models import GlobalAvgPool, Net, SeedDropout, TiedConv
-from .steps import Goals
+from .steps import Goals, Step
 
 # Accuracies are counts over at least 1,000 images (steps of 0.01-0.1 %), stored as float32 percentages:
 # 99.24 % is 99.239998. A bar is met when a value is within float noise of it, far below that resolution,
@@ -140,7 +140,7 @@ class GoalMiss(AssertionError):
     this type, so a crash, a missing record or a failure of another kind is never taken for one."""
 
 
-def check_run_goals(step, record: dict) -> None:
+def check_run_goals(step: Step, record: dict) -> None:
     """One run's goals (tests/test_goals.py's test_run): GoalMiss for a missed accuracy floor, the one miss a
     seed of `step.floor_misses` may show; AssertionError for what no expected miss covers (a divergence, a
     run of another length, a network of another size than the step's)."""
@@ -159,7 +159,7 @@ def check_run_goals(step, record: dict) -> None:
                        f"{v['floor']['min_last']:.2f}% < {goals.accuracy_floor}%")
 
 
-def check_goals(step, records: list[dict]) -> None:
+def check_goals(step: Step, records: list[dict]) -> None:
     """A step's goals on every seed of `records` (tests/test_goals.py's test_every_seed).
 
     First, the seeds that miss the accuracy floor must be exactly those of `step.floor_misses` among them
