@@ -134,14 +134,14 @@ def train_tasks(tasks: list, args, device, data) -> list[str]:
     or Ray; return the failed tasks' errors (each printed as it happened)."""
     import os
 
+    if args.backend == "ray":
+        from . import ray_backend
+
+        return ray_backend.run_tasks(tasks, data, address=args.address, num_cpus=args.jobs,
+                                     runs_per_gpu=args.runs_per_gpu, max_retries=args.max_retries)
     from .runner import run_tasks
 
-    ray_options = {}
-    if args.backend == "ray":
-        ray_options = dict(address=args.address, num_cpus=args.jobs, runs_per_gpu=args.runs_per_gpu,
-                           max_retries=args.max_retries)
-    return run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data,
-                     backend=args.backend, **ray_options)
+    return run_tasks(tasks, args.jobs or (1 if device.type == "cuda" else os.cpu_count() or 1), data=data)
 
 
 def check_backend(args) -> None:
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablation.html inside any other)")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already recorded under --out with the same config, images and epochs, made "
-                        "by this engine (or one shown equivalent) from committed code, and train only the rest: an "
+                        "under this engine generation from committed code, and train only the rest: an "
                         "interrupted run picks up where it stopped (--quick runs are never kept)")
     p.set_defaults(func=cmd_run)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .models import GlobalAvgPool, Net, SeedDropout, TiedConv
-from .steps import Goals
+from .steps import Goals, Step
 
 # Accuracies are counts over at least 1,000 images (steps of 0.01-0.1 %), stored as float32 percentages:
 # 99.24 % is 99.239998. A bar is met when a value is within float noise of it, far below that resolution,
@@ -131,6 +131,58 @@ def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None
     deltas = [child[s] - parent[s] for s in seeds]
     mean, std = mean_std(deltas)
     return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "ci95": confidence_interval95(deltas)}
+
+
+# --- the goals the slow tier asserts ---------------------------------------------------------------
+
+class GoalMiss(AssertionError):
+    """A run or a step that misses one of its goals. The slow tier's expected misses (strict xfails) name
+    this type, so a crash, a missing record or a failure of another kind is never taken for one."""
+
+
+def check_run_goals(step: Step, record: dict) -> None:
+    """One run's goals (tests/test_goals.py's test_run): GoalMiss for a missed accuracy floor, the one miss a
+    seed of `step.floor_misses` may show; AssertionError for what no expected miss covers (a divergence, a
+    run of another length, a network of another size than the step's)."""
+    goals, seed = step.goals, record["seed"]
+    v = goal_verdicts(goals, record["params"], record["history"], record["diverged_at"])
+    if not v["diverged"]["met"]:
+        raise AssertionError(f"{step.name} seed {seed}: loss not finite at epoch {record['diverged_at']}")
+    if not len(record["history"]) == step.epochs <= goals.max_epochs:
+        raise AssertionError(f"{step.name} seed {seed}: {len(record['history'])} epochs, the step trains "
+                             f"{step.epochs} of at most {goals.max_epochs}")
+    # Over-budget steps are the seed's own design; their every-seed check carries that miss.
+    if not (v["params"]["met"] or record["params"] == step.params > goals.max_params):
+        raise AssertionError(f"{step.name} seed {seed}: {record['params']:,} parameters")
+    if not v["floor"]["met"]:
+        raise GoalMiss(f"{step.name} seed {seed}: min test accuracy over the last {goals.last_epochs} epochs "
+                       f"{v['floor']['min_last']:.2f}% < {goals.accuracy_floor}%")
+
+
+def check_goals(step: Step, records: list[dict]) -> None:
+    """A step's goals on every seed of `records` (tests/test_goals.py's test_every_seed).
+
+    First, the seeds that miss the accuracy floor must be exactly those of `step.floor_misses` among them
+    (AssertionError with each seed's figure otherwise): an expected miss stands for the misses measured,
+    not for more or for others. Then GoalMiss for each goal not met: the parameter budget, the goals on
+    every seed, the mean final accuracy.
+    """
+    goals = step.goals
+    lows = {r["seed"]: lowest_of_last(r["history"], goals.last_epochs) if r["history"] else math.nan for r in records}
+    per_seed = ", ".join(f"seed {seed}: min last-{goals.last_epochs} {low:.2f}%" for seed, low in lows.items())
+    missing = sorted(r["seed"] for r in records
+                     if not goal_verdicts(goals, r["params"], r["history"], r["diverged_at"])["floor"]["met"])
+    recorded = sorted(set(step.floor_misses) & set(lows))
+    if missing != recorded:
+        raise AssertionError(f"{step.name}: seeds {missing} miss ≥ {goals.accuracy_floor}% in the last "
+                             f"{goals.last_epochs} epochs, the step records {recorded} (floor_misses) ({per_seed})")
+    summary = step_summary(records, goals)
+    if records[0]["params"] > goals.max_params:
+        raise GoalMiss(f"{records[0]['params']:,} parameters > {goals.max_params:,}")
+    if summary["seeds_meeting"] != len(records):
+        raise GoalMiss(f"goals met on {summary['seeds_meeting']}/{len(records)} seeds ({per_seed})")
+    if goals.mean_final_floor is not None and not at_least(summary["final_mean"], goals.mean_final_floor):
+        raise GoalMiss(f"mean final accuracy {summary['final_mean']:.2f}% < {goals.mean_final_floor}%")
 
 
 # --- the per-layer table and the receptive field -------------------------------------------------

@@ -252,6 +252,24 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - MNIST_MEAN) / MNIST_STD
 
 
+EVAL_CHUNK = 2000  # test images per forward pass
+
+
+@torch.no_grad()
+def evaluate(model: Net, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per seed: (summed cross-entropy, number correct) over all `images`, on the device."""
+    model.eval()
+    k = model.seeds
+    loss, correct = torch.zeros(k, device=images.device), torch.zeros(k, device=images.device)
+    for i in range(0, len(images), EVAL_CHUNK):
+        x = normalize(images[i:i + EVAL_CHUNK]).unsqueeze(1).expand(-1, k, -1, -1)
+        y = labels[i:i + EVAL_CHUNK]
+        logits = model(x).view(len(x), k, -1)
+        loss += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, k), reduction="none").sum(0)
+        correct += (logits.argmax(-1) == y[:, None]).sum(0)
+    return loss, correct
+
+
 IMAGE_SIZE = 28
 
 

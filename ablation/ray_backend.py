@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from .data import MNIST
+from . import runner
 from .runner import Task, Tracker, train_task
 
 INSTALL = "pip install -e '.[ray]'"
@@ -115,3 +116,10 @@ def run_wave(wave: list[Task], tracker: Tracker, data: MNIST | None, *, max_retr
         for ref in pending:  # Ctrl-C: nothing more trains; what has been written stays
             ray.cancel(ref, force=True)
         raise
+
+
+def run_tasks(tasks: list[Task], data: MNIST | None = None, **options) -> list[str]:
+    """runner.run_tasks with every wave on Ray (`options`: run_wave's keywords); the failed tasks' errors."""
+    from functools import partial
+
+    return runner.run_tasks(tasks, 0, data, run_wave=partial(run_wave, **options))

@@ -436,8 +436,8 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
 
 
 def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
-    """The schedule as configured (from train.learning_rate, per iteration) and the lr the runs logged."""
-    from .train import learning_rate
+    """The schedule as configured (from steps.learning_rate, per iteration) and the lr the runs logged."""
+    from .steps import learning_rate
 
     images = records[0]["provenance"].get("train_images", 60_000) if records else 60_000
     per_epoch, total = math.ceil(images / step.batch_size), step.epochs * math.ceil(images / step.batch_size)
@@ -794,7 +794,7 @@ def when(iso: str) -> str:
 
 
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
-    from .records import EQUIVALENT_SOURCES, equivalent_engines, source_hash
+    from .records import GENERATION, source_hash
 
     all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
     envs: dict[tuple, dict] = {}
@@ -820,9 +820,6 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
                           "device": ", ".join(sorted({r["provenance"].get("device_name") or "?" for r in recs}))})
     started = sorted(r["provenance"]["started"] for r in all_records)
     finished = sorted(r["provenance"]["finished"] for r in all_records)
-    linked = equivalent_engines(source_hash())
-    equivalents = [{"new": new, "old": old, "evidence": why} for (new, old), why in EQUIVALENT_SOURCES.items()
-                   if new in linked]
     # One row per engine and environment; the commits that ran each are folded beside it.
     engines: dict[tuple, dict] = {}
     for e in envs.values():
@@ -832,7 +829,7 @@ def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
         row["records"] += e["records"]
         row["wall"] += e["wall"]
         row["dirty"] = row["dirty"] or bool(e["dirty"])
-    return {"source_hash": source_hash(), "equivalents": equivalents, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
+    return {"source_hash": source_hash(), "generation": GENERATION, "envs": sorted(envs.values(), key=lambda e: (-e["records"], str(e["commit"]))),
             "engines": sorted(engines.values(), key=lambda e: (-e["records"], str(e["source_hash"]))),
             "platforms": sorted({str(e["platform"]) for e in envs.values()}),
             "flags": flags, "walls": walls, "n": len(all_records),

@@ -23,9 +23,6 @@ from pathlib import Path
 from .data import MNIST
 from .steps import Step
 
-BACKENDS = ("process", "ray")
-
-
 @dataclass(frozen=True)
 class Task:
     """One pass of the engine: `seeds` of `step`, trained together, one record each."""
@@ -220,25 +217,20 @@ def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None) -> None:
         tracker.finished(task, encoded)
 
 
-def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, backend: str = "process",
-              **ray_options) -> list[str]:
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_wave=None) -> list[str]:
     """Run every task, wave by wave, and write their records as they finish; return the failed tasks' errors
     (each names its step and seeds; the other tasks still run).
 
-    process: `jobs` worker processes at a time (or here, when jobs is 1). On a CPU, one single-thread process
-    per core beats one process using every core (small convolutions scale poorly across threads), and the
-    thread count, hence every result, stays the same whatever the job count.
-    ray: Ray tasks (ray_backend.run_wave; `ray_options` are its keywords).
+    By default `jobs` worker processes at a time (or here, when jobs is 1). On a CPU, one single-thread
+    process per core beats one process using every core (small convolutions scale poorly across threads), and
+    the thread count, hence every result, stays the same whatever the job count. `run_wave(wave, tracker,
+    data)` runs each wave elsewhere instead (ray_backend.run_tasks passes Ray's).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     tracker = Tracker(tasks)
     try:
         for wave in waves(tasks):
-            if backend == "ray":
-                from .ray_backend import run_wave
-
-                run_wave(wave, tracker, data, **ray_options)
+            if run_wave is not None:
+                run_wave(wave, tracker, data)
             elif max(1, min(jobs, len(wave))) == 1:
                 run_here(wave, tracker, data)
             else:

@@ -14,7 +14,6 @@ import copy
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -23,33 +22,12 @@ import torch.nn.functional as F
 from . import augment as aug
 from . import distill
 from .data import MNIST, load_mnist
-from .models import Net, count_parameters, for_step, normalize, stack_seeds, unstack_seeds
-from .steps import Step, get_step
+from .models import Net, count_parameters, evaluate, for_step, normalize, stack_seeds, unstack_seeds
+from .records import DEFAULT_RUNS, RunResult, evaluation_label, git_state, source_hash
+from .steps import Step, get_step, learning_rate
 
 DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
 STREAMS = ("init", "order", "augment", "dropout")
-EVAL_CHUNK = 2000  # test images per forward pass
-
-
-class Diverged(ArithmeticError):
-    pass
-
-
-@dataclass
-class RunResult:
-    """One seed's run: what records.py writes to disk."""
-
-    step: Step
-    seed: int
-    params: int
-    history: list[dict] = field(default_factory=list)  # one row per epoch
-    diverged_at: int | None = None  # the epoch whose training loss was not finite
-    state_dict: dict | None = None
-    evaluated_on: str = "test"
-    engine: dict = field(default_factory=dict)  # device, threads, seeds per pass, subset sizes
-    started: float = 0.0  # unix time
-    finished: float = 0.0
-
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -70,24 +48,6 @@ def generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + STREAMS.index(stream))
 
 
-def learning_rate(step: Step, iteration: int, iters_per_epoch: int) -> float:
-    """The lr for a global iteration (0-based): StepLR steps per epoch, one-cycle per iteration."""
-    s = step.schedule
-    epoch = iteration // iters_per_epoch
-    if s.kind == "constant":
-        return step.lr
-    if s.kind == "step":
-        return step.lr * s.gamma ** (epoch // s.step_epochs)
-    if s.kind == "onecycle":
-        total = (s.final_epoch or step.epochs) * iters_per_epoch
-        rise = max(1, round(s.warmup * total))
-        start, floor = step.lr / s.div, step.lr / s.final_div
-        if iteration < rise:
-            return start + (step.lr - start) * iteration / rise
-        return max(floor, step.lr + (floor - step.lr) * (iteration - rise) / max(1, total - rise))
-    raise ValueError(f"unknown schedule kind {s.kind!r}")
-
-
 def initial_model(step: Step, seed: int) -> Net:
     """Seed `seed`'s freshly initialised one-seed network (PyTorch's default init, on the CPU)."""
     with torch.random.fork_rng(devices=[]):
@@ -101,21 +61,6 @@ def _optimizer(step: Step, params) -> torch.optim.Optimizer:
     if step.optimizer == "adam":
         return torch.optim.Adam(params, lr=step.lr, weight_decay=step.weight_decay)
     raise ValueError(f"unknown optimizer {step.optimizer!r}")
-
-
-@torch.no_grad()
-def evaluate(model: Net, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per seed: (summed cross-entropy, number correct) over all `images`, on the device."""
-    model.eval()
-    k = model.seeds
-    loss, correct = torch.zeros(k, device=images.device), torch.zeros(k, device=images.device)
-    for i in range(0, len(images), EVAL_CHUNK):
-        x = normalize(images[i:i + EVAL_CHUNK]).unsqueeze(1).expand(-1, k, -1, -1)
-        y = labels[i:i + EVAL_CHUNK]
-        logits = model(x).view(len(x), k, -1)
-        loss += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, k), reduction="none").sum(0)
-        correct += (logits.argmax(-1) == y[:, None]).sum(0)
-    return loss, correct
 
 
 def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step, aug_gens,
@@ -241,8 +186,6 @@ def train_many(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     device = resolve_device(str(device))
-    from .records import evaluation_label, git_state, source_hash  # here, not at the top: records imports this module
-
     # Read the code's identity now, while it is the code this process runs: a record written at the end
     # must not take the hash of files edited on disk during a run of hours.
     source_hash(), git_state()
@@ -260,8 +203,6 @@ def train_many(
 
     soft, teachers = None, None
     if step.distill.active:
-        from .records import DEFAULT_RUNS
-
         paths = distill.find_teachers(step, evaluated_on, full_train, teacher_dirs or [DEFAULT_RUNS])
         logits, teachers = distill.teacher_logits(step, data, paths)
         soft = torch.log_softmax(logits / step.distill.temperature, dim=-1)
@@ -292,7 +233,6 @@ def train_many(
         model.train()
         perms = [torch.randperm(n_train, generator=g, device=device) for g in gens["order"]]
         loss_sum, correct = torch.zeros(k, device=device), torch.zeros(k, device=device)
-        lr = learning_rate(step, iteration, iters_per_epoch)
         for start in range(0, n_train, bs):
             stop = min(start + bs, n_train)
             lr = learning_rate(step, iteration, iters_per_epoch)

@@ -14,6 +14,7 @@ import pytest
 
 from ablation import records
 from ablation.__main__ import main
+from ablation import ray_backend
 from ablation.runner import Task, run_tasks
 from ablation.steps import get_step
 
@@ -50,8 +51,8 @@ def tree(folder: Path) -> dict:
 def test_ray_writes_the_records_and_weights_the_process_pool_writes(ray_local, mnist, tmp_path):
     runs = [("1-basic", 0), ("1-basic", 1), ("18-shifted-views", 0), ("18-shifted-views", 1)]
     committed = tree(records.DEFAULT_RUNS)
-    assert run_tasks(quick_tasks(tmp_path / "ray", runs), 2, data=mnist, backend="ray") == []
-    assert run_tasks(quick_tasks(tmp_path / "pool", runs), 2, data=mnist, backend="process") == []
+    assert ray_backend.run_tasks(quick_tasks(tmp_path / "ray", runs), mnist) == []
+    assert run_tasks(quick_tasks(tmp_path / "pool", runs), 2, data=mnist) == []
     for name, seed in runs:
         (ray_json, ray_pt), (pool_json, pool_pt) = (records.record_paths(tmp_path / b, name, seed) for b in ("ray", "pool"))
         assert comparable(ray_json) == comparable(pool_json), f"{name} seed {seed}"
@@ -86,8 +87,8 @@ def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist
 
     killer = threading.Thread(target=kill_first_worker)
     killer.start()
-    errors = run_tasks(quick_tasks(tmp_path, [("1-basic", 3)], quick={"limit_train": 4096}), 1, data=mnist,
-                       backend="ray", max_retries=2)
+    errors = ray_backend.run_tasks(quick_tasks(tmp_path, [("1-basic", 3)], quick={"limit_train": 4096}), mnist,
+                                   max_retries=2)
     killer.join()
     assert killed, "no Ray worker was seen training"
     assert errors == [] and writes == [3]
@@ -96,7 +97,7 @@ def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist
 
 def test_a_failing_task_is_named_and_the_others_are_written(ray_local, mnist, tmp_path, capsys):
     tasks = quick_tasks(tmp_path, [("1-basic", 0)]) + quick_tasks(tmp_path, [("1-basic", 1)], holdout=70_000)
-    errors = run_tasks(tasks, 2, data=mnist, backend="ray")
+    errors = ray_backend.run_tasks(tasks, mnist)
     assert len(errors) == 1 and errors[0].startswith("1-basic seed 1 (fold 0) failed: ValueError: holdout size")
     assert records.record_paths(tmp_path, "1-basic", 0)[0].exists()
     assert not records.record_paths(tmp_path, "1-basic", 1)[0].exists()

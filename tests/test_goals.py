@@ -10,11 +10,14 @@ named there. At the end, a reproduction table sets each fresh run against the co
 
 Per run (`test_run[<step>-seed<k>]`): the record is written, the run did not diverge, the parameter
 and epoch budgets hold, and the accuracy floor holds in each of the last N epochs; a seed our runs
-showed missing the floor is a strict xfail (the step's `floor_misses`).
+showed missing the floor is a strict xfail (the step's `floor_misses`) of analysis.GoalMiss only: a crash,
+a divergence or a run of another length still fails.
 
 Per step (`test_every_seed[<step>]`, when all the step's seeds are selected): the goals hold on every
 seed, and the mean final accuracy where a goal sets one. A step whose goals our runs showed are not
-met carries the reason (`known_miss`) as a strict xfail: if it ever starts passing, the test says so.
+met carries the reason (`known_miss`) as a strict xfail of analysis.GoalMiss: if it ever starts passing,
+the test says so, and a missing record, an error, or seeds missing the floor other than its `floor_misses`
+fail it (analysis.check_goals).
 
 Per fresh run (`test_retrained_run_reproduces_the_committed_record`): its history and final weights equal
 the committed record's bit for bit, when both were made on the same set-up (engine, libraries, device and
@@ -28,10 +31,9 @@ on records an earlier engine made, which no retrain does.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ablation import records, reproduce
-from ablation.analysis import at_least, goal_verdicts, step_summary
+from ablation.analysis import GoalMiss, check_goals, check_run_goals
 from ablation.steps import changed_run_fields
 from conftest import reusable_record, selected_seeds, selected_steps, task_for
 
@@ -46,7 +48,7 @@ def pytest_generate_tests(metafunc):
             for seed in selected_seeds(config, step):
                 marks = [pytest.mark.xdist_group(step.name)]
                 if seed in step.floor_misses:
-                    marks.append(pytest.mark.xfail(strict=True, reason=f"measured: {step.name} seed {seed} misses "
+                    marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=f"measured: {step.name} seed {seed} misses "
                                                    f"≥ {step.goals.accuracy_floor} % in the last {step.goals.last_epochs} epochs"))
                 cases.append(pytest.param((step, seed), id=f"{step.name}-seed{seed}", marks=marks))
         metafunc.parametrize("run_case", cases)
@@ -59,7 +61,7 @@ def pytest_generate_tests(metafunc):
         for step in selected_steps(config):
             marks = [pytest.mark.xdist_group(step.name)]
             if step.known_miss:
-                marks.append(pytest.mark.xfail(strict=True, reason=step.known_miss))
+                marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=step.known_miss))
             cases.append(pytest.param(step, id=step.name, marks=marks))
         metafunc.parametrize("step_case", cases)
 
@@ -106,14 +108,7 @@ def recorded(step, seed: int, config) -> dict:
 
 def test_run(run_case, request):
     step, seed = run_case
-    record, _ = obtain(step, seed, request.config)
-    v = goal_verdicts(step.goals, record["params"], record["history"], record["diverged_at"])
-    assert v["diverged"]["met"], f"{step.name} seed {seed}: loss not finite at epoch {record['diverged_at']}"
-    assert len(record["history"]) == step.epochs <= step.goals.max_epochs
-    # Over-budget steps are the seed's own design; their every-seed check carries that miss.
-    assert v["params"]["met"] or step.params > step.goals.max_params, f"{record['params']:,} parameters"
-    assert v["floor"]["met"], (f"{step.name} seed {seed}: min test accuracy over the last {step.goals.last_epochs} "
-                               f"epochs {v['floor']['min_last']:.2f}% < {step.goals.accuracy_floor}%")
+    check_run_goals(step, obtain(step, seed, request.config)[0])
 
 
 def test_every_seed(step_case, request):
@@ -122,15 +117,7 @@ def test_every_seed(step_case, request):
     if not set(step.seeds) <= set(seeds):
         # "On every seed" is a claim about all of a step's seeds, and the mean goal is over all of them.
         pytest.skip(f"the every-seed verdict needs all of {step.name}'s seeds {list(step.seeds)}; selected {seeds}")
-    recs = [recorded(step, seed, request.config) for seed in seeds]
-    summary = step_summary(recs, step.goals)
-    per_seed = ", ".join(f"seed {r['seed']}: min last-{step.goals.last_epochs} "
-                         f"{min(row['test_acc'] for row in r['history'][-step.goals.last_epochs:]):.2f}%" for r in recs)
-    assert recs[0]["params"] <= step.goals.max_params, f"{recs[0]['params']:,} parameters > {step.goals.max_params:,}"
-    assert summary["seeds_meeting"] == len(recs), f"goals met on {summary['seeds_meeting']}/{len(recs)} seeds ({per_seed})"
-    if step.goals.mean_final_floor is not None:
-        assert at_least(summary["final_mean"], step.goals.mean_final_floor), (
-            f"mean final accuracy {summary['final_mean']:.2f}% < {step.goals.mean_final_floor}%")
+    check_goals(step, [recorded(step, seed, request.config) for seed in seeds])
 
 
 def test_retrained_run_reproduces_the_committed_record(repro_case, request):

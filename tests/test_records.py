@@ -26,10 +26,12 @@ def test_record_holds_config_history_verdicts_and_provenance(result, tmp_path):
         assert 0 <= row["test_acc"] <= 100
     assert set(record["verdicts"]) == {"params", "epochs", "floor", "diverged"}
     p = record["provenance"]
-    for key in ("commit", "dirty", "source_hash", "python", "torch", "torchvision", "device_name", "threads",
+    for key in ("commit", "dirty", "generation", "source_hash", "python", "torch", "torchvision", "device_name", "threads",
                 "started", "finished", "wall_seconds"):
         assert key in p, key
     assert p["torch"] == torch.__version__ and p["threads"] == torch.get_num_threads()
+    assert p["generation"] == records.GENERATION  # so it is current, unless made from a dirty tree
+    assert not [why for why in records.not_current_because(record) if "generation" in why]
 
 
 def test_weights_beside_the_record_load_into_build_model(result, tmp_path):
@@ -78,24 +80,20 @@ def test_other_schema_versions_are_refused(tmp_path):
         records.load(path)
 
 
-def test_an_equivalence_claim_holds_for_the_engine_it_names_only(monkeypatch):
-    now = records.source_hash()
-    assert records.same_engine(now) and not records.same_engine("0123456789abcdef") and not records.same_engine(None)
-    monkeypatch.setitem(records.EQUIVALENT_SOURCES, ("fedcba9876543210", "0123456789abcdef"), "shown for another engine")
-    assert not records.same_engine("0123456789abcdef")
-    monkeypatch.setitem(records.EQUIVALENT_SOURCES, (now, "0123456789abcdef"), "shown for this one")
-    assert records.same_engine("0123456789abcdef")
+def test_a_record_is_current_while_it_was_made_under_todays_generation():
+    made = {"provenance": {"generation": records.GENERATION, "source_hash": "0123456789abcdef", "dirty": False}}
+    assert records.not_current_because(made) == []  # whatever source made it: the goldens vouch for the numbers
+    older = {"provenance": {"generation": records.GENERATION - 1, "source_hash": records.source_hash()}}
+    assert records.not_current_because(older) == [f"made under engine generation {records.GENERATION - 1} (source "
+                                                   f"{records.source_hash()}), not the current generation {records.GENERATION}"]
 
 
-def test_equivalence_claims_chain_but_only_through_a_shown_link(monkeypatch):
-    now = records.source_hash()
-    monkeypatch.setattr(records, "EQUIVALENT_SOURCES", {("bbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa"): "b remade a",
-                                                       ("dddddddddddddddd", "cccccccccccccccc"): "d remade c"})
-    assert not records.same_engine("aaaaaaaaaaaaaaaa") and not records.same_engine("bbbbbbbbbbbbbbbb")
-    records.EQUIVALENT_SOURCES[(now, "bbbbbbbbbbbbbbbb")] = "now remade b"
-    assert records.same_engine("bbbbbbbbbbbbbbbb") and records.same_engine("aaaaaaaaaaaaaaaa")  # a through b
-    assert not records.same_engine("cccccccccccccccc") and not records.same_engine("dddddddddddddddd")
-    assert records.equivalent_engines("cccccccccccccccc") == {"cccccccccccccccc", "dddddddddddddddd"}
+def test_a_record_without_a_generation_is_generation_1_only_from_a_source_the_ledger_linked():
+    for source in sorted(records.GENERATION_1_SOURCES):
+        assert records.record_generation({"provenance": {"source_hash": source}}) == 1
+    assert records.record_generation({"provenance": {"source_hash": "0123456789abcdef"}}) is None
+    assert records.record_generation({"provenance": {}}) is None
+    assert "unknown engine generation" in records.not_current_because({"provenance": {"source_hash": "0123456789abcdef"}})[0]
 
 
 @pytest.fixture
@@ -121,7 +119,7 @@ def test_a_committed_full_run_is_reusable_for_its_own_config_only(committed):
 
 
 @pytest.mark.parametrize("change, why", [({"dirty": True}, "uncommitted engine changes"),
-                                         ({"source_hash": "0123456789abcdef"}, "made by engine source 0123456789abcdef"),
+                                         ({"generation": 0}, "made under engine generation 0"),
                                          ({"train_images": 2048}, "trained on 2048 images")])
 def test_a_record_from_another_engine_tree_or_training_set_is_not_reused(committed, change, why):
     path, step = committed

@@ -152,25 +152,26 @@ def test_diverged_and_missing_runs_are_said(page):
 
 def test_records_of_other_code_or_a_dirty_tree_are_flagged(tmp_path):
     stale, dirty, smoke = make_record(GOOD_STEP, 0), make_record(GOOD_STEP, 1), make_record(GOOD_STEP, 2)
-    stale["provenance"]["source_hash"] = "0123456789abcdef"
+    stale["provenance"]["generation"] = 0
     dirty["provenance"]["dirty"] = True
     smoke["provenance"]["train_images"] = 2048
     html = report.render_html(load_all(write_records(tmp_path, [stale, dirty, smoke])))
-    assert "made by engine source 0123456789abcdef" in html
+    assert "made under engine generation 0" in html
     assert "uncommitted engine changes" in html
     assert "trained on 2,048 images only" in html
     assert html.count("6 of 15 epochs") == 3  # the fixture's short histories are flagged too
 
 
-def test_records_of_an_engine_shown_equivalent_are_not_flagged(tmp_path, monkeypatch):
+def test_records_made_before_the_generation_from_a_generation_1_source_are_not_flagged(tmp_path):
     from ablation import records
 
-    older = make_record(GOOD_STEP, 0)
-    older["provenance"]["source_hash"] = "0123456789abcdef"
-    monkeypatch.setitem(records.EQUIVALENT_SOURCES, (records.source_hash(), "0123456789abcdef"), "retrained bit for bit")
-    html = report.render_html(load_all(write_records(tmp_path, [older])))
-    assert "made by engine source 0123456789abcdef" not in html
-    assert "<code>0123456789abcdef</code>'s runs: retrained bit for bit" in html
+    older, unknown = make_record(GOOD_STEP, 0), make_record(GOOD_STEP, 1)
+    for r, source in ((older, "56f0cb08803b4819"), (unknown, "0123456789abcdef")):
+        del r["provenance"]["generation"]
+        r["provenance"]["source_hash"] = source
+    html = report.render_html(load_all(write_records(tmp_path, [older, unknown])))
+    assert "source 56f0cb08803b4819" not in html and "made under an unknown engine generation (source 0123456789abcdef)" in html
+    assert f"now {records.GENERATION}:" in html
 
 
 def test_markdown_has_the_verdict_the_table_and_a_link_to_the_html(markdown):
