@@ -283,7 +283,8 @@ def format_comparison(c: dict) -> str:
     lines = [f"{'':9}  {'n':>2}  {'floor held':>10}  {'final mean ± sd':>16}  {lowest:>22}"]
     for name in ("engine", "notebook"):
         s = c[name]
-        lines.append(f"{name:9}  {s['n']:>2}  {s['holding_floor']:>4} of {s['n']:<3}  "
+        held = f"{s['holding_floor']} of {s['n']}"
+        lines.append(f"{name:9}  {s['n']:>2}  {held:>10}  "
                      f"{s['final_mean']:>8.3f} ± {s['final_std']:.3f}  {s['lowest_last_mean']:>14.3f} ± {s['lowest_last_std']:.3f}")
     for key, label in (("final", "final accuracy"), ("lowest_last", f"lowest of last {c['last']}")):
         d = c["difference"][key]
@@ -349,6 +350,24 @@ def _indexed(item):
     return index, _run_one(task)
 
 
+def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step], seeds: list[int] | None) -> int:
+    """Print compare_implementations for every step with records of both; 1 when a step has none of either."""
+    engine_all, notebook_all = records.load_all(engine_runs), records.load_all(notebook_runs)
+    status = 0
+    for step in steps:
+        pick = lambda recs: [r for r in recs if seeds is None or r["seed"] in seeds]
+        engine = [r for r in pick(engine_all.get(step.name, [])) if implementation_of(r) == "engine"]
+        notes = [r for r in pick(notebook_all.get(step.name, [])) if implementation_of(r) == IMPLEMENTATION]
+        if not engine or not notes:
+            print(f"{step.name}: no records of the {'engine' if not engine else 'notebook'} to compare "
+                  f"(looked in {engine_runs if not engine else notebook_runs})", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{step.name}: engine seeds {[r['seed'] for r in engine]}, notebook seeds {[r['seed'] for r in notes]}")
+        print(format_comparison(compare_implementations(engine, notes, step.goals)) + "\n")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
     from .runner import Task
@@ -364,7 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
+    p.add_argument("--compare", type=Path, default=None, metavar="ENGINE_RUNS",
+                   help="train nothing: set the records under --runs beside the engine's under ENGINE_RUNS "
+                        "(e.g. reports/runs), step by step, over --seeds if given, else every seed found")
     args = p.parse_args(argv)
+    if args.compare:
+        return print_comparisons(args.compare, args.runs, args.steps, args.seeds)
     if args.quick and args.runs == DEFAULT_OUT:
         p.error("--quick runs are smoke tests: give them their own --runs folder, not the notebook records")
     try:

@@ -1,5 +1,6 @@
 """The notebook implementation on tiny runs: its schedule against the engine's, records, determinism, refusals,
 and the side-by-side comparison on hand-made records."""
+import json
 import math
 from dataclasses import replace
 
@@ -165,3 +166,19 @@ def test_a_clear_difference_is_beyond_noise_and_a_diverged_run_does_not_hold_the
 def test_welch_interval_with_too_few_runs_is_nan_and_with_no_spread_is_the_difference():
     assert all(math.isnan(v) for v in welch_interval95([99.4], [99.5])[1:])
     assert welch_interval95([99.4, 99.4], [99.5, 99.5]) == pytest.approx((0.1, 0.1, 0.1))
+
+
+def test_cli_compare_sets_each_implementations_records_side_by_side(tmp_path, capsys):
+    step = get_step("final")
+    for folder, implementation, accuracies in (("engine", None, [99.5, 99.45, 99.5]), ("notes", "notebook", [99.4, 99.3])):
+        for seed, acc in enumerate(accuracies):
+            path = tmp_path / folder / step.name / f"seed-{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"schema": records.SCHEMA_VERSION, "step": step.name,
+                                        **record(seed, [acc] * 5, implementation)}))
+    argv = ["--steps", "final", "--compare", str(tmp_path / "engine"), "--runs", str(tmp_path / "notes")]
+    assert notebook.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "engine seeds [0, 1, 2], notebook seeds [0, 1]" in out and "notebook - engine, final accuracy: -0.133 %" in out
+    assert notebook.main(argv + ["--seeds", "0"]) == 0 and "engine seeds [0], notebook seeds [0]" in capsys.readouterr().out
+    assert notebook.main(argv[:-1] + [str(tmp_path / "none")]) == 1
