@@ -41,11 +41,16 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import OneCycleLR, StepLR
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
 
 from . import records
+from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
 from .analysis import _T95, at_least, final_accuracies, lowest_of_last, mean_std
 from .data import data_root
 from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step
+from .runner import Progress, Task, Tracker
 from .steps import Goals, Step, get_step
 from .train import RunResult, configure_threads, resolve_device
 
@@ -74,8 +79,6 @@ def refuse_unsupported(step: Step) -> None:
 
 def transforms_for(step: Step, augmented: bool):
     """The PIL pipeline of one epoch: ColorJitter, then RandomRotation (the engine's order), ToTensor, Normalize."""
-    from torchvision import transforms
-
     a = step.augment
     chain = []
     if augmented and (a.brightness or a.contrast):
@@ -102,8 +105,6 @@ class LRSchedule:
     """
 
     def __init__(self, step: Step, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
-        from torch.optim.lr_scheduler import OneCycleLR, StepLR
-
         s = step.schedule
         self.per_batch = self.per_epoch = None
         self.batches_left = 0
@@ -153,9 +154,6 @@ def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: in
     limit_train / limit_test: the first N images only (a smoke run). on_epoch(seed, epoch, row) after each
     epoch. The caller's global RNG state is left as it was: the run's global seed lives in a fork of it.
     """
-    from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets
-
     step = get_step(step) if isinstance(step, str) else step
     refuse_unsupported(step)
     epochs = step.epochs if epochs is None else epochs
@@ -298,8 +296,6 @@ def format_comparison(c: dict) -> str:
 
 def _run_one(task) -> tuple[str, object]:
     """What a pool worker runs (a fresh interpreter, one thread): ("ok", [encoded record]) or ("error", message)."""
-    from .runner import Progress
-
     step, seed = task.step, task.seeds[0]
     progress = Progress(0, f"{step.name} (notebook)", bar=False)
     try:
@@ -318,8 +314,6 @@ def _ignore_interrupts() -> None:
 def run_all(tasks: list, jobs: int) -> list[str]:
     """Train every task (one seed each), here or in `jobs` spawned processes; write each record as it finishes
     (runner.Tracker: one line per run). Returns the failed runs' errors."""
-    from .runner import Tracker
-
     tracker = Tracker(tasks)
     try:
         if jobs <= 1 or len(tasks) == 1:
@@ -369,9 +363,6 @@ def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step],
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
-    from .runner import Task
-
     p = argparse.ArgumentParser(prog="python -m ablation.notebook",
                                 description="Train steps the notebook way (torchvision transforms, DataLoader, "
                                             "torch.optim) and write records marked implementation: notebook.")

@@ -182,3 +182,44 @@ def test_cli_compare_sets_each_implementations_records_side_by_side(tmp_path, ca
     assert "engine seeds [0, 1, 2], notebook seeds [0, 1]" in out and "notebook - engine, final accuracy: -0.133 %" in out
     assert notebook.main(argv + ["--seeds", "0"]) == 0 and "engine seeds [0], notebook seeds [0]" in capsys.readouterr().out
     assert notebook.main(argv[:-1] + [str(tmp_path / "none")]) == 1
+
+
+def pil_images(images):
+    from PIL import Image
+
+    return [Image.fromarray(im.numpy(), mode="L") for im in images]
+
+
+def as_float(pil_images) -> torch.Tensor:
+    import torchvision.transforms.functional as TF
+
+    return torch.stack([TF.pil_to_tensor(im)[0] for im in pil_images]).float() / 255
+
+
+@pytest.mark.parametrize("angle", [-7.0, -3.3, 2.5, 6.9])
+def test_pils_nearest_rotation_is_the_engines_but_for_a_few_tied_pixels(angle, mnist):
+    import torchvision.transforms.functional as TF
+
+    from ablation import augment as aug
+
+    images = mnist.train_images[:200]
+    params = torch.tensor([[angle, 0, 0, 1, 1, 0]]).expand(len(images), -1)
+    engine = aug.apply(images.unsqueeze(1).float() / 255, params, aug.Augment(rotation=7))[:, 0]
+    pil = as_float([TF.rotate(im, angle, interpolation=TF.InterpolationMode.NEAREST, fill=0) for im in pil_images(images)])
+    assert ((engine - pil).abs() > 1.5 / 255).float().mean() < 0.005
+
+
+def test_pils_jitter_is_the_engines_within_two_grey_levels(mnist):
+    """PIL rounds each step to uint8 and contrast's mean to a whole grey level; the engine stays in float."""
+    import torchvision.transforms.functional as TF
+
+    from ablation import augment as aug
+
+    images = mnist.train_images[:200]
+    for bright_first, flag in ((True, 0), (False, 1)):
+        params = torch.tensor([[0, 0, 0, 1.07, 0.93, flag]]).expand(len(images), -1)
+        engine = aug.apply(images.unsqueeze(1).float() / 255, params, aug.Augment(brightness=0.1, contrast=0.1))[:, 0]
+        jitter = ((lambda im: TF.adjust_contrast(TF.adjust_brightness(im, 1.07), 0.93)) if bright_first
+                  else (lambda im: TF.adjust_brightness(TF.adjust_contrast(im, 0.93), 1.07)))
+        pil = as_float([jitter(im) for im in pil_images(images)])
+        assert (engine - pil).abs().max() <= 2.5 / 255
