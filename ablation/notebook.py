@@ -24,6 +24,13 @@ Where this loop differs from the engine on purpose (the engine's side in bracket
   notebook default would also cycle the momentum between 0.85 and 0.95, a second change the step
   does not make. Its per-iteration learning rates are the engine's (tests/test_notebook.py).
 
+One-change checks: `like_engine` takes any of the engine's four sources of randomness, each as the engine
+draws it for that seed: "init" (its initial weights), "order" (its permutation each epoch), "augment" (its
+batched augmentation on float pixels, augment.py, in place of the PIL transforms) and "dropout" (its masks).
+Switching one shows what that detail alone does to the distribution; switching all four leaves only
+floating-point summation order between this loop and the engine (tests/test_notebook.py checks a tiny run).
+On the CPU only: the engine draws its order and augmentation on the training device.
+
 Not implemented here, and refused: label smoothing, a weight average (EMA), SAM, distillation, and the
 augmentations torchvision's RandomRotation/ColorJitter do not express (translation, elastic distortion).
 """
@@ -45,18 +52,20 @@ from torch.optim.lr_scheduler import OneCycleLR, StepLR
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
+from . import augment as aug
 from . import records
 from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
 from .analysis import _T95, at_least, final_accuracies, lowest_of_last, mean_std
 from .data import data_root
-from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step
+from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
 from .runner import Progress, Task, Tracker
 from .steps import Goals, Step, get_step
-from .train import RunResult, configure_threads, resolve_device
+from .train import STREAMS, RunResult, configure_threads, generator, initial_model, resolve_device
 
 IMPLEMENTATION = "notebook"
 DEFAULT_OUT = Path("reports/notebook")
 TEST_BATCH = 1000  # images per evaluation batch (BatchNorm is in eval mode: the batch size changes nothing)
+ENGINE_DETAILS = STREAMS  # what like_engine may take from the engine: "init", "order", "augment", "dropout"
 
 
 def source_hash() -> str:
@@ -77,6 +86,13 @@ def refuse_unsupported(step: Step) -> None:
                          f"only the engine trains it")
 
 
+def check_like_engine(like_engine) -> tuple[str, ...]:
+    details = tuple(like_engine)
+    if unknown := [d for d in details if d not in ENGINE_DETAILS]:
+        raise ValueError(f"like_engine takes {', '.join(ENGINE_DETAILS)}; got {', '.join(map(repr, unknown))}")
+    return details
+
+
 def transforms_for(step: Step, augmented: bool):
     """The PIL pipeline of one epoch: ColorJitter, then RandomRotation (the engine's order), ToTensor, Normalize."""
     a = step.augment
@@ -90,6 +106,19 @@ def transforms_for(step: Step, augmented: bool):
         chain.append(transforms.RandomRotation(a.rotation, interpolation=mode, fill=0))
     chain += [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
     return transforms.Compose(chain)
+
+
+class EngineOrder(torch.utils.data.Sampler):
+    """The engine's data order for `seed`: a permutation per epoch from its "order" generator (train.generator)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.generator = n, generator(seed, "order", torch.device("cpu"))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
 
 class LRSchedule:
@@ -147,15 +176,17 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device) -> tuple[floa
 
 def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: int | None = None,
                    limit_train: int | None = None, limit_test: int | None = None, threads: int = 1,
-                   device: str | torch.device = "cpu",
+                   device: str | torch.device = "cpu", like_engine: tuple[str, ...] = (),
                    on_epoch: Callable[[int, int, dict], None] | None = None) -> RunResult:
     """Train one seed of `step` the notebook way; the same RunResult (hence record) as train.train.
 
-    limit_train / limit_test: the first N images only (a smoke run). on_epoch(seed, epoch, row) after each
+    limit_train / limit_test: the first N images only (a smoke run). like_engine: the details taken from the
+    engine instead (the module docstring; a one-change check names one). on_epoch(seed, epoch, row) after each
     epoch. The caller's global RNG state is left as it was: the run's global seed lives in a fork of it.
     """
     step = get_step(step) if isinstance(step, str) else step
     refuse_unsupported(step)
+    like_engine = check_like_engine(like_engine)
     epochs = step.epochs if epochs is None else epochs
     if epochs <= 0:
         raise ValueError(f"epochs must be positive, got {epochs}")
@@ -167,18 +198,28 @@ def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: in
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
 
     root = str(data_root(data_dir))
-    train_set = datasets.MNIST(root, train=True, download=False, transform=transforms_for(step, True))
-    test_set = datasets.MNIST(root, train=False, download=False, transform=transforms_for(step, False))
+    # The engine's augmentation works on a batch of float pixels, normalised after it: the dataset then only
+    # turns each image into a tensor.
+    batch_augment = "augment" in like_engine
+    augmented, clean = transforms_for(step, True), transforms_for(step, False)
+    train_set = datasets.MNIST(root, train=True, download=False,
+                               transform=transforms.ToTensor() if batch_augment else augmented)
+    test_set = datasets.MNIST(root, train=False, download=False, transform=clean)
     train_data = Subset(train_set, range(limit_train)) if limit_train else train_set
     test_data = Subset(test_set, range(limit_test)) if limit_test else test_set
-    augmented, clean = train_set.transform, transforms_for(step, False)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = for_step(step).to(device)
+        model = (initial_model(step, seed) if "init" in like_engine else for_step(step)).to(device)
+        if "dropout" in like_engine:
+            model.set_dropout_generators([generator(seed, "dropout", device)])
+        augment_generator = generator(seed, "augment", device) if batch_augment else None
         params = count_parameters(model)
-        loader = DataLoader(train_data, batch_size=step.batch_size, shuffle=True, num_workers=0,
-                            generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda")
+        order = EngineOrder(len(train_data), seed) if "order" in like_engine else None
+        # The loader's own generator also seeds its iterator each epoch: given here, the global stream is not drawn.
+        loader = DataLoader(train_data, batch_size=step.batch_size, shuffle=order is None, sampler=order,
+                            num_workers=0, generator=torch.Generator().manual_seed(seed),
+                            pin_memory=device.type == "cuda")
         test_loader = DataLoader(test_data, batch_size=TEST_BATCH, shuffle=False, num_workers=0)
         opt = torch.optim.SGD(model.parameters(), lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
         schedule = LRSchedule(step, opt, len(loader))
@@ -186,14 +227,20 @@ def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: in
         n_train, started = len(train_data), time.time()
         result = RunResult(step, seed, params, started=started, engine={
             "device": device.type, "threads": n_threads, "seeds_per_pass": 1, "train_images": n_train,
-            "eval_images": len(test_data), "implementation": IMPLEMENTATION, "implementation_source": own_hash})
+            "eval_images": len(test_data), "implementation": IMPLEMENTATION, "implementation_source": own_hash,
+            **({"like_engine": list(like_engine)} if like_engine else {})})
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
-            train_set.transform = augmented if step.augment.on_in(epoch) else clean
+            if not batch_augment:
+                train_set.transform = augmented if step.augment.on_in(epoch) else clean
             model.train()
             loss_sum, correct, lr = 0.0, 0, opt.param_groups[0]["lr"]
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if batch_augment:
+                    if step.augment.on_in(epoch):
+                        x = aug.apply(x, aug.sample_params(len(x), step.augment, augment_generator, device), step.augment)
+                    x = normalize(x)
                 lr = opt.param_groups[0]["lr"]
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -299,6 +346,7 @@ def _run_one(task) -> tuple[str, object]:
     step, seed = task.step, task.seeds[0]
     progress = Progress(0, f"{step.name} (notebook)", bar=False)
     try:
+        # Task.quick carries train_notebook's keywords: the subset sizes, and like_engine where asked.
         result = train_notebook(step, seed, data_dir=task.data_dir, epochs=task.epochs, threads=task.threads,
                                 device=task.device, on_epoch=progress.epoch, **task.quick)
         return "ok", [records.encode(result)]
@@ -374,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
+    p.add_argument("--like-engine", type=lambda text: check_like_engine(text.split(",")), default=(),
+                   metavar="DETAILS", help=f"a one-change check: take these details from the engine "
+                                           f"({','.join(ENGINE_DETAILS)}); give such runs their own --runs folder")
     p.add_argument("--compare", type=Path, default=None, metavar="ENGINE_RUNS",
                    help="train nothing: set the records under --runs beside the engine's under ENGINE_RUNS "
                         "(e.g. reports/runs), step by step, over --seeds if given, else every seed found")
@@ -382,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_comparisons(args.compare, args.runs, args.steps, args.seeds)
     if args.quick and args.runs == DEFAULT_OUT:
         p.error("--quick runs are smoke tests: give them their own --runs folder, not the notebook records")
+    if args.like_engine and args.runs == DEFAULT_OUT:
+        p.error("--like-engine runs are one-change checks: give them their own --runs folder, not the notebook records")
     try:
         for step in args.steps:
             refuse_unsupported(step)
@@ -391,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     quick = QUICK if args.quick else {}
+    quick = {**quick, **({"like_engine": args.like_engine} if args.like_engine else {})}
     tasks = [Task(step, [seed], device, epochs, args.data_dir, 0, 1, quick, args.runs)
              for step in args.steps for seed in (args.seeds or step.seeds)]
     errors = run_all(tasks, args.jobs)

@@ -82,6 +82,29 @@ def test_the_callers_random_state_is_left_alone(data_dir):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+@pytest.mark.parametrize("name", ["5-lr-schedule", "final"])
+def test_with_all_four_of_the_engines_streams_the_notebook_loop_is_the_engine(name, data_dir):
+    """Init, order, augmentation and dropout as the engine draws them: what is left between the two loops is the
+    summation order of float32 (and the schedule's last bit), so any other difference would be a bug in one."""
+    notes = train_notebook(name, 0, data_dir=data_dir, like_engine=notebook.ENGINE_DETAILS, **TINY)
+    engine = train(name, 0, data_dir=data_dir, **TINY)
+    assert notes.engine["like_engine"] == list(notebook.ENGINE_DETAILS)
+    for mine, theirs in zip(without_timings(notes.history), without_timings(engine.history), strict=True):
+        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-4)
+    # Float32 drift reaches ~1e-5 in two epochs; one detail drawn otherwise (the order, say) moves weights by ~1e-2.
+    for key, value in engine.state_dict.items():
+        torch.testing.assert_close(notes.state_dict[key], value, rtol=1e-4, atol=1e-4, msg=key)
+
+
+def test_each_engine_detail_alone_changes_the_run_and_an_unknown_one_is_refused(data_dir):
+    quick = dict(data_dir=data_dir, limit_train=128, limit_test=100, epochs=1)
+    plain = without_timings(train_notebook("final", 0, **quick).history)
+    for detail in ("init", "order", "augment"):  # the final step has no dropout to draw
+        assert without_timings(train_notebook("final", 0, like_engine=(detail,), **quick).history) != plain, detail
+    with pytest.raises(ValueError, match="'shuffle'"):
+        train_notebook("final", 0, like_engine=("shuffle",), **quick)
+
+
 @pytest.mark.parametrize("step, named", [
     pytest.param(STEPS["16-weight-average"], "ema", id="16-weight-average"),
     pytest.param(with_overrides(get_step("final"), ["label_smoothing=0.1"]), "label smoothing", id="label-smoothing"),
@@ -122,6 +145,8 @@ def test_cli_quick_run_writes_marked_records_and_keeps_quick_runs_out_of_the_def
     with pytest.raises(SystemExit):
         notebook.main(["--quick", "--seeds", "0"])
     assert notebook.main(["--steps", "16-weight-average", "--seeds", "0", "--runs", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        notebook.main(["--like-engine", "augment", "--seeds", "0"])
 
 
 # --- compare_implementations on hand-made records ---------------------------------------------------
