@@ -31,6 +31,10 @@ Switching one shows what that detail alone does to the distribution; switching a
 floating-point summation order between this loop and the engine (tests/test_notebook.py checks a tiny run).
 On the CPU only: the engine draws its order and augmentation on the training device.
 
+From the command line (records under reports/notebook/<step>/seed-<k>.json, one process per --jobs):
+    python -m ablation.notebook --steps final --seeds 0-4 --runs reports/notebook --jobs 2
+    python -m ablation.notebook --steps final --compare reports/runs --runs reports/notebook
+
 Not implemented here, and refused: label smoothing, a weight average (EMA), SAM, distillation, and the
 augmentations torchvision's RandomRotation/ColorJitter do not express (translation, elastic distortion).
 """
@@ -329,8 +333,8 @@ def format_comparison(c: dict) -> str:
     for name in ("engine", "notebook"):
         s = c[name]
         held = f"{s['holding_floor']} of {s['n']}"
-        lines.append(f"{name:9}  {s['n']:>2}  {held:>10}  "
-                     f"{s['final_mean']:>8.3f} ± {s['final_std']:.3f}  {s['lowest_last_mean']:>14.3f} ± {s['lowest_last_std']:.3f}")
+        lines.append(f"{name:9}  {s['n']:>2}  {held:>10}  {s['final_mean']:>8.3f} ± {s['final_std']:.3f}  "
+                     f"{s['lowest_last_mean']:>14.3f} ± {s['lowest_last_std']:.3f}")
     for key, label in (("final", "final accuracy"), ("lowest_last", f"lowest of last {c['last']}")):
         d = c["difference"][key]
         verdict = "beyond noise" if d["beyond_noise"] else "within noise"
@@ -410,6 +414,14 @@ def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step],
     return status
 
 
+def engine_details(text: str) -> tuple[str, ...]:
+    """--like-engine's 'augment,order' as check_like_engine's tuple."""
+    try:
+        return check_like_engine(text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ablation.notebook",
                                 description="Train steps the notebook way (torchvision transforms, DataLoader, "
@@ -422,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
-    p.add_argument("--like-engine", type=lambda text: check_like_engine(text.split(",")), default=(),
+    p.add_argument("--like-engine", type=engine_details, default=(),
                    metavar="DETAILS", help=f"a one-change check: take these details from the engine "
                                            f"({','.join(ENGINE_DETAILS)}); give such runs their own --runs folder")
     p.add_argument("--compare", type=Path, default=None, metavar="ENGINE_RUNS",
