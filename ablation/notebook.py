@@ -1,0 +1,470 @@
+"""A second implementation: the step's recipe trained the way a notebook trains it.
+
+`train_notebook` shares only the network (models.for_step) and the record format (records.py) with the
+engine (train.py). Everything else is the notebook's: `torchvision.datasets.MNIST` with PIL transforms,
+a `DataLoader`, `torch.optim.SGD` and `torch.optim.lr_scheduler`, and one global seed
+(`torch.manual_seed(seed)`) for the initialisation, the augmentation and dropout, with the data order
+drawn from a `torch.Generator` seeded with the same number. Its records say `implementation: notebook`
+in their provenance (the engine's have no such key), so the report can set the two side by side
+(`compare_implementations`) and a difference beyond noise can be traced to a detail.
+
+Where this loop differs from the engine on purpose (the engine's side in brackets):
+- random streams: one global torch seed for init, augmentation and dropout, the DataLoader's generator
+  for the order [four generators per seed, seeded seed * 1,000,003 + stream]; so seed k here is not
+  seed k there, and the comparison is between distributions, never seed by seed;
+- jitter: ColorJitter on the PIL image, uint8 in and out (each factor's result rounded to a grey level;
+  contrast blends towards the image's mean rounded to a whole grey level, as PIL's ImageEnhance does)
+  [float pixels in [0, 1], exact mean, no rounding]. Both jitter the unnormalised pixels, before the
+  rotation and before Normalize; both apply brightness and contrast in a random order, each first with
+  probability 1/2, with factors ~ U[1-β, 1+β] and U[1-γ, 1+γ];
+- rotation: RandomRotation on the PIL image (PIL's own resampling: nearest rounds half up, bilinear
+  rounds to uint8) [grid_sample on float pixels: nearest rounds half to even, bilinear stays float];
+  same angle range, centre, direction and fill 0;
+- the learning rate: OneCycleLR with cycle_momentum=False [momentum fixed at the step's value]; the
+  notebook default would also cycle the momentum between 0.85 and 0.95, a second change the step
+  does not make. Its per-iteration learning rates are the engine's (tests/test_notebook.py).
+
+One-change checks: `like_engine` takes any of the engine's four sources of randomness, each as the engine
+draws it for that seed: "init" (its initial weights), "order" (its permutation each epoch), "augment" (its
+batched augmentation on float pixels, augment.py, in place of the PIL transforms) and "dropout" (its masks).
+Switching one shows what that detail alone does to the distribution; switching all four leaves only
+floating-point summation order between this loop and the engine (tests/test_notebook.py checks a tiny run).
+On the CPU only: the engine draws its order and augmentation on the training device.
+
+From the command line (records under reports/notebook/<step>/seed-<k>.json, one process per --jobs):
+    python -m ablation.notebook --steps final --seeds 0-4 --runs reports/notebook --jobs 2
+    python -m ablation.notebook --steps final --compare reports/runs --runs reports/notebook
+
+Not implemented here, and refused: label smoothing, a weight average (EMA), SAM, distillation, and the
+augmentations torchvision's RandomRotation/ColorJitter do not express (translation, elastic distortion).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import signal
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import OneCycleLR, StepLR
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+from . import augment as aug
+from . import records
+from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
+from .analysis import _T95, at_least, final_accuracies, lowest_of_last, mean_std
+from .data import data_root
+from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
+from .runner import Progress, Task, Tracker
+from .steps import Goals, Step, get_step
+from .train import STREAMS, RunResult, configure_threads, generator, initial_model, resolve_device
+
+IMPLEMENTATION = "notebook"
+DEFAULT_OUT = Path("reports/notebook")
+TEST_BATCH = 1000  # images per evaluation batch (BatchNorm is in eval mode: the batch size changes nothing)
+ENGINE_DETAILS = STREAMS  # what like_engine may take from the engine: "init", "order", "augment", "dropout"
+
+
+def source_hash() -> str:
+    """SHA-256 (first 16 hex digits) of this file: the loop's own code, beside the engine's source_hash."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def refuse_unsupported(step: Step) -> None:
+    """Raise ValueError naming every part of `step` this loop does not implement."""
+    missing = [name for name, on in (
+        ("label smoothing", step.label_smoothing), ("a weight average (ema)", step.ema), ("SAM", step.sam),
+        ("distillation", step.distill.active), ("translation", step.augment.translate),
+        ("elastic distortion", step.augment.elastic)) if on]
+    if step.optimizer != "sgd":
+        missing.append(f"optimizer {step.optimizer!r}")
+    if missing:
+        raise ValueError(f"the notebook trainer does not implement {', '.join(missing)} (step {step.name}); "
+                         f"only the engine trains it")
+
+
+def check_like_engine(like_engine) -> tuple[str, ...]:
+    details = tuple(like_engine)
+    if unknown := [d for d in details if d not in ENGINE_DETAILS]:
+        raise ValueError(f"like_engine takes {', '.join(ENGINE_DETAILS)}; got {', '.join(map(repr, unknown))}")
+    return details
+
+
+def transforms_for(step: Step, augmented: bool):
+    """The PIL pipeline of one epoch: ColorJitter, then RandomRotation (the engine's order), ToTensor, Normalize."""
+    a = step.augment
+    chain = []
+    if augmented and (a.brightness or a.contrast):
+        # On the PIL image, before Normalize: the engine, too, jitters the unnormalised pixels.
+        chain.append(transforms.ColorJitter(brightness=a.brightness, contrast=a.contrast))
+    if augmented and a.rotation:
+        mode = {"nearest": transforms.InterpolationMode.NEAREST,
+                "bilinear": transforms.InterpolationMode.BILINEAR}[a.interpolation]
+        chain.append(transforms.RandomRotation(a.rotation, interpolation=mode, fill=0))
+    chain += [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
+    return transforms.Compose(chain)
+
+
+class EngineOrder(torch.utils.data.Sampler):
+    """The engine's data order for `seed`: a permutation per epoch from its "order" generator (train.generator)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.generator = n, generator(seed, "order", torch.device("cpu"))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+
+class LRSchedule:
+    """The step's schedule through torch.optim.lr_scheduler, stepped as the engine's train.learning_rate moves.
+
+    onecycle: OneCycleLR, stepped after every batch, over the first `final_epoch` epochs only, and no more
+    after that, so the learning rate stays at its floor ('anneal ends at epoch 10, then flat', which
+    OneCycleLR alone cannot say). The engine rises linearly over `rise` iterations and falls over the
+    `total - rise` after, reaching the floor at iteration `total`; OneCycleLR reaches its peak at step
+    pct_start * total_steps - 1 and its floor at total_steps - 1, hence total_steps = total + 1 and
+    pct_start = (rise + 1) / (total + 1). Its final_div_factor divides the *starting* lr (peak / div),
+    the engine's final_div the peak. step: StepLR, stepped after every epoch. constant: nothing.
+    """
+
+    def __init__(self, step: Step, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
+        s = step.schedule
+        self.per_batch = self.per_epoch = None
+        self.batches_left = 0
+        if s.kind == "onecycle":
+            total = (s.final_epoch or step.epochs) * iters_per_epoch
+            rise = max(1, round(s.warmup * total))
+            self.per_batch = OneCycleLR(optimizer, max_lr=step.lr, total_steps=total + 1,
+                                        pct_start=(rise + 1) / (total + 1), anneal_strategy="linear",
+                                        cycle_momentum=False, div_factor=s.div, final_div_factor=s.final_div / s.div)
+            self.batches_left = total
+        elif s.kind == "step":
+            self.per_epoch = StepLR(optimizer, step_size=s.step_epochs, gamma=s.gamma)
+        elif s.kind != "constant":
+            raise ValueError(f"unknown schedule kind {s.kind!r}")
+
+    def batch_done(self) -> None:
+        if self.per_batch is not None and self.batches_left > 0:
+            self.per_batch.step()
+            self.batches_left -= 1
+
+    def epoch_done(self) -> None:
+        if self.per_epoch is not None:
+            self.per_epoch.step()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy per image, accuracy in percent) over `loader`, the model in eval mode (which applies
+    the step's test-time views: models.Net). The loss is taken on what the model returns, as the engine does."""
+    model.eval()
+    loss = correct = n = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    return loss / n, correct / n * 100
+
+
+def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: int | None = None,
+                   limit_train: int | None = None, limit_test: int | None = None, threads: int = 1,
+                   device: str | torch.device = "cpu", like_engine: tuple[str, ...] = (),
+                   on_epoch: Callable[[int, int, dict], None] | None = None) -> RunResult:
+    """Train one seed of `step` the notebook way; the same RunResult (hence record) as train.train.
+
+    limit_train / limit_test: the first N images only (a smoke run). like_engine: the details taken from the
+    engine instead (the module docstring; a one-change check names one). on_epoch(seed, epoch, row) after each
+    epoch. The caller's global RNG state is left as it was: the run's global seed lives in a fork of it.
+    """
+    step = get_step(step) if isinstance(step, str) else step
+    refuse_unsupported(step)
+    like_engine = check_like_engine(like_engine)
+    epochs = step.epochs if epochs is None else epochs
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    device = resolve_device(str(device))
+    records.source_hash(), records.git_state()  # the code's identity now, as train_many reads it
+    own_hash = source_hash()
+    n_threads = configure_threads(threads)
+    # As the engine: on the CPU every op here has a deterministic kernel; on CUDA a few have none.
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+
+    root = str(data_root(data_dir))
+    # The engine's augmentation works on a batch of float pixels, normalised after it: the dataset then only
+    # turns each image into a tensor.
+    batch_augment = "augment" in like_engine
+    augmented, clean = transforms_for(step, True), transforms_for(step, False)
+    train_set = datasets.MNIST(root, train=True, download=False,
+                               transform=transforms.ToTensor() if batch_augment else augmented)
+    test_set = datasets.MNIST(root, train=False, download=False, transform=clean)
+    train_data = Subset(train_set, range(limit_train)) if limit_train else train_set
+    test_data = Subset(test_set, range(limit_test)) if limit_test else test_set
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = (initial_model(step, seed) if "init" in like_engine else for_step(step)).to(device)
+        if "dropout" in like_engine:
+            model.set_dropout_generators([generator(seed, "dropout", device)])
+        augment_generator = generator(seed, "augment", device) if batch_augment else None
+        params = count_parameters(model)
+        order = EngineOrder(len(train_data), seed) if "order" in like_engine else None
+        # The loader's own generator also seeds its iterator each epoch: given here, the global stream is not drawn.
+        loader = DataLoader(train_data, batch_size=step.batch_size, shuffle=order is None, sampler=order,
+                            num_workers=0, generator=torch.Generator().manual_seed(seed),
+                            pin_memory=device.type == "cuda")
+        test_loader = DataLoader(test_data, batch_size=TEST_BATCH, shuffle=False, num_workers=0)
+        opt = torch.optim.SGD(model.parameters(), lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
+        schedule = LRSchedule(step, opt, len(loader))
+
+        n_train, started = len(train_data), time.time()
+        result = RunResult(step, seed, params, started=started, engine={
+            "device": device.type, "threads": n_threads, "seeds_per_pass": 1, "train_images": n_train,
+            "eval_images": len(test_data), "implementation": IMPLEMENTATION, "implementation_source": own_hash,
+            **({"like_engine": list(like_engine)} if like_engine else {})})
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            if not batch_augment:
+                train_set.transform = augmented if step.augment.on_in(epoch) else clean
+            model.train()
+            loss_sum, correct, lr = 0.0, 0, opt.param_groups[0]["lr"]
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if batch_augment:
+                    if step.augment.on_in(epoch):
+                        x = aug.apply(x, aug.sample_params(len(x), step.augment, augment_generator, device), step.augment)
+                    x = normalize(x)
+                lr = opt.param_groups[0]["lr"]
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                schedule.batch_done()
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+            schedule.epoch_done()
+            train_loss = loss_sum / n_train
+            if not math.isfinite(train_loss):
+                result.diverged_at = epoch
+                break
+            test_loss, test_acc = evaluate(model, test_loader, device)
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct / n_train * 100,
+                   "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": time.perf_counter() - t0}
+            result.history.append(row)
+            if on_epoch:
+                on_epoch(seed, epoch, row)
+    result.state_dict = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+    result.finished = time.time()
+    return result
+
+
+# --- the two implementations side by side -----------------------------------------------------------
+
+def _t95(df: float) -> float:
+    """Two-sided 95 % Student-t quantile; a fractional df (Welch) is rounded down, the wider interval."""
+    k = max(1, math.floor(df))
+    return _T95[k - 1] if k <= len(_T95) else 1.96
+
+
+def welch_interval95(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(mean(b) - mean(a), low, high): the difference of means and its 95 % Welch-t interval (nan without two of each)."""
+    if len(a) < 2 or len(b) < 2:
+        return (mean_std(b)[0] - mean_std(a)[0]) if a and b else math.nan, math.nan, math.nan
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    va, vb = sa ** 2 / len(a), sb ** 2 / len(b)
+    diff, se = mb - ma, math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = _t95(df) * se
+    return diff, diff - half, diff + half
+
+
+def implementation_of(record: dict) -> str:
+    """Which trainer made a record: its provenance says so; the engine's records predate the key."""
+    return record["provenance"].get("implementation", "engine")
+
+
+def _summary(recs: list[dict], goals: Goals) -> dict:
+    finals = list(final_accuracies(recs).values())
+    lows = [lowest_of_last(r["history"], goals.last_epochs) for r in recs if r["history"] and r["diverged_at"] is None]
+    holding = [r["seed"] for r in recs if r["diverged_at"] is None and len(r["history"]) >= goals.last_epochs
+               and at_least(lowest_of_last(r["history"], goals.last_epochs), goals.accuracy_floor)]
+    (fm, fs), (lm, ls) = mean_std(finals), mean_std(lows)
+    return {"n": len(recs), "seeds": [r["seed"] for r in recs], "holding_floor": len(holding), "holding_seeds": holding,
+            "final": finals, "final_mean": fm, "final_std": fs,
+            "lowest_last": lows, "lowest_last_mean": lm, "lowest_last_std": ls}
+
+
+def compare_implementations(engine_records: list[dict], notebook_records: list[dict], goals: Goals) -> dict:
+    """Both implementations' distributions over their seeds and the difference of means (notebook - engine).
+
+    Per implementation: n, how many seeds hold the floor (lowest of the last `goals.last_epochs` epochs at or
+    above `goals.accuracy_floor`; a diverged run does not), mean and sd of the final accuracy and of that lowest
+    value. The differences carry 95 % Welch-t intervals: the seeds of the two are independent draws, never pairs
+    (seed k here is not seed k there). Pure: reads records, trains and loads nothing.
+    """
+    engine, notebook = _summary(engine_records, goals), _summary(notebook_records, goals)
+    difference = {}
+    for key in ("final", "lowest_last"):
+        diff, low, high = welch_interval95(engine[key], notebook[key])
+        difference[key] = {"mean": diff, "ci95": (low, high),
+                           "beyond_noise": not math.isnan(low) and (low > 0 or high < 0)}
+    return {"engine": engine, "notebook": notebook, "difference": difference, "floor": goals.accuracy_floor,
+            "last": goals.last_epochs}
+
+
+def format_comparison(c: dict) -> str:
+    """The comparison as a few lines of text."""
+    lowest = f"lowest of last {c['last']} ± sd"
+    lines = [f"{'':9}  {'n':>2}  {'floor held':>10}  {'final mean ± sd':>16}  {lowest:>22}"]
+    for name in ("engine", "notebook"):
+        s = c[name]
+        held = f"{s['holding_floor']} of {s['n']}"
+        lines.append(f"{name:9}  {s['n']:>2}  {held:>10}  {s['final_mean']:>8.3f} ± {s['final_std']:.3f}  "
+                     f"{s['lowest_last_mean']:>14.3f} ± {s['lowest_last_std']:.3f}")
+    for key, label in (("final", "final accuracy"), ("lowest_last", f"lowest of last {c['last']}")):
+        d = c["difference"][key]
+        verdict = "beyond noise" if d["beyond_noise"] else "within noise"
+        lines.append(f"notebook - engine, {label}: {d['mean']:+.3f} % (95 % Welch CI {d['ci95'][0]:+.3f} to "
+                     f"{d['ci95'][1]:+.3f}), {verdict}")
+    return "\n".join(lines)
+
+
+# --- the command line: python -m ablation.notebook --steps final --seeds 0-4 --runs reports/notebook --------
+
+def _run_one(task) -> tuple[str, object]:
+    """What a pool worker runs (a fresh interpreter, one thread): ("ok", [encoded record]) or ("error", message)."""
+    step, seed = task.step, task.seeds[0]
+    progress = Progress(0, f"{step.name} (notebook)", bar=False)
+    try:
+        # Task.quick carries train_notebook's keywords: the subset sizes, and like_engine where asked.
+        result = train_notebook(step, seed, data_dir=task.data_dir, epochs=task.epochs, threads=task.threads,
+                                device=task.device, on_epoch=progress.epoch, **task.quick)
+        return "ok", [records.encode(result)]
+    except Exception as e:  # noqa: BLE001 - named and reported by the driver, not swallowed
+        return "error", f"{type(e).__name__}: {e}"
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the workers leave it to the driver, which stops them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_all(tasks: list, jobs: int) -> list[str]:
+    """Train every task (one seed each), here or in `jobs` spawned processes; write each record as it finishes
+    (runner.Tracker: one line per run). Returns the failed runs' errors."""
+    tracker = Tracker(tasks)
+    try:
+        if jobs <= 1 or len(tasks) == 1:
+            for task in tasks:
+                status, value = _run_one(task)
+                tracker.finished(task, value) if status == "ok" else tracker.failed(task, value)
+        else:
+            jobs = min(jobs, len(tasks))
+            print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
+            pool = get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
+            try:
+                for index, (status, value) in pool.imap_unordered(_indexed, list(enumerate(tasks))):
+                    tracker.finished(tasks[index], value) if status == "ok" else tracker.failed(tasks[index], value)
+                pool.close()
+            except BaseException:
+                pool.terminate()  # running seeds are lost, nothing is half-written
+                raise
+            finally:
+                pool.join()
+    except KeyboardInterrupt:
+        tracker.interrupted()
+        raise
+    return tracker.errors
+
+
+def _indexed(item):
+    index, task = item
+    return index, _run_one(task)
+
+
+def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step], seeds: list[int] | None) -> int:
+    """Print compare_implementations for every step with records of both; 1 when a step has none of either."""
+    engine_all, notebook_all = records.load_all(engine_runs), records.load_all(notebook_runs)
+    status = 0
+    for step in steps:
+        pick = lambda recs: [r for r in recs if seeds is None or r["seed"] in seeds]
+        engine = [r for r in pick(engine_all.get(step.name, [])) if implementation_of(r) == "engine"]
+        notes = [r for r in pick(notebook_all.get(step.name, [])) if implementation_of(r) == IMPLEMENTATION]
+        if not engine or not notes:
+            print(f"{step.name}: no records of the {'engine' if not engine else 'notebook'} to compare "
+                  f"(looked in {engine_runs if not engine else notebook_runs})", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{step.name}: engine seeds {[r['seed'] for r in engine]}, notebook seeds {[r['seed'] for r in notes]}")
+        print(format_comparison(compare_implementations(engine, notes, step.goals)) + "\n")
+    return status
+
+
+def engine_details(text: str) -> tuple[str, ...]:
+    """--like-engine's 'augment,order' as check_like_engine's tuple."""
+    try:
+        return check_like_engine(text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ablation.notebook",
+                                description="Train steps the notebook way (torchvision transforms, DataLoader, "
+                                            "torch.optim) and write records marked implementation: notebook.")
+    p.add_argument("--steps", type=parse_steps, default=parse_steps("final"), help="comma-separated steps (default: final)")
+    p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,2 (default: each step's own)")
+    p.add_argument("--runs", type=Path, default=DEFAULT_OUT, help=f"where records go (default {DEFAULT_OUT})")
+    p.add_argument("--jobs", type=positive_int, default=1, help="processes, one run and one thread each")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the step's own")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
+    p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
+    p.add_argument("--like-engine", type=engine_details, default=(),
+                   metavar="DETAILS", help=f"a one-change check: take these details from the engine "
+                                           f"({','.join(ENGINE_DETAILS)}); give such runs their own --runs folder")
+    p.add_argument("--compare", type=Path, default=None, metavar="ENGINE_RUNS",
+                   help="train nothing: set the records under --runs beside the engine's under ENGINE_RUNS "
+                        "(e.g. reports/runs), step by step, over --seeds if given, else every seed found")
+    args = p.parse_args(argv)
+    if args.compare:
+        return print_comparisons(args.compare, args.runs, args.steps, args.seeds)
+    if args.quick and args.runs == DEFAULT_OUT:
+        p.error("--quick runs are smoke tests: give them their own --runs folder, not the notebook records")
+    if args.like_engine and args.runs == DEFAULT_OUT:
+        p.error("--like-engine runs are one-change checks: give them their own --runs folder, not the notebook records")
+    try:
+        for step in args.steps:
+            refuse_unsupported(step)
+        device = str(resolve_device(args.device))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    epochs = 1 if args.quick and args.epochs is None else args.epochs
+    quick = QUICK if args.quick else {}
+    quick = {**quick, **({"like_engine": args.like_engine} if args.like_engine else {})}
+    tasks = [Task(step, [seed], device, epochs, args.data_dir, 0, 1, quick, args.runs)
+             for step in args.steps for seed in (args.seeds or step.seeds)]
+    errors = run_all(tasks, args.jobs)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    # Through the imported module, so the pool's workers find _indexed as ablation.notebook._indexed.
+    from ablation.notebook import main as _main
+
+    sys.exit(_main())
