@@ -44,14 +44,24 @@ def selected_steps(config) -> list:
 
 
 def selected_seeds(config, step) -> list[int]:
+    """The seeds of `step` selected for its judged runs (--seeds, default its own); its confirmation seeds apart."""
     from ablation.__main__ import parse_seeds
 
     text = config.getoption("--seeds")
-    return parse_seeds(text) if text else list(step.seeds)
+    return [s for s in parse_seeds(text) if s not in step.confirmation_seeds] if text else list(step.seeds)
+
+
+def selected_confirmation_seeds(config, step) -> list[int]:
+    """The step's confirmation seeds selected (--seeds, default all of them)."""
+    from ablation.__main__ import parse_seeds
+
+    text = config.getoption("--seeds")
+    return [s for s in parse_seeds(text) if s in step.confirmation_seeds] if text else list(step.confirmation_seeds)
 
 
 def selected_runs(config) -> set[tuple[str, int]]:
-    return {(step.name, seed) for step in selected_steps(config) for seed in selected_seeds(config, step)}
+    return {(step.name, seed) for step in selected_steps(config)
+            for seed in selected_seeds(config, step) + selected_confirmation_seeds(config, step)}
 
 
 def task_for(step, seed: int, config):
@@ -64,12 +74,13 @@ def task_for(step, seed: int, config):
 
 def reusable_record(step, seed: int, config) -> tuple[dict, Path] | None:
     """With --reuse-records: (record, its weights) of a run that training would only remake, from --runs-dir,
-    else from the committed study."""
+    else from the committed study (its confirmation seeds: reports/confirmation)."""
     from ablation import records
+    from ablation.survival import CONFIRMATION_RUNS
 
     if not config.getoption("--reuse-records"):
         return None
-    for folder in (Path(config.getoption("--runs-dir")), records.DEFAULT_RUNS):
+    for folder in (Path(config.getoption("--runs-dir")), records.DEFAULT_RUNS, CONFIRMATION_RUNS):
         json_path, weights = records.record_paths(folder, step.name, seed)
         if record := records.reusable(json_path, step):
             return record, weights
@@ -83,7 +94,7 @@ def runs_to_train(items, config) -> list:
     wanted: dict[tuple[str, int], object] = {}
     for item in items:
         params = item.callspec.params if hasattr(item, "callspec") else {}
-        for case in (params.get("run_case"), params.get("repro_case")):
+        for case in (params.get("run_case"), params.get("repro_case"), params.get("confirmation_case")):
             if case and (case[0].name, case[1]) not in wanted and not reusable_record(*case, config):
                 wanted[(case[0].name, case[1])] = task_for(*case, config)
     return list(wanted.values())

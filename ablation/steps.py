@@ -137,6 +137,7 @@ class Step:
     # Fresh seeds, fixed here before any of them ran and never looked at by a choice: trained once into
     # reports/confirmation and reported apart from `seeds`, on which the step was judged.
     confirmation_seeds: tuple[int, ...] = ()
+    confirmation_misses: tuple[int, ...] = ()  # confirmation seeds whose runs miss the floor, as measured (strict xfails)
 
     def __post_init__(self):
         # `--set "tta=[[1,0]]"` gives lists: normalised here, so a step stays hashable, compares equal to
@@ -166,7 +167,7 @@ class Step:
 # Fields that describe or judge a step but do not change what its run computes.
 NON_RUN_FIELDS = frozenset({"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss",
                             "seed_report", "params", "goals", "seeds", "floor_misses",
-                            "confirmation_seeds"})
+                            "confirmation_seeds", "confirmation_misses"})
 
 
 def config_diff(parent: Step, child: Step) -> dict[str, tuple]:

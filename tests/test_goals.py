@@ -23,6 +23,10 @@ Per fresh run (`test_retrained_run_reproduces_the_committed_record`): its histor
 the committed record's bit for bit, when both were made on the same set-up (engine, libraries, device and
 its model, thread count, pass layout); a difference there is a defect and fails.
 
+Per confirmation seed (`test_confirmation_seed[<step>-seed<k>]`, for the steps that name them): the
+per-run goals, on seeds fixed before they ran and never judged with the step's own; a measured miss is a
+strict xfail (the step's `confirmation_misses`).
+
 Per record (`test_saved_weights_measure_the_recorded_final_accuracy`): the public model of the record's
 config, loaded with its saved weights and evaluated by today's code, gets the same test images right and
 the same test loss as the record's last epoch. This checks today's evaluation (test-time views included)
@@ -35,7 +39,7 @@ import pytest
 from ablation import records, reproduce
 from ablation.analysis import GoalMiss, check_goals, check_run_goals
 from ablation.steps import changed_run_fields
-from conftest import reusable_record, selected_seeds, selected_steps, task_for
+from conftest import reusable_record, selected_confirmation_seeds, selected_seeds, selected_steps, task_for
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +60,17 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("repro_case", [pytest.param((step, seed), id=f"{step.name}-seed{seed}",
                                                          marks=[pytest.mark.xdist_group(step.name)])
                                             for step in selected_steps(config) for seed in selected_seeds(config, step)])
+    if "confirmation_case" in metafunc.fixturenames:
+        cases = []
+        for step in selected_steps(config):
+            for seed in selected_confirmation_seeds(config, step):
+                marks = [pytest.mark.xdist_group(step.name)]
+                if seed in step.confirmation_misses:
+                    marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=f"measured: confirmation seed "
+                                                   f"{seed} of {step.name} misses ≥ {step.goals.accuracy_floor} % in the "
+                                                   f"last {step.goals.last_epochs} epochs"))
+                cases.append(pytest.param((step, seed), id=f"{step.name}-seed{seed}", marks=marks))
+        metafunc.parametrize("confirmation_case", cases)
     if "step_case" in metafunc.fixturenames:
         cases = []
         for step in selected_steps(config):
@@ -108,6 +123,14 @@ def recorded(step, seed: int, config) -> dict:
 
 def test_run(run_case, request):
     step, seed = run_case
+    check_run_goals(step, obtain(step, seed, request.config)[0])
+
+
+def test_confirmation_seed(confirmation_case, request):
+    """A confirmation seed (Step.confirmation_seeds: fresh, fixed before they ran, reported apart from the judged
+    seeds) holds the step's per-run goals; a measured miss is a strict xfail (Step.confirmation_misses).
+    --reuse-records checks the committed ones in reports/confirmation."""
+    step, seed = confirmation_case
     check_run_goals(step, obtain(step, seed, request.config)[0])
 
 
