@@ -981,6 +981,23 @@ def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str,
             "stricter_bar": STRICTER_BAR, "max_epochs": MISSION_GOALS.max_epochs}
 
 
+def implementations_view(records_by_step: dict[str, list[dict]], notebook: dict[str, list[dict]]) -> list[dict]:
+    """Each step trained by the second implementation (notebook.py: torchvision transforms, a DataLoader,
+    torch.optim), its distribution beside the engine's judged seeds, and the difference with its interval."""
+    from .notebook import compare_implementations
+
+    out = []
+    for name, theirs in notebook.items():
+        step = STEPS.get(name)
+        ours = [r for r in records_by_step.get(name, []) if step and r["seed"] in step.seeds]
+        if step and ours and theirs:
+            c = compare_implementations(ours, theirs, step.goals)
+            rows = [{"name": k, **c[k]} for k in ("engine", "notebook")]
+            out.append({"step": name, "rows": rows, "difference": c["difference"], "last": c["last"],
+                        "floor": c["floor"]})
+    return out
+
+
 def reproduction_view(runs: Path) -> dict | None:
     """The reproduction table of a folder of fresh runs against the committed study; None for the study itself."""
     from . import records, reproduce
@@ -997,13 +1014,14 @@ def reproduction_view(runs: Path) -> dict | None:
 def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
                 validation: list[dict] | None = None, folds: list[dict] | None = None,
                 screens: list[dict] | None = None, confirmations: dict[str, list[dict]] | None = None,
-                reproduction: dict | None = None) -> str:
+                reproduction: dict | None = None, implementations: list[dict] | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
     computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
     `folds` fold_view(...)'s; `screens` screen_view(...)'s; `confirmations` the confirmation seeds' records;
-    `reproduction` reproduction_view(...)'s table (a report of fresh runs)."""
+    `reproduction` reproduction_view(...)'s table (a report of fresh runs); `implementations`
+    implementations_view(...)'s comparisons."""
     ctx = build_views(records_by_step, confirmations)
-    ctx["reproduction"] = reproduction
+    ctx["reproduction"], ctx["implementations"] = reproduction, implementations or []
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
         view["layers"] = layer_rows(view["step"])
@@ -1057,7 +1075,9 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
         text = render_html(records_by_step, final_mistakes(runs, records_by_step),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
-                           confirmations, reproduction_view(runs))
+                           confirmations, reproduction_view(runs),
+                           implementations_view(records_by_step, load_all(runs.parent / "notebook")
+                                                if (runs.parent / "notebook").is_dir() else {}))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

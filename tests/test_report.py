@@ -502,3 +502,23 @@ def test_the_ablation_chart_plots_each_seeds_lowest_of_the_judged_epochs(runs, p
     for r in load_all(runs)[GOOD_STEP]:
         assert f"<title>seed {r['seed']}: {lowest_of_last(r['history'], 5):.2f} %</title>" in chart
     assert "99.5 %" in chart and "seed study" in chart
+
+
+def test_a_second_implementation_and_confirmation_seeds_are_shown_beside_the_judged_seeds(tmp_path):
+    """reports/notebook and reports/confirmation, beside the runs folder, each get their say: the notebook loop's
+    distribution beside the engine's with the difference's interval; the confirmation seeds' verdict apart."""
+    engine = [make_record(FINAL_STEP, s, epochs=15, top=99.6) for s in range(10)]
+    notebook = [make_record(FINAL_STEP, s, epochs=15, top=99.3) for s in range(5)]
+    for r in notebook:
+        r["provenance"]["implementation"] = "notebook"
+    fresh = [make_record(FINAL_STEP, s, epochs=15, top=99.6) for s in (100, 101)]
+    runs = write_records(tmp_path / "runs", engine)
+    write_records(tmp_path / "notebook", notebook)
+    write_records(tmp_path / "confirmation", fresh)
+    page = report.render_files(runs, tmp_path / "ablation.html")[0].read_text()
+    section = page[page.index('<section id="implementations">'):page.index('<section id="ablation">')]
+    assert "<td>engine</td>" in section and "<td>notebook</td>" in section and "<b>0 of 5</b>" in section
+    assert "Notebook minus engine: final accuracy −0.300 %" in section and "beyond noise" in section
+    assert ("on the confirmation seeds (100–109), fixed before they ran: held on 2, missed on 0 (8 of the 10 not "
+            "run yet)") in page
+    assert "A new seed misses the floor with a predicted probability of" in page
