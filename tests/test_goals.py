@@ -44,33 +44,31 @@ from conftest import reusable_record, selected_confirmation_seeds, selected_seed
 pytestmark = pytest.mark.slow
 
 
+def seed_cases(step, seeds: list[int], misses: tuple[int, ...], what: str) -> list:
+    """One case per seed; a seed our runs showed missing the floor is a strict xfail of GoalMiss."""
+    cases = []
+    for seed in seeds:
+        marks = [pytest.mark.xdist_group(step.name)]
+        if seed in misses:
+            marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=f"measured: {step.name} {what} {seed} "
+                                           f"misses ≥ {step.goals.accuracy_floor} % in the last {step.goals.last_epochs} epochs"))
+        cases.append(pytest.param((step, seed), id=f"{step.name}-seed{seed}", marks=marks))
+    return cases
+
+
 def pytest_generate_tests(metafunc):
     config = metafunc.config
     if "run_case" in metafunc.fixturenames:
-        cases = []
-        for step in selected_steps(config):
-            for seed in selected_seeds(config, step):
-                marks = [pytest.mark.xdist_group(step.name)]
-                if seed in step.floor_misses:
-                    marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=f"measured: {step.name} seed {seed} misses "
-                                                   f"≥ {step.goals.accuracy_floor} % in the last {step.goals.last_epochs} epochs"))
-                cases.append(pytest.param((step, seed), id=f"{step.name}-seed{seed}", marks=marks))
-        metafunc.parametrize("run_case", cases)
+        metafunc.parametrize("run_case", [case for step in selected_steps(config) for case in
+                                          seed_cases(step, selected_seeds(config, step), step.floor_misses, "seed")])
     if "repro_case" in metafunc.fixturenames:  # the same runs, without the floor's xfails
         metafunc.parametrize("repro_case", [pytest.param((step, seed), id=f"{step.name}-seed{seed}",
                                                          marks=[pytest.mark.xdist_group(step.name)])
                                             for step in selected_steps(config) for seed in selected_seeds(config, step)])
     if "confirmation_case" in metafunc.fixturenames:
-        cases = []
-        for step in selected_steps(config):
-            for seed in selected_confirmation_seeds(config, step):
-                marks = [pytest.mark.xdist_group(step.name)]
-                if seed in step.confirmation_misses:
-                    marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=f"measured: confirmation seed "
-                                                   f"{seed} of {step.name} misses ≥ {step.goals.accuracy_floor} % in the "
-                                                   f"last {step.goals.last_epochs} epochs"))
-                cases.append(pytest.param((step, seed), id=f"{step.name}-seed{seed}", marks=marks))
-        metafunc.parametrize("confirmation_case", cases)
+        metafunc.parametrize("confirmation_case", [
+            case for step in selected_steps(config) for case in
+            seed_cases(step, selected_confirmation_seeds(config, step), step.confirmation_misses, "confirmation seed")])
     if "step_case" in metafunc.fixturenames:
         cases = []
         for step in selected_steps(config):
