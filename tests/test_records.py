@@ -100,12 +100,14 @@ def test_equivalence_claims_chain_but_only_through_a_shown_link(monkeypatch):
 
 @pytest.fixture
 def committed(tmp_path):
-    """A copy of the final step's committed seed-0 record (a full run on the test set), and its step."""
+    """A copy of the final step's committed seed-0 record (a full run on the test set) with its weights,
+    and its step."""
     from ablation.steps import FINAL_STEP
 
-    source = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)[0]
+    source, weights = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)
     path = tmp_path / "seed-0.json"
     path.write_text(source.read_text())
+    path.with_suffix(".pt").write_bytes(weights.read_bytes())
     return path, STEPS[FINAL_STEP]
 
 
