@@ -95,7 +95,7 @@ def runs_to_train(items, config) -> list:
     for item in items:
         params = item.callspec.params if hasattr(item, "callspec") else {}
         for case in (params.get("run_case"), params.get("repro_case"), params.get("confirmation_case")):
-            if case and (case[0].name, case[1]) not in wanted and not reusable_record(*case, config):
+            if isinstance(case, tuple) and (case[0].name, case[1]) not in wanted and not reusable_record(*case, config):
                 wanted[(case[0].name, case[1])] = task_for(*case, config)
     return list(wanted.values())
 

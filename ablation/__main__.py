@@ -9,23 +9,39 @@ import sys
 from pathlib import Path
 
 from .screen import Rule
-from .steps import STEPS, Step, get_step, with_overrides
+from .steps import MAX_EPOCHS, MAX_SEED, STEPS, Step, get_step, with_overrides
 
 # What --quick trains on: a smoke test of the whole path in seconds, one epoch.
 QUICK = dict(limit_train=2048, limit_test=1000)
+MAX_SEEDS = 1_000  # seeds in one --seeds: more is a typo, not a study
+MAX_THREADS = 256
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, refusing in one line (`python -m ablation run: error: ...`) and exit status 2: a script or
+    a log reads the refusal without the usage block (--help shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
 
 
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]; '3' -> [3]."""
     seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            seeds += range(int(lo), int(hi) + 1) if hi else [int(lo)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"malformed seeds {text!r}: need distinct non-negative integers")
+    malformed = argparse.ArgumentTypeError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7 "
+                                           f"of distinct whole numbers from 0 to {MAX_SEED:,}, at most {MAX_SEEDS:,}")
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not (lo.isdigit() and lo.isascii() and (not dash or hi.isdigit() and hi.isascii())):
+            raise malformed from None  # '0-', '-3', '1e3', '' or '٣' (isdigit alone takes other scripts' digits)
+        if len(lo) > 10 or len(hi) > 10:
+            raise malformed
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if not first <= last <= MAX_SEED or len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise malformed  # checked before the range is made: 0-99999999999 would fill the memory
+        seeds += range(first, last + 1)
+    if len(set(seeds)) != len(seeds):
+        raise malformed
     return seeds
 
 
@@ -39,14 +55,18 @@ def parse_steps(text: str) -> list[Step]:
     return list({step.name: step for step in steps}.values())  # a step named twice trains once
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def bounded_int(most: int):
+    """An argparse type: a whole number from 1 to `most`."""
+    def positive_int(text: str) -> int:
+        text = text.strip()
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else 0
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"must be a positive integer up to {most:,}, got {text!r}")
+        return value
+    return positive_int
+
+
+positive_int = bounded_int(10**9)
 
 
 def step_name(text: str) -> Step:
@@ -111,14 +131,99 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def check_network(step: Step) -> None:
+    """ValueError unless `step`'s network takes a 28x28 image to ten outputs (a layout can parse and still
+    not fit: a map left larger than 1x1, or shrunk below a kernel)."""
+    import torch
+
+    from .models import for_step
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            for_step(step).eval()(torch.zeros(1, 1, 28, 28))
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"layout={step.layout!r} is not allowed: {str(e).splitlines()[0]}") from None
+
+
+def threads_from_environment(args) -> None:
+    """$ABLATION_THREADS, when --threads leaves the count to it, read now: a bad value is refused here and
+    not in every worker after the data is loaded."""
+    import os
+
+    if getattr(args, "threads", None) is None and (text := os.environ.get("ABLATION_THREADS")) is not None:
+        try:
+            args.threads = bounded_int(MAX_THREADS)(text)
+        except argparse.ArgumentTypeError as e:
+            args.parser.error(f"ABLATION_THREADS {e}")
+
+
+def probed(args, folder: Path, option: str) -> None:
+    """Refuses (exit 2) an output folder that records cannot be written to, before anything trains."""
+    from .records import probe_output
+
+    try:
+        probe_output(folder)
+    except ValueError as e:
+        args.parser.error(f"{option} {e}")
+
+
+def is_study_folder(folder: Path, study: Path) -> bool:
+    """Whether `folder` is the study's committed `study` folder (relative to here or to the package's
+    checkout) however it is spelled: '..', an absolute path or a link."""
+    from .records import PACKAGE
+
+    target = Path(folder).expanduser().resolve()
+    return any(target == Path(where, study).resolve() for where in (Path.cwd(), PACKAGE.parent))
+
+
+def full_seeds(records: list[dict], images: int) -> list[int]:
+    """The seeds of `records` trained on all `images` of the training set (a --quick run trains on fewer)."""
+    return sorted({r["seed"] for r in records if r["provenance"].get("train_images") == images})
+
+
+def records_of(folder: Path, step: Step) -> list[dict]:
+    """The readable records filed under `step`'s name in `folder` (a damaged one is named later, by load_all)."""
+    from .records import load, record_folder
+
+    found = []
+    for path in sorted(record_folder(folder, step.name).glob("seed-*.json")):
+        try:
+            found.append(load(path))
+        except ValueError:
+            pass
+    return found
+
+
+def misplaced_data(root: Path) -> None:
+    """DataError when MNIST's four files sit in `root` itself or in `root`/raw: the data root was given a
+    level or two too deep, and a download there would fail after making empty MNIST/raw folders.
+    (Here and not in data.py, an engine file whose every edit makes the committed records stale.)"""
+    from .data import ENV_VAR, SHA256, DataError
+
+    for found, meant in ((root, root.parent.parent if root.name == "raw" and root.parent.name == "MNIST" else None),
+                         (root / "raw", root.parent if root.name == "MNIST" else None)):
+        if all((found / name).is_file() for name in SHA256):
+            where = f"--data-dir {meant} (or ${ENV_VAR}={meant})" if meant else f"the files moved into {root}/MNIST/raw"
+            raise DataError(f"MNIST's files are in {found}, but the data root is the folder that holds MNIST/raw: "
+                            f"give {where}")
+
+
 def load_data(args, folds: list[int]):
     """MNIST from --data-dir, with every held-out fold asked for checked to fit before anything trains.
     None when the files cannot be had (the error is printed); a fold that does not fit is a usage error."""
-    from .data import DataError, check_holdout, load_mnist
+    from .data import DataError, check_holdout, data_root, load_mnist
 
+    root = data_root(args.data_dir)
+    made = [d for d in (root, root / "MNIST", root / "MNIST" / "raw") if not d.exists()]
     try:
+        misplaced_data(root)
         data = load_mnist(args.data_dir)
     except DataError as e:
+        for folder in reversed(made):  # what a failed download made, if it left it empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
         print(f"error: {e}", file=sys.stderr)
         return None
     for k in folds:
@@ -195,19 +300,31 @@ def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
 def cmd_run(args) -> int:
     from . import records
     from .analysis import step_summary
+    from .data import TRAIN_LABEL_COUNTS
     from .runner import Task
     from .train import resolve_device
 
     try:
         args.steps = [with_overrides(step, args.overrides) for step in args.steps]
+        for step in args.steps:
+            check_network(step)
         device = resolve_device(args.device)
     except ValueError as e:
         args.parser.error(str(e))
+    threads_from_environment(args)
     check_backend(args)
     if (data := load_data(args, [args.fold] if args.holdout else [])) is None:
         return 2
+    probed(args, args.out, "--runs")
     quick = QUICK if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
+    images = sum(TRAIN_LABEL_COUNTS) - args.holdout
+    for step in args.steps:  # a smoke or shortened run never replaces, nor sits beside, a step's full runs
+        if (args.quick or (epochs or step.epochs) != step.epochs) and (
+                seeds := full_seeds(records_of(args.out, step), images)):
+            kind = "--quick" if args.quick else f"{epochs}-epoch"
+            args.parser.error(f"--runs {args.out} holds full runs of {step.name} (seeds {', '.join(map(str, seeds))}): "
+                              f"a {kind} run would replace or mix with them; give it its own --runs folder")
     tasks = []
     for step in args.steps:
         seeds = args.seeds or list(step.seeds)
@@ -224,8 +341,8 @@ def cmd_run(args) -> int:
         recs = all_records.get(step.name, [])
         if recs:
             s = step_summary(recs, step.goals)
-            rows.append([step.name, s["n"], f"{recs[0]['params']:,}", f"{s['final_mean']:.2f} ± {s['final_std']:.2f}",
-                         f"{s['min_of_min_last']:.2f}", f"{s['seeds_meeting']}/{s['n']}"])
+            rows.append([step.name, s["n"], f"{recs[0]['params']:,}", final_cell(s), f"{s['min_of_min_last']:.2f}"
+                         if math.isfinite(s["min_of_min_last"]) else "diverged", f"{s['seeds_meeting']}/{s['n']}"])
     where = "held-out" if args.holdout else "test"
     print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "min last-5 %", "goals met"]))
     if not args.holdout and not args.quick:
@@ -241,16 +358,28 @@ def cmd_run(args) -> int:
     return 2 if errors else 0
 
 
+def final_cell(summary: dict) -> str:
+    """The summary's final accuracy: mean ± std of the runs that finished, and which seeds diverged."""
+    diverged = f"seed{'s' * (len(summary['diverged']) > 1)} {', '.join(map(str, summary['diverged']))} diverged"
+    if not math.isfinite(summary["final_mean"]):
+        return "diverged" if len(summary["diverged"]) == summary["n"] else diverged
+    text = f"{summary['final_mean']:.2f} ± {summary['final_std']:.2f}"
+    return f"{text} ({diverged})" if summary["diverged"] else text
+
+
 def cmd_screen(args) -> int:
+    from .data import TRAIN_LABEL_COUNTS
     from .runner import Task
-    from .screen import Rule, check_views_only, fold_dir, load_folds, pairs, to_train, verdict
+    from .screen import Rule, as_registered, check_views_only, fold_dir, load_folds, pairs, to_train, verdict
     from .train import resolve_device
 
     try:
         variant = with_overrides(args.step, args.overrides)
+        check_network(variant)
         device = resolve_device(args.device)
     except ValueError as e:
         args.parser.error(str(e))
+    threads_from_environment(args)
     if variant.name == args.step.name:
         args.parser.error("a screen compares a variant with its step: give at least one --set FIELD=VALUE")
     check_backend(args)
@@ -264,7 +393,19 @@ def cmd_screen(args) -> int:
     if args.preview:
         return preview(args, variant, data)
     rule = Rule(min_gain=args.min_gain)
-    todo = to_train(args.step, variant, load_folds(args.validation), args.folds, args.seeds)
+    folds = load_folds(args.validation)
+    if args.quick:  # a smoke screen pairs nothing with, and files nothing beside, the full runs of a study
+        images = sum(TRAIN_LABEL_COUNTS) - args.holdout
+        full = [f"fold {k}" for k in args.folds for s in (args.step, variant)
+                if full_seeds(as_registered(s, folds.get(k, {})), images)]
+        if full:
+            args.parser.error(f"--validation {args.validation} holds full runs of {args.step.name} or the variant "
+                              f"({', '.join(dict.fromkeys(full))}): a --quick screen would mix with them; give it "
+                              f"its own --validation")
+    if not args.dry_run:
+        for k in args.folds:
+            probed(args, fold_dir(args.validation, k), "--validation")
+    todo = to_train(args.step, variant, folds, args.folds, args.seeds)
     print(f"screen {variant.name}: folds {', '.join(map(str, args.folds))} x seeds {', '.join(map(str, args.seeds))}; "
           f"{len(todo)} runs to train, the rest found under {args.validation} and its validation-folds/", file=sys.stderr)
     errors = []
@@ -316,6 +457,11 @@ def preview(args, variant: Step, data) -> int:
 def cmd_report(args) -> int:
     from .report import render_files
 
+    if not args.runs.is_dir():
+        args.parser.error(f"--runs {args.runs} is not a folder of records")
+    if args.out is not None and args.out.is_dir():
+        args.parser.error(f"--out {args.out} is a folder: name the report's file, e.g. {args.out / ('ablation.' + args.format)}")
+
     for path in render_files(args.runs, args.out, fmt=args.format):
         print(f"wrote {path}")
     return 0
@@ -343,7 +489,7 @@ def add_backend_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ablation", description=__doc__.split(":")[0] + ": "
+    parser = Parser(prog="python -m ablation", description=__doc__.split(":")[0] + ": "
                                      "train, test and report the MNIST <10k-parameter ablation, step by step.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -363,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=parse_steps, default="all",
                    help="comma-separated step names, 'final' for the step the mission is judged on, or 'all' (default)")
     p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,3 (default: each step's own seeds)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="override every step's epochs")
+    p.add_argument("--epochs", type=bounded_int(MAX_EPOCHS), default=None, help="override every step's epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     p.add_argument("--runs", "--out", dest="out", type=Path, default=Path("build/runs"),
@@ -371,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in reports/runs, which changes only when named here)")
     p.add_argument("--group", type=positive_int, default=None,
                    help="seeds trained together in one pass (default: all on cuda, 1 on cpu, where grouping does not pay)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
+    p.add_argument("--threads", type=bounded_int(MAX_THREADS), default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="runs trained in parallel processes (default: one per CPU core on cpu, 1 on cuda); with "
                         "--backend ray and no --address, the CPUs of the local Ray")
@@ -380,15 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on N images held out of the training set instead of the test set (for design choices)")
     p.add_argument("--fold", type=int, default=0,
                    help="with --holdout N: hold out the K-th block of N images instead of the first (k-fold "
-                        "validation; write each fold to its own --out)")
+                        "validation; write each fold to its own --runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="run a variant of each step with a field changed, e.g. --set lr=0.1 --set schedule.final_epoch=12")
     p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
     p.add_argument("--no-report", action="store_true",
-                   help="do not render the report afterwards (reports/ablation.html for the default --out, "
-                        "ablation.html inside any other)")
+                   help="do not render the report afterwards (ablation.html inside the --runs folder; "
+                        "reports/ablation.html for the committed study, reports/runs)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the runs already recorded under --out with the same config, images and epochs, made "
+                   help="keep the runs already recorded under --runs with the same config, images and epochs, made "
                         "under this engine generation from committed code, and train only the rest: an "
                         "interrupted run picks up where it stopped (--quick runs are never kept)")
     p.set_defaults(func=cmd_run)
@@ -411,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"percent: the paired mean gain the variant needs (default {Rule().min_gain:g})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
+    p.add_argument("--threads", type=bounded_int(MAX_THREADS), default=None, help="CPU threads per process (default $ABLATION_THREADS or 1)")
     p.add_argument("--jobs", type=positive_int, default=None, help="runs trained in parallel (default: one per CPU core)")
     add_backend_options(p)
     p.add_argument("--quick", action="store_true",
@@ -446,11 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.parser = parser
-    if args.command == "run" and args.quick and args.out == Path("reports/runs"):
-        parser.error("--quick runs are smoke tests: give them their own --out folder, not the reference records")
+    # The study's folders are recognised by where they are, not by how their path is spelled.
+    if args.command == "run" and args.quick and is_study_folder(args.out, Path("reports/runs")):
+        parser.error("--quick runs are smoke tests: give them their own --runs folder, not the reference records")
     if args.command == "screen" and args.preview and args.dry_run:
         parser.error("--preview trains nothing already: it has no --dry-run")
-    if args.command == "screen" and args.quick and args.validation == Path("reports/validation"):
+    if args.command == "screen" and args.quick and is_study_folder(args.validation, Path("reports/validation")):
         parser.error("--quick screens are smoke tests: give them their own --validation folder, not the study's")
     if args.command == "run" and args.fold and not args.holdout:
         parser.error("--fold picks a block of the held-out images: it needs --holdout N")

@@ -2,8 +2,10 @@
 
 A record holds the full step config, the per-epoch history, the goal verdicts and its provenance
 (code version, library versions, device, threads, times), so every number in the report can be
-traced to the code and machine that produced it. Files are written to a temporary name and renamed,
-so an interrupted run leaves no partial record and never damages a finished one.
+traced to the code and machine that produced it. A record is whole or absent: its weights and JSON are
+written under temporary names and published weights first, JSON last, the JSON carrying the weights'
+SHA-256, so a reader never pairs a JSON with weights it does not describe. A variant's name holds its
+--set text, so it names a folder only when it is short and plain (`folder_name`); no value reaches a path.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +38,9 @@ SCHEMA_VERSION = 1
 GENERATION = 1
 DEFAULT_RUNS = Path("reports/runs")
 PACKAGE = Path(__file__).resolve().parent
+# A record's files are made readable like any other file the user writes (mkstemp alone makes them 0600).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 # The code that turns a step's config (stored whole in every record) into numbers. Its hash is kept in
@@ -131,23 +138,72 @@ def to_record(result: RunResult) -> dict:
     }
 
 
+# A name is its own folder only if it is short and made of characters no shell or filesystem treats
+# specially: '7-onecycle[lr=0.1]' stays readable; any other becomes '<step>~<digest of the name>'.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,:=+\-\[\]]*")
+MAX_FOLDER_NAME = 64
+_DIGEST_CHARS = 12  # 48 bits of SHA-256: no two names of one study meet
+
+
+def folder_name(step_name: str) -> str:
+    """The folder of a step's (or variant's) records: the name itself when short and plain, else a short
+    readable stem and a digest of the whole name (the full config is inside every record)."""
+    if len(step_name) <= MAX_FOLDER_NAME and _PLAIN_NAME.fullmatch(step_name):
+        return step_name
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", step_name.partition("[")[0])[:40].lstrip(".-") or "step"
+    return f"{stem}~{hashlib.sha256(step_name.encode()).hexdigest()[:_DIGEST_CHARS]}"
+
+
+def _is_one_name(text: str) -> bool:
+    return (text not in ("", ".", "..") and "/" not in text and "\0" not in text
+            and not (os.altsep and os.altsep in text) and len(os.fsencode(text)) <= 255)
+
+
+def record_folder(out: Path, step_name: str) -> Path:
+    """Where `step_name`'s records are under `out`: `folder_name`, or the folder an older version of this
+    code named after the variant as it is (reports/validation* hold many), when that one exists."""
+    out = Path(out)
+    if _is_one_name(step_name):
+        try:
+            if (out / step_name).is_dir():
+                return out / step_name
+        except OSError:
+            pass
+    return out / folder_name(step_name)
+
+
 def record_paths(out: Path, step_name: str, seed: int) -> tuple[Path, Path]:
-    folder = Path(out) / step_name
+    folder = record_folder(out, step_name)
     return folder / f"seed-{seed}.json", folder / f"seed-{seed}.pt"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _temporary(path: Path, write) -> Path:
+    """`write(file)` into a new temporary file beside `path`, flushed to disk; its name (removed on failure)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path, write)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def encode(result: RunResult) -> tuple[dict, bytes]:
@@ -160,11 +216,24 @@ def encode(result: RunResult) -> tuple[dict, bytes]:
 
 
 def write(record: dict, weights: bytes, out: Path = DEFAULT_RUNS) -> Path:
-    """Write the weights, then the JSON (the JSON's presence marks a complete record)."""
+    """Write a record's weights and JSON under temporary names, then publish them.
+
+    The old JSON is removed before the weights are replaced and the new JSON is renamed in last, so at
+    every instant the record is the old pair, absent, or the new pair: a kill in between leaves it absent
+    (retrained by --resume), never new weights under an old history. The JSON names the weights' digest."""
     json_path, pt_path = record_paths(out, record["step"], record["seed"])
-    _atomic_write(pt_path, lambda f: f.write(weights))
-    text = json.dumps(record, indent=1, sort_keys=False) + "\n"
-    _atomic_write(json_path, lambda f: f.write(text.encode()))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({**record, "weights_sha256": hashlib.sha256(weights).hexdigest()}, indent=1) + "\n"
+    written = []
+    try:
+        written.append(_temporary(pt_path, lambda f: f.write(weights)))
+        written.append(_temporary(json_path, lambda f: f.write(text.encode())))
+        json_path.unlink(missing_ok=True)
+        os.replace(written[0], pt_path)
+        os.replace(written[1], json_path)
+    finally:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
     return json_path
 
 
@@ -172,21 +241,76 @@ def save(result: RunResult, out: Path = DEFAULT_RUNS) -> Path:
     return write(*encode(result), out)
 
 
+# What every record holds, and its type: a JSON without them is not a record this code can read.
+RECORD_KEYS = {"step": str, "seed": int, "params": int, "evaluated_on": str, "config": dict, "history": list,
+               "provenance": dict}
+
+
 def load(path: Path) -> dict:
-    record = json.loads(Path(path).read_text())
-    if record.get("schema") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: record schema {record.get('schema')}, this code reads {SCHEMA_VERSION}")
+    """The record at `path`; ValueError naming the file when it cannot be read or is not a record."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA_VERSION:
+        schema = record.get("schema") if isinstance(record, dict) else None
+        raise ValueError(f"{path}: record schema {schema}, this code reads {SCHEMA_VERSION}")
+    bad = [k for k, kind in RECORD_KEYS.items() if not isinstance(record.get(k), kind)]
+    if bad or "diverged_at" not in record:
+        raise ValueError(f"{path}: not a run record (missing or malformed: {', '.join(bad) or 'diverged_at'})")
     return record
 
 
 def load_all(runs: Path = DEFAULT_RUNS) -> dict[str, list[dict]]:
-    """{step name: [records sorted by seed]} for every complete record under `runs`."""
+    """{step name: [records sorted by seed]} for every complete record under `runs`. A damaged one is
+    named on stderr and left out: one bad file must not stop a report, a summary or a run."""
     out: dict[str, list[dict]] = {}
     for path in sorted(Path(runs).glob("*/seed-*.json")):
-        record = load(path)
+        try:
+            record = load(path)
+        except ValueError as e:
+            print(f"warning: skipped a damaged record: {e}", file=sys.stderr)
+            continue
         out.setdefault(record["step"], []).append(record)
     for records in out.values():
         records.sort(key=lambda r: r["seed"])
+    return out
+
+
+def weights_problem(record: dict, weights: Path) -> str:
+    """Why the weights beside a record are not the ones it describes; empty when they are. A record with a
+    digest must match it; an older one (none) must have weights that load."""
+    weights = Path(weights)
+    if not weights.is_file():
+        return f"its weights {weights} are missing"
+    if digest := record.get("weights_sha256"):
+        return "" if file_sha256(weights) == digest else f"its weights {weights} do not match the record's digest"
+    try:
+        load_weights(weights)
+    except Exception as e:  # torch raises many kinds for a damaged file
+        return f"its weights {weights} do not load ({type(e).__name__})"
+    return ""
+
+
+def probe_output(out: Path, seed_digits: int = 10) -> Path:
+    """`out` resolved and created, with a folder and a file named as long as any a record needs written and
+    removed in it; ValueError saying why not, before anything trains."""
+    import shutil
+
+    try:
+        out = Path(out).expanduser().resolve()
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file, not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        prefix = ".probe-"
+        folder = Path(tempfile.mkdtemp(dir=out, prefix=prefix + "x" * (MAX_FOLDER_NAME - len(prefix) - 8)))
+        try:
+            with open(folder / f".seed-{'9' * seed_digits}.json.{'x' * 8}.tmp", "wb") as f:
+                f.write(b"probe")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError as e:
+        raise ValueError(f"{out}: records cannot be written there ({e.strerror or e})") from None
     return out
 
 
@@ -224,6 +348,8 @@ def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | No
         return None, f"{len(record['history'])} epochs, not {epochs}"
     if stale := not_current_because(record):
         return None, "; ".join(stale)
+    if why := weights_problem(record, Path(path).with_suffix(".pt")):
+        return None, why
     return record, ""
 
 

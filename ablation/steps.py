@@ -8,13 +8,78 @@ differs from its parent in exactly those fields, so the diff between two entries
 """
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
 from functools import lru_cache
 
 from .augment import Augment
-from .models import test_time_rotations, test_time_shifts
+from .models import parse_layout, test_time_rotations, test_time_shifts
 
 MISSION = "≥ 99.4 % test accuracy in each of the last 5 epochs, within 15 epochs, with < 10,000 parameters, on every seed"
+
+# Bounds of the whole-number fields: wide enough for any real study, narrow enough that a typo is refused
+# before it allocates a range or overflows a generator's seed (train.generator multiplies it by ~10^6).
+MAX_EPOCHS = 10_000
+MAX_BATCH = 60_000  # the training set
+MAX_SEED = 2**31 - 1
+
+
+# Every field is checked where its dataclass is made, so a registry entry, a --set variant, a record's
+# config and a pool worker's copy are refused alike, with one line naming the field, the value and what
+# is allowed, before anything trains.
+def check(ok: bool, field: str, value, allowed: str) -> None:
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:60] + "..." + shown[-10:]  # a pasted essay stays one line's worth
+        raise ValueError(f"{field}={shown} is not allowed: {allowed}")
+
+
+def is_real(x) -> bool:
+    """A finite int or float (not a bool, nan, inf, or an int too large for a float)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def is_whole(x, low: int, high: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and low <= x <= high
+
+
+def in_range(x, low: float, high: float, *, high_open: bool = False) -> bool:
+    return is_real(x) and low <= x and (x < high if high_open else x <= high)
+
+
+def is_text(x, none: bool = False) -> bool:
+    return isinstance(x, str) or (none and x is None)
+
+
+def is_seed_tuple(x, *, empty: bool) -> bool:
+    return (isinstance(x, tuple) and (empty or bool(x)) and len(set(x)) == len(x)
+            and all(is_whole(s, 0, MAX_SEED) for s in x))
+
+
+def as_tuple(x):
+    """A list (from --set or a record's JSON) as a tuple, so a step stays hashable and compares equal."""
+    return tuple(x) if isinstance(x, list) else x
+
+
+SCHEDULE_KINDS = ("constant", "step", "onecycle")
+OPTIMIZERS = ("sgd", "adam")
+INTERPOLATIONS = ("nearest", "bilinear")  # grid_sample's modes that augment.py's rotation is meant for
+
+
+def check_augment(a: Augment) -> None:
+    """Augment's ranges (its until_epoch it checks itself): a step refuses a value no run could use."""
+    check(in_range(a.rotation, 0, 180), "augment.rotation", a.rotation, "degrees in [0, 180]")
+    check(in_range(a.translate, 0, 1, high_open=True), "augment.translate", a.translate, "a fraction of the side in [0, 1)")
+    for name in ("brightness", "contrast"):
+        check(in_range(getattr(a, name), 0, 1), f"augment.{name}", getattr(a, name), "a factor's half-width in [0, 1]")
+    check(a.interpolation in INTERPOLATIONS, "augment.interpolation", a.interpolation,
+          f"one of {', '.join(map(repr, INTERPOLATIONS))}")
+    check(in_range(a.elastic, 0, 28), "augment.elastic", a.elastic, "pixels in [0, 28]")
 
 
 @dataclass(frozen=True)
@@ -26,6 +91,18 @@ class Schedule:
     final_epoch: int = 0  # onecycle: the lr reaches its floor here (0 = the last epoch) and stays
     div: float = 25.0  # onecycle: start lr = peak / div
     final_div: float = 1e4  # onecycle: floor lr = peak / final_div
+
+    def __post_init__(self):
+        check(self.kind in SCHEDULE_KINDS, "schedule.kind", self.kind, f"one of {', '.join(map(repr, SCHEDULE_KINDS))}")
+        check(is_whole(self.step_epochs, 1 if self.kind == "step" else 0, MAX_EPOCHS), "schedule.step_epochs",
+              self.step_epochs, f"a whole number of epochs up to {MAX_EPOCHS:,}, at least 1 for kind 'step'")
+        check(is_real(self.gamma) and self.gamma > 0, "schedule.gamma", self.gamma, "a finite factor > 0")
+        check(in_range(self.warmup, 0, 1), "schedule.warmup", self.warmup, "a fraction in [0, 1]")
+        check(is_whole(self.final_epoch, 0, MAX_EPOCHS), "schedule.final_epoch", self.final_epoch,
+              f"a whole epoch from 0 (the last) to {MAX_EPOCHS:,}")
+        for name in ("div", "final_div"):
+            value = getattr(self, name)
+            check(is_real(value) and value > 0, f"schedule.{name}", value, "a finite divisor > 0")
 
     def describe(self) -> str:
         if self.kind == "step":
@@ -67,6 +144,12 @@ class Distill:
     weight: float = 0.0  # the soft targets' share of the loss; the labels keep 1 - weight
     temperature: float = 1.0  # both teacher and student logits are divided by it (the loss is scaled by its square)
 
+    def __post_init__(self):
+        check(is_text(self.teacher), "distill.teacher", self.teacher, "a step's name, or '' for none")
+        check(in_range(self.weight, 0, 1), "distill.weight", self.weight, "a share of the loss in [0, 1]")
+        check(is_real(self.temperature) and self.temperature > 0, "distill.temperature", self.temperature,
+              "a finite temperature > 0")
+
     @property
     def active(self) -> bool:
         return bool(self.teacher) and self.weight > 0
@@ -84,6 +167,16 @@ class Goals:
     last_epochs: int = 5  # ... held in each of this many last epochs, on every seed
     max_epochs: int = 15  # epochs allowed
     mean_final_floor: float | None = None  # percent; mean over seeds of the final-epoch test accuracy
+
+    def __post_init__(self):
+        check(is_whole(self.max_params, 1, 10**9), "goals.max_params", self.max_params, "a whole number ≥ 1")
+        check(in_range(self.accuracy_floor, 0, 100), "goals.accuracy_floor", self.accuracy_floor, "a percentage in [0, 100]")
+        check(is_whole(self.last_epochs, 1, MAX_EPOCHS), "goals.last_epochs", self.last_epochs,
+              f"a whole number of epochs from 1 to {MAX_EPOCHS:,}")
+        check(is_whole(self.max_epochs, 1, MAX_EPOCHS), "goals.max_epochs", self.max_epochs,
+              f"a whole number of epochs from 1 to {MAX_EPOCHS:,}")
+        check(self.mean_final_floor is None or in_range(self.mean_final_floor, 0, 100), "goals.mean_final_floor",
+              self.mean_final_floor, "None or a percentage in [0, 100]")
 
     def describe(self) -> str:
         text = (f"≤ {self.max_params:,} params, ≥ {self.accuracy_floor:g} % in each of the last {self.last_epochs}, "
@@ -142,13 +235,61 @@ class Step:
     def __post_init__(self):
         # `--set "tta=[[1,0]]"` gives lists: normalised here, so a step stays hashable, compares equal to
         # the same step written with tuples, and a bad shift is refused before anything trains
-        object.__setattr__(self, "tta", test_time_shifts(self.tta))
-        object.__setattr__(self, "tta_rotations", test_time_rotations(self.tta_rotations))
+        for name in ("changes", "layout", "seeds", "floor_misses", "confirmation_seeds", "tta", "tta_rotations"):
+            object.__setattr__(self, name, as_tuple(getattr(self, name)))
+        self._check_texts()
+        self._check_network()
+        self._check_training()
+        for name, kind in (("schedule", Schedule), ("augment", Augment), ("goals", Goals), ("distill", Distill)):
+            value = getattr(self, name)
+            check(isinstance(value, kind), name, value, f"a {kind.__name__}; set one of its fields as {name}.FIELD=VALUE")
+        check_augment(self.augment)
         if self.augment.until_epoch and not (self.augment.active and self.augment.until_epoch < self.epochs):
             raise ValueError(f"augment.until_epoch={self.augment.until_epoch} must be before the last epoch "
                              f"({self.epochs}) of a step that augments, or 0")
-        if not (isinstance(self.sam, (int, float)) and not isinstance(self.sam, bool) and 0 <= self.sam < float("inf")):
-            raise ValueError(f"sam is a radius ρ ≥ 0 (0: off), got {self.sam!r}")
+        for name in ("seeds", "floor_misses", "confirmation_seeds"):
+            value = getattr(self, name)
+            check(is_seed_tuple(value, empty=name != "seeds"), name, value,
+                  f"a tuple of distinct whole seeds from 0 to {MAX_SEED:,}" + (", at least one" * (name == "seeds")))
+
+    def _check_texts(self):
+        check(is_text(self.name) and bool(self.name), "name", self.name, "a non-empty text")
+        check(is_text(self.parent, none=True), "parent", self.parent, "a step's name or None")
+        check(isinstance(self.changes, tuple) and all(is_text(c) for c in self.changes), "changes", self.changes,
+              "a tuple of field names")
+        for name in ("target", "result", "analysis", "notes"):
+            check(is_text(getattr(self, name)), name, getattr(self, name), "a text")
+        check(is_text(self.known_miss, none=True), "known_miss", self.known_miss, "a text or None")
+        check(self.seed_report is None or isinstance(self.seed_report, SeedReport), "seed_report", self.seed_report,
+              "None or a SeedReport")
+        check(is_whole(self.params, 0, 10**9), "params", self.params, "a whole number of parameters ≥ 0")
+
+    def _check_network(self):
+        check(isinstance(self.layout, tuple) and all(is_text(t) for t in self.layout), "layout", self.layout,
+              "a tuple of layout tokens, e.g. ('conv3:8', 'pool', 'conv3:10', 'gap', 'conv1:10')")
+        try:
+            parse_layout(self.layout)
+        except ValueError as e:
+            raise ValueError(f"layout={self.layout!r} is not allowed: {e}") from None
+        check(isinstance(self.batchnorm, bool), "batchnorm", self.batchnorm, "True or False")
+        check(in_range(self.dropout, 0, 1, high_open=True), "dropout", self.dropout, "a probability in [0, 1)")
+        check(isinstance(self.tta, tuple), "tta", self.tta, "a tuple of shifts (dx, dy), e.g. ((1, 0), (0, 1))")
+        object.__setattr__(self, "tta", test_time_shifts(self.tta))
+        object.__setattr__(self, "tta_rotations", test_time_rotations(self.tta_rotations))
+
+    def _check_training(self):
+        check(is_whole(self.batch_size, 1, MAX_BATCH), "batch_size", self.batch_size,
+              f"a whole number of images from 1 to {MAX_BATCH:,}")
+        check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(map(repr, OPTIMIZERS))}")
+        check(is_real(self.lr) and self.lr > 0, "lr", self.lr, "a finite learning rate > 0")
+        check(in_range(self.momentum, 0, 1, high_open=True), "momentum", self.momentum, "a number in [0, 1)")
+        check(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
+              "a finite coefficient ≥ 0")
+        check(in_range(self.label_smoothing, 0, 1, high_open=True), "label_smoothing", self.label_smoothing,
+              "a share in [0, 1)")
+        check(is_whole(self.epochs, 1, MAX_EPOCHS), "epochs", self.epochs, f"a whole number from 1 to {MAX_EPOCHS:,}")
+        check(in_range(self.ema, 0, 1, high_open=True), "ema", self.ema, "a decay in [0, 1) (0: off)")
+        check(is_real(self.sam) and self.sam >= 0, "sam", self.sam, "a finite radius ρ ≥ 0 (0: off)")
 
     def describe_augment(self) -> str:
         copies = [f"{len(self.tta)} shifted" if self.tta else "",
@@ -973,7 +1114,9 @@ FINAL_STEP = "18-shifted-views"
 def with_overrides(step: Step, assignments: list[str]) -> Step:
     """A variant of `step` with fields set from 'field=value' strings ('schedule.final_epoch=12' for nested).
 
-    The variant is named after them ('7-onecycle[lr=0.1]'), so its records never mix with the step's.
+    The variant is named after them ('7-onecycle[lr=0.1]'), so its records never mix with the step's; the
+    name is text, never a path (records.py files it under a folder name of its own). Every value is checked
+    by the dataclasses; a ValueError names the first that is refused.
     """
     import ast
 
@@ -985,17 +1128,20 @@ def with_overrides(step: Step, assignments: list[str]) -> Step:
             raise ValueError(f"override {text!r} is not field=value")
         try:
             value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            value = raw  # a bare word such as sgd or bilinear: the field's check judges it as text
         head, _, sub = key.partition(".")
         if head not in {f.name for f in fields(Step)} or head in {"name", "parent", "changes"}:
             raise ValueError(f"override {text!r}: {head!r} is not a step field")
         if sub:
             inner = getattr(step, head)
-            if sub not in {f.name for f in fields(inner)}:
+            if not is_dataclass(inner) or sub not in {f.name for f in fields(inner)}:
                 raise ValueError(f"override {text!r}: {type(inner).__name__} has no field {sub!r}")
             value = replace(inner, **{sub: value})
-        step = replace(step, **{head: tuple(value) if isinstance(value, list) else value})
+        step = replace(step, **{head: value})
+    if step.distill.active and step.distill.teacher not in STEPS:
+        raise ValueError(f"distill.teacher={step.distill.teacher!r} is not allowed: a registered step's name "
+                         f"(its records teach)")
     return replace(step, name=f"{step.name}[{','.join(assignments)}]")
 
 

@@ -57,7 +57,7 @@ def test_summary_prices_a_variant_network_before_it_is_trained(capsys):
     (["run", "--set", "nope=1", "--quick", "--out", "x"], "not a step field"),
     (["run", "--set", "tta=((29,0),)", "--quick", "--out", "x"], "not a pair of whole pixels"),
     (["run", "--set", "augment.until_epoch=2.5", "--quick", "--out", "x"], "until_epoch must be a whole number"),
-    (["run", "--set", "sam=-0.05", "--quick", "--out", "x"], "sam is a radius"),
+    (["run", "--set", "sam=-0.05", "--quick", "--out", "x"], "sam=-0.05 is not allowed: a finite radius"),
     (["frobnicate"], "invalid choice"),
     (["run", "--fold", "2", "--quick", "--out", "x"], "needs --holdout"),
 ])
