@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .screen import Rule
-from .steps import MAX_EPOCHS, MAX_SEED, STEPS, Step, get_step, with_overrides
+from .steps import FINAL_STEP, MAX_EPOCHS, MAX_SEED, STEPS, Goals, Step, get_step, with_overrides
 
 # What --quick trains on: a smoke test of the whole path in seconds, one epoch.
 QUICK = dict(limit_train=2048, limit_test=1000)
@@ -51,7 +51,8 @@ def parse_steps(text: str) -> list[Step]:
     try:
         steps = [get_step(name.strip()) for name in text.split(",")]
     except KeyError as e:
-        raise argparse.ArgumentTypeError(e.args[0]) from None
+        raise argparse.ArgumentTypeError(f"{e.args[0]}; or 'final' (the step the mission is judged on, "
+                                         f"{FINAL_STEP}), or 'all'") from None
     return list({step.name: step for step in steps}.values())  # a step named twice trains once
 
 
@@ -299,7 +300,7 @@ def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
 
 def cmd_run(args) -> int:
     from . import records
-    from .analysis import step_summary
+    from .analysis import goal_verdicts, step_summary
     from .data import TRAIN_LABEL_COUNTS
     from .runner import Task
     from .train import resolve_device
@@ -341,10 +342,16 @@ def cmd_run(args) -> int:
         recs = all_records.get(step.name, [])
         if recs:
             s = step_summary(recs, step.goals)
+            mission = sum(all(v["met"] for v in goal_verdicts(Goals(), r["params"], r["history"], r["diverged_at"]).values())
+                          for r in recs)
+            own = ("the mission's" if step.goals == Goals() else "met" if s["every_seed"] else "not met")
             rows.append([step.name, s["n"], f"{recs[0]['params']:,}", final_cell(s), f"{s['min_of_min_last']:.2f}"
-                         if math.isfinite(s["min_of_min_last"]) else "diverged", f"{s['seeds_meeting']}/{s['n']}"])
+                         if math.isfinite(s["min_of_min_last"]) else "diverged", f"{mission} of {s['n']}", own])
     where = "held-out" if args.holdout else "test"
-    print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "min last-5 %", "goals met"]))
+    print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "lowest of last 5 %", "meet the mission",
+                       "its own goals, all seeds"]))
+    if args.quick:
+        print("(--quick: a smoke run of one epoch on 2,048 images; these numbers judge nothing)")
     if not args.holdout and not args.quick:
         print_reproduction(args.out, {(step.name, seed) for step in args.steps for seed in (args.seeds or step.seeds)})
     if args.holdout and not args.no_report:
@@ -505,7 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "'conv1:10')\"")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("run", help="train steps over seeds, write run records, print a summary, render the report")
+    p = sub.add_parser("run", help="train steps over seeds, write run records, print a summary, render the report",
+                       description="Train the steps over their seeds (or --seeds), write one record per run to --runs "
+                                   "(default build/runs), print a summary and a reproduction table against the "
+                                   "committed study (reports/runs, changed only when named as --runs), and render "
+                                   "the report into the --runs folder. A run already recorded there is kept with "
+                                   "--resume.")
     p.add_argument("--steps", type=parse_steps, default="all",
                    help="comma-separated step names, 'final' for the step the mission is judged on, or 'all' (default)")
     p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,3 (default: each step's own seeds)")
@@ -574,14 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render reports/ablation.html (or Markdown) from the run records")
     p.add_argument("--runs", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
     p.add_argument("--out", type=Path, default=None, help="output file (default reports/ablation.html or .md)")
-    p.add_argument("--format", choices=["html", "md"], default="html")
+    p.add_argument("--format", choices=["html", "md"], default="html",
+                   help="html: the self-contained page with charts (default); md: the verdict and the table, for GitHub")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="throughput against the reference notebook loop")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")
     p.add_argument("--batches", type=positive_int, default=30, help="timed batches per engine (default 30)")
-    p.add_argument("--seeds", type=positive_int, default=4, help="seeds of the multi-seed engine (default 4)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seeds-per-pass", dest="seeds", type=positive_int, default=4,
+                   help="how many seeds the multi-seed engine trains in one pass (a count; default 4)")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--save", type=Path, default=None, help="also write the JSON figures here (the report reads reports/bench.json)")
     p.set_defaults(func=cmd_bench)

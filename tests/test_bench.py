@@ -55,7 +55,7 @@ def test_table_shows_every_rate_and_ratio(figures):
 def test_cli_json_and_save(data_dir, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(bench, "run", functools.partial(bench.run, **TINY))
     save = tmp_path / "new" / "bench.json"
-    argv = ["bench", "--json", "--batches", "2", "--seeds", "2", "--device", "cpu", "--data-dir", str(data_dir)]
+    argv = ["bench", "--json", "--batches", "2", "--seeds-per-pass", "2", "--device", "cpu", "--data-dir", str(data_dir)]
     assert main(argv + ["--save", str(save)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(save.read_text())

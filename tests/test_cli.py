@@ -229,3 +229,15 @@ def test_a_step_named_twice_trains_once(recorded, data_dir):
     assert main(["run", "--steps", "1-basic,1-basic", "--seeds", "3", "--out", str(out), "--data-dir", str(data_dir),
                  "--no-report", "--jobs", "1"]) == 0
     assert trained == [3]
+
+
+def test_one_vocabulary_the_unknown_step_names_final_and_all_and_a_quick_summary_says_it_judges_nothing(
+        data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--steps", "nope"])
+    assert "or 'final' (the step the mission is judged on" in capsys.readouterr().err
+    assert main(["run", "--quick", "--steps", "1-basic", "--seeds", "0", "--data-dir", str(data_dir), "--jobs", "1",
+                 "--runs", str(tmp_path), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "meet the mission" in out and "its own goals, all seeds" in out and "0 of 1" in out
+    assert "(--quick: a smoke run of one epoch on 2,048 images; these numbers judge nothing)" in out
