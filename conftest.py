@@ -89,8 +89,6 @@ def reusable_record(step, seed: int, config) -> tuple[dict, Path] | None:
 
 def runs_to_train(items, config) -> list:
     """Tasks for the runs the collected slow tests need and no reusable record gives, in test order."""
-    from ablation.steps import get_step
-
     wanted: dict[tuple[str, int], object] = {}
     for item in items:
         params = item.callspec.params if hasattr(item, "callspec") else {}

@@ -358,8 +358,12 @@ def cmd_run(args) -> int:
         print("no report for held-out runs: the study's report (python -m ablation report) shows those under "
               "reports/validation in its validation tables", file=sys.stderr)
     elif not args.no_report:
+        from .measure import measure
         from .report import render_files, report_path
 
+        # The engine measures what the report shows of the final model (its mistakes, the layer tables), so
+        # that rendering reads files only.
+        print(f"wrote {measure(args.out, args.data_dir)}", file=sys.stderr)
         for path in render_files(args.out, report_path(args.out)):
             print(f"wrote {path}", file=sys.stderr)
     return 2 if errors else 0
@@ -471,6 +475,16 @@ def cmd_report(args) -> int:
 
     for path in render_files(args.runs, args.out, fmt=args.format):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    from .measure import measure
+
+    if not args.runs.is_dir():
+        args.parser.error(f"--runs {args.runs} is not a folder of records")
+    path = measure(args.runs, args.data_dir)
+    print(f"wrote {path}")
     return 0
 
 
@@ -589,6 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["html", "md"], default="html",
                    help="html: the self-contained page with charts (default); md: the verdict and the table, for GitHub")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("measure", help="measure what the report shows of the final model (its mistakes on the test "
+                                       "set) and each step's layer table, into measured.json beside the records")
+    p.add_argument("--runs", type=Path, default=Path("reports/runs"), help="records folder (default reports/runs)")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
+    p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser("bench", help="throughput against the reference notebook loop")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when present")

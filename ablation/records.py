@@ -172,6 +172,16 @@ def record_folder(out: Path, step_name: str) -> Path:
     return out / folder_name(step_name)
 
 
+# Beside the records: what only the engine can compute for the report (measure.py writes it, the report reads it).
+MEASURED = "measured.json"
+
+
+def load_measured(runs: Path) -> dict:
+    """What measure.py wrote for the records under `runs`; {} when nothing was measured there."""
+    path = Path(runs) / MEASURED
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def record_paths(out: Path, step_name: str, seed: int) -> tuple[Path, Path]:
     folder = record_folder(out, step_name)
     return folder / f"seed-{seed}.json", folder / f"seed-{seed}.pt"

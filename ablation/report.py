@@ -26,12 +26,11 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above, layer_table,
+from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above,
                        lowest_of_last, paired_delta, step_summary)
-from .augment import Augment
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
-from .survival import FRESH, THIN, confirmation, step_prediction
+from .survival import FRESH, THIN, compare_implementations, confirmation, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -83,7 +82,7 @@ def breakable(text: str) -> Markup:
 
 
 def describe_value(value) -> str:
-    if isinstance(value, (Schedule, Augment, Distill)):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a part of a step: Schedule, Augment, Distill
         return value.describe()
     if isinstance(value, Goals):
         return value.describe()
@@ -457,15 +456,10 @@ def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
                       x_label="epochs trained", y_label="learning rate")
 
 
-@lru_cache(maxsize=None)
-def _layers(layout: tuple[str, ...], batchnorm: bool, dropout: float) -> tuple[dict, ...]:
-    from .models import Net
-
-    return tuple(layer_table(Net(layout, batchnorm=batchnorm, dropout=dropout)))
-
-
-def layer_rows(step: Step) -> dict:
-    rows = _layers(step.layout, step.batchnorm, step.dropout)
+def layer_rows(rows: list[dict] | None) -> dict | None:
+    """A step's per-layer table, as measure.py measured it (None: not measured for this folder)."""
+    if not rows:
+        return None
     return {"rows": [{"layer": r["layer"], "output": "×".join(map(str, r["output"])), "params": count(r["params"]),
                       "macs": count(r["macs"]), "rf": r["rf"], "jump": r["jump"]} for r in rows],
             "params": count(sum(r["params"] for r in rows)), "macs": count(sum(r["macs"] for r in rows))}
@@ -700,47 +694,15 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def final_mistakes(runs: Path, records_by_step: dict[str, list[dict]], data_dir=None) -> dict:
-    """The first seed of FINAL_STEP with weights, run on the MNIST test set: mistakes and confusion matrix.
-
-    Returns {"missing": why} when the weights or the data are not there (the section says so).
-    """
-    import torch
-
-    from .data import SHA256, data_root, load_mnist
-    from .models import normalize
-    from .records import record_paths, saved_model
-
-    records = records_by_step.get(FINAL_STEP, [])
-    if not records:
-        return {"missing": f"no runs of {FINAL_STEP} under {runs}"}
-    found = [(r, record_paths(runs, FINAL_STEP, r["seed"])[1]) for r in records]
-    found = [(r, p) for r, p in found if p.is_file()]
-    if not found:
-        return {"missing": f"no weights (.pt) beside the {FINAL_STEP} records under {runs}"}
-    record, weights = found[0]
-    raw = data_root(data_dir) / "MNIST" / "raw"
-    if not all((raw / name).is_file() for name in SHA256):  # checked here so rendering never tries a download
-        return {"missing": f"MNIST test images not found under {raw} (set $ABLATION_DATA)"}
-    try:
-        model = saved_model(record, weights)
-        data = load_mnist(data_dir)
-    except Exception as e:  # a damaged file or a mismatched network: report it, render the rest
-        return {"missing": f"could not evaluate {weights}: {type(e).__name__}: {e}"}
-    model.eval()
-    with torch.inference_mode():
-        pred = torch.cat([model(normalize(data.test_images[i:i + 2000]).unsqueeze(1)).argmax(1)
-                          for i in range(0, len(data.test_images), 2000)])
-    true = data.test_labels
-    wrong = (pred != true).nonzero().flatten().tolist()
-    confusion = torch.bincount(true * 10 + pred, minlength=100).view(10, 10).tolist()
-    shown = [{"index": i, "true": int(true[i]), "pred": int(pred[i]),
-              "src": data_uri(png_gray(bytes((255 - data.test_images[i]).flatten().tolist()), 28, 28))}
-             for i in wrong[:MAX_MISTAKES_SHOWN]]
-    return {"step": FINAL_STEP, "seed": record["seed"], "weights": str(weights), "total": len(wrong),
-            "images": len(true), "accuracy": 100 * (1 - len(wrong) / len(true)),
-            "record_acc": record["history"][-1]["test_acc"] if record["history"] else None,
-            "shown": shown, "confusion": confusion}
+def mistakes_view(measured: dict | None) -> dict:
+    """measure.py's account of the final model's mistakes, with each shown image drawn as a PNG."""
+    if not measured:
+        return {"missing": "not computed for this folder (python -m ablation measure --runs DIR)"}
+    if "missing" in measured:
+        return measured
+    shown = [{**m, "src": data_uri(png_gray(bytes(255 - p for p in bytes.fromhex(m["pixels"])), 28, 28))}
+             for m in measured["shown"][:MAX_MISTAKES_SHOWN]]
+    return {**measured, "shown": shown}
 
 
 def confusion_view(confusion: list[list[int]]) -> list[list[dict]]:
@@ -984,8 +946,6 @@ def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str,
 def implementations_view(records_by_step: dict[str, list[dict]], notebook: dict[str, list[dict]]) -> list[dict]:
     """Each step trained by the second implementation (notebook.py: torchvision transforms, a DataLoader,
     torch.optim), its distribution beside the engine's judged seeds, and the difference with its interval."""
-    from .notebook import compare_implementations
-
     out = []
     for name, theirs in notebook.items():
         step = STEPS.get(name)
@@ -1014,17 +974,18 @@ def reproduction_view(runs: Path) -> dict | None:
 def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
                 validation: list[dict] | None = None, folds: list[dict] | None = None,
                 screens: list[dict] | None = None, confirmations: dict[str, list[dict]] | None = None,
-                reproduction: dict | None = None, implementations: list[dict] | None = None) -> str:
+                reproduction: dict | None = None, implementations: list[dict] | None = None,
+                layers: dict[str, list[dict]] | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
     computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
     `folds` fold_view(...)'s; `screens` screen_view(...)'s; `confirmations` the confirmation seeds' records;
     `reproduction` reproduction_view(...)'s table (a report of fresh runs); `implementations`
-    implementations_view(...)'s comparisons."""
+    implementations_view(...)'s comparisons; `layers` each step's per-layer table (measure.py)."""
     ctx = build_views(records_by_step, confirmations)
     ctx["reproduction"], ctx["implementations"] = reproduction, implementations or []
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
-        view["layers"] = layer_rows(view["step"])
+        view["layers"] = layer_rows((layers or {}).get(view["name"]))
     ctx["ablation_chart"] = Markup(ablation_chart(
         [{"name": v["name"], "lowests": v["lowests"], "seed_best": v["seed_best"], "params": v["params_v"],
           "max_params": v["step"].goals.max_params} for v in ctx["steps"]]))
@@ -1059,7 +1020,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     bench: the speed figures' JSON, by default bench.json beside the runs folder (reports/bench.json).
     validation: the validation runs' folder, by default validation/ beside the runs folder.
     """
-    from .records import _atomic_write, load_all
+    from .records import _atomic_write, load_all, load_measured
 
     if fmt not in DEFAULT_OUT:
         raise ValueError(f"unknown report format {fmt!r}: html or md")
@@ -1072,12 +1033,14 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
         text = render_markdown(records_by_step, confirmations)
     else:
         folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
-        text = render_html(records_by_step, final_mistakes(runs, records_by_step),
+        measured = load_measured(runs)
+        text = render_html(records_by_step, mistakes_view(measured.get("mistakes")),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
                            confirmations, reproduction_view(runs),
                            implementations_view(records_by_step, load_all(runs.parent / "notebook")
-                                                if (runs.parent / "notebook").is_dir() else {}))
+                                                if (runs.parent / "notebook").is_dir() else {}),
+                           measured.get("layers"))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

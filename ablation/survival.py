@@ -17,8 +17,8 @@ import math
 import statistics
 from pathlib import Path
 
-from .analysis import at_least, lowest_of_last
-from .steps import Step
+from .analysis import _T95, at_least, final_accuracies, lowest_of_last, mean_std
+from .steps import Goals, Step
 
 RESOLUTION = 0.01  # percent: one test image in 10,000
 THIN = 0.05  # a predicted miss rate from this up makes a pass "narrow" in the verdict
@@ -124,3 +124,59 @@ def confirmation(step: Step, judged: list[dict], fresh: list[dict]) -> dict | No
             "lowest": {r["seed"]: lowest(r) for r in fresh},
             "finals": {r["seed"]: r["history"][-1]["test_acc"] for r in fresh if r["history"] and r["diverged_at"] is None},
             "text": text}
+
+
+# --- two implementations of one recipe (notebook.py against the engine) ------------------------------
+
+def _t95(df: float) -> float:
+    """Two-sided 95 % Student-t quantile; a fractional df (Welch) is rounded down, the wider interval."""
+    k = max(1, math.floor(df))
+    return _T95[k - 1] if k <= len(_T95) else 1.96
+
+
+def welch_interval95(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(mean(b) - mean(a), low, high): the difference of means and its 95 % Welch-t interval (nan without two of each)."""
+    if len(a) < 2 or len(b) < 2:
+        return (mean_std(b)[0] - mean_std(a)[0]) if a and b else math.nan, math.nan, math.nan
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    va, vb = sa ** 2 / len(a), sb ** 2 / len(b)
+    diff, se = mb - ma, math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = _t95(df) * se
+    return diff, diff - half, diff + half
+
+
+def implementation_of(record: dict) -> str:
+    """Which trainer made a record: its provenance says so; the engine's records predate the key."""
+    return record["provenance"].get("implementation", "engine")
+
+
+def _summary(recs: list[dict], goals: Goals) -> dict:
+    finals = list(final_accuracies(recs).values())
+    lows = [lowest_of_last(r["history"], goals.last_epochs) for r in recs if r["history"] and r["diverged_at"] is None]
+    holding = [r["seed"] for r in recs if r["diverged_at"] is None and len(r["history"]) >= goals.last_epochs
+               and at_least(lowest_of_last(r["history"], goals.last_epochs), goals.accuracy_floor)]
+    (fm, fs), (lm, ls) = mean_std(finals), mean_std(lows)
+    return {"n": len(recs), "seeds": [r["seed"] for r in recs], "holding_floor": len(holding), "holding_seeds": holding,
+            "final": finals, "final_mean": fm, "final_std": fs,
+            "lowest_last": lows, "lowest_last_mean": lm, "lowest_last_std": ls}
+
+
+def compare_implementations(engine_records: list[dict], notebook_records: list[dict], goals: Goals) -> dict:
+    """Both implementations' distributions over their seeds and the difference of means (notebook - engine).
+
+    Per implementation: n, how many seeds hold the floor (lowest of the last `goals.last_epochs` epochs at or
+    above `goals.accuracy_floor`; a diverged run does not), mean and sd of the final accuracy and of that lowest
+    value. The differences carry 95 % Welch-t intervals: the seeds of the two are independent draws, never pairs
+    (seed k here is not seed k there). Pure: reads records, trains and loads nothing.
+    """
+    engine, notebook = _summary(engine_records, goals), _summary(notebook_records, goals)
+    difference = {}
+    for key in ("final", "lowest_last"):
+        diff, low, high = welch_interval95(engine[key], notebook[key])
+        difference[key] = {"mean": diff, "ci95": (low, high),
+                           "beyond_noise": not math.isnan(low) and (low > 0 or high < 0)}
+    return {"engine": engine, "notebook": notebook, "difference": difference, "floor": goals.accuracy_floor,
+            "last": goals.last_epochs}

@@ -95,9 +95,6 @@ def test_records_and_steps_are_below_the_engine():
     assert not reachable(graph, "report") & {"train", "distill", "runner"}, sorted(reachable(graph, "report"))
 
 
-@pytest.mark.xfail(strict=True, reason="report.py draws the final model's mistakes (data.load_mnist, "
-                                       "models.normalize), builds networks for its layer tables (models.Net) and "
-                                       "names augment.Augment; owned by the report's issue")
 def test_the_report_imports_no_engine_module():
     """The report's own imports name no engine module (steps, analysis and records may reach models and
     augment for the dataclasses and networks they describe)."""

@@ -9,7 +9,8 @@ import torch
 
 from ablation import notebook, records
 from ablation.__main__ import QUICK
-from ablation.notebook import LRSchedule, compare_implementations, train_notebook, welch_interval95
+from ablation.notebook import LRSchedule, train_notebook
+from ablation.survival import compare_implementations, welch_interval95
 from ablation.records import without_timings
 from ablation.steps import STEPS, Goals, get_step, with_overrides
 from ablation.train import learning_rate, train
@@ -199,7 +200,8 @@ def test_cli_compare_sets_each_implementations_records_side_by_side(tmp_path, ca
         for seed, acc in enumerate(accuracies):
             path = tmp_path / folder / step.name / f"seed-{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"schema": records.SCHEMA_VERSION, "step": step.name,
+            path.write_text(json.dumps({"schema": records.SCHEMA_VERSION, "step": step.name, "params": step.params,
+                                        "evaluated_on": "test", "config": {},
                                         **record(seed, [acc] * 5, implementation)}))
     argv = ["--steps", "final", "--compare", str(tmp_path / "engine"), "--runs", str(tmp_path / "notes")]
     assert notebook.main(argv) == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ablation import report
+from ablation import measure, report
 from ablation.analysis import confidence_interval95
 from ablation.records import load_all, to_record
 from ablation.steps import FINAL_STEP, STEPS
@@ -142,11 +142,12 @@ def test_same_records_render_byte_identical(runs, tmp_path):
     assert report.render_markdown(load_all(runs)) == report.render_markdown(load_all(runs))
 
 
-def test_diverged_and_missing_runs_are_said(page):
+def test_diverged_and_missing_runs_are_said(runs, page):
+    assert f"no weights (.pt) beside the {FINAL_STEP} records" in measure.final_mistakes(runs)["missing"]
     assert "Seed 2 diverged at epoch 3" in page
     assert "seed 2 diverged at epoch 3</span>" in page  # in the table of all steps, under its count
     assert "no runs of 2-bn-dropout" not in page and "no runs" in page
-    assert f"no weights (.pt) beside the {FINAL_STEP} records" in page
+    assert "Not shown: not computed for this folder" in page
     assert "Mission not met" in page
 
 
@@ -256,22 +257,34 @@ def test_final_mistakes_grid_and_confusion_matrix(runs, tmp_path, monkeypatch):
     fake = data.MNIST(images[:1], labels[:1], images, labels)
     monkeypatch.setattr(data, "load_mnist", lambda data_dir=None, device="cpu": fake)
 
-    found = report.final_mistakes(tmp_path / "runs", load_all(tmp_path / "runs"), data_dir=tmp_path / "data")
+    measured = measure.measure(tmp_path / "runs", data_dir=tmp_path / "data")
+    found = json.loads(measured.read_text())["mistakes"]
     assert found["seed"] == 1  # the first seed that has weights
     assert sum(map(sum, found["confusion"])) == 100
     assert found["total"] == 100 - sum(found["confusion"][i][i] for i in range(10))
-    assert len(found["shown"]) == min(found["total"], report.MAX_MISTAKES_SHOWN)
-    html = report.render_html(load_all(tmp_path / "runs"), found)
+    assert len(found["shown"]) == min(found["total"], measure.MAX_MISTAKES_KEPT)
+
+    # Rendering reads measured.json: neither MNIST nor any network's forward pass is touched.
+    def untouchable(*args, **kwargs):
+        raise AssertionError("the report ran engine code")
+
+    monkeypatch.setattr(data, "load_mnist", untouchable)
+    monkeypatch.setattr(Net, "forward", untouchable)
+    monkeypatch.setattr(Net, "__init__", untouchable)
+    html = report.render_files(tmp_path / "runs", tmp_path / "ablation.html")[0].read_text()
     assert f"<b>{found['total']} mistakes</b>" in html
-    assert html.count('src="data:image/png;base64,') == len(found["shown"])
+    assert html.count('src="data:image/png;base64,') == min(found["total"], report.MAX_MISTAKES_SHOWN)
+    assert "Layers not computed" not in html and "global average pool" in html
 
 
 def test_missing_data_is_said_not_fetched(runs, tmp_path):
     folder = tmp_path / "runs" / FINAL_STEP
     shutil.copytree(runs / FINAL_STEP, folder)
     (folder / "seed-0.pt").write_bytes(b"")
-    found = report.final_mistakes(tmp_path / "runs", load_all(tmp_path / "runs"), data_dir=tmp_path / "nowhere")
+    found = measure.final_mistakes(tmp_path / "runs", data_dir=tmp_path / "nowhere")
     assert "MNIST test images not found" in found["missing"]
+    page = report.render_files(tmp_path / "runs", tmp_path / "ablation.html")[0].read_text()  # nothing measured
+    assert "not computed for this folder (python -m ablation measure --runs DIR)" in page and "Layers not computed" in page
 
 
 CHROMIUM = Path("/usr/bin/chromium")
