@@ -21,7 +21,6 @@ import os
 import statistics
 import struct
 import zlib
-from functools import lru_cache
 from pathlib import Path
 
 from markupsafe import Markup
@@ -29,7 +28,7 @@ from markupsafe import Markup
 from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above,
                        lowest_of_last, paired_delta, step_summary)
 from .screen import Rule, as_registered, load_folds, pairs, verdict
-from .steps import FINAL_STEP, MISSION, STEPS, Distill, Goals, Schedule, Step, changed_run_fields, config_diff
+from .steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
 from .survival import FRESH, THIN, compare_implementations, confirmation, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
