@@ -104,6 +104,11 @@ def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
                 pairs.append(Pair(name, fresh["seed"], UNPAIRED, final, lowest, met))
                 continue
             c_final, c_lowest, c_met = _figures(committed, last)
+            epochs = [len(r["history"]) if r["diverged_at"] is None else None for r in (fresh, committed)]
+            if None not in epochs and epochs[0] != epochs[1]:  # e.g. run --epochs 1: not the same run at all
+                pairs.append(Pair(name, fresh["seed"], UNPAIRED, final, lowest, met,
+                                  detail=f"{epochs[0]} epochs, the committed run {epochs[1]}"))
+                continue
             differ = setup_differences(fresh, committed)
             if differ:
                 finals = [f for f in (_figures(r, last)[0] for r in judged) if f is not None]

@@ -75,3 +75,10 @@ def test_a_seed_the_study_never_ran_has_nothing_to_compare_with(quick_run, tmp_p
     pair = relation(tmp_path, quick_run, fresh, quick_run[1])
     assert pair.relation == reproduce.UNPAIRED and pair.committed_final is None
     assert reproduce.tally([pair]) == "1 no committed record"
+
+
+def test_a_run_of_another_length_is_not_compared(quick_run, tmp_path):
+    fresh = copy.deepcopy(quick_run[0])
+    fresh["history"] = fresh["history"][:1]  # run --epochs 1 against a longer committed run
+    pair = relation(tmp_path, quick_run, fresh, quick_run[1])
+    assert pair.relation == reproduce.UNPAIRED and pair.detail == "1 epochs, the committed run 2"
