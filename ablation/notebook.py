@@ -43,10 +43,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import signal
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -61,7 +59,7 @@ from . import records
 from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
 from .data import data_root
 from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
-from .runner import Progress, Task, Tracker
+from .runner import Progress, Task, Tracker, run_pool
 from .steps import Step, get_step
 from .survival import compare_implementations, implementation_of
 from .train import STREAMS, RunResult, configure_threads, generator, initial_model, resolve_device
@@ -304,11 +302,6 @@ def _run_one(task) -> tuple[str, object]:
         return "error", f"{type(e).__name__}: {e}"
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches every process of the terminal's group: the workers leave it to the driver, which stops them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def run_all(tasks: list, jobs: int) -> list[str]:
     """Train every task (one seed each), here or in `jobs` spawned processes; write each record as it finishes
     (runner.Tracker: one line per run). Returns the failed runs' errors."""
@@ -319,27 +312,11 @@ def run_all(tasks: list, jobs: int) -> list[str]:
                 status, value = _run_one(task)
                 tracker.finished(task, value) if status == "ok" else tracker.failed(task, value)
         else:
-            jobs = min(jobs, len(tasks))
-            print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
-            pool = get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
-            try:
-                for index, (status, value) in pool.imap_unordered(_indexed, list(enumerate(tasks))):
-                    tracker.finished(tasks[index], value) if status == "ok" else tracker.failed(tasks[index], value)
-                pool.close()
-            except BaseException:
-                pool.terminate()  # running seeds are lost, nothing is half-written
-                raise
-            finally:
-                pool.join()
+            run_pool(tasks, min(jobs, len(tasks)), tracker, entry=_run_one)
     except KeyboardInterrupt:
         tracker.interrupted()
         raise
     return tracker.errors
-
-
-def _indexed(item):
-    index, task = item
-    return index, _run_one(task)
 
 
 def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step], seeds: list[int] | None) -> int:

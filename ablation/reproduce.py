@@ -93,7 +93,8 @@ def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
         step = STEPS.get(name)
         last = step.goals.last_epochs if step else 5
         # The committed seeds the step was judged on: the distribution a run on another set-up is set against.
-        judged = [r for r in committed_by_seed.values() if step and r["seed"] in step.seeds]
+        judged = [_figures(r, last) for r in committed_by_seed.values() if step and r["seed"] in step.seeds]
+        finals, lows = [f[0] for f in judged if f[0] is not None], [f[1] for f in judged if f[1] is not None]
         for fresh in fresh_records:
             if only is not None and (name, fresh["seed"]) not in only:
                 continue
@@ -111,8 +112,6 @@ def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
                 continue
             differ = setup_differences(fresh, committed)
             if differ:
-                finals = [f for f in (_figures(r, last)[0] for r in judged) if f is not None]
-                lows = [x for x in (_figures(r, last)[1] for r in judged) if x is not None]
                 relation, detail = OTHER_SETUP, (f"another {', '.join(differ)}; committed seeds: final {spread(finals)}, "
                                                  f"lowest of last {last} {spread(lows)}")
             elif identical(fresh, committed, *(records.record_paths(d, name, fresh["seed"])[1]

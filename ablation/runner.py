@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -184,17 +185,19 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _indexed(item: tuple[int, Task]) -> tuple[int, str, object]:
+def _indexed(entry, item: tuple[int, Task]) -> tuple[int, str, object]:
     index, task = item
-    return (index, *_pool_entry(task))
+    return (index, *entry(task))
 
 
-def run_pool(wave: list[Task], jobs: int, tracker: Tracker) -> None:
-    """The wave in `jobs` worker processes; on Ctrl-C the queued tasks are dropped and the running ones stopped."""
+def run_pool(wave: list[Task], jobs: int, tracker: Tracker, entry=_pool_entry) -> None:
+    """The wave in `jobs` worker processes, each task through `entry` (a module-level function returning ("ok",
+    encoded records) or ("error", message); notebook.py passes its trainer's); on Ctrl-C the queued tasks are
+    dropped and the running ones stopped."""
     print(f"training {len(wave)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
     pool = get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
     try:
-        for index, status, value in pool.imap_unordered(_indexed, list(enumerate(wave))):
+        for index, status, value in pool.imap_unordered(partial(_indexed, entry), list(enumerate(wave))):
             if status == "ok":
                 tracker.finished(wave[index], value)
             else:
