@@ -131,6 +131,31 @@ def prevent_leaking_rng():
     random.setstate(py_state)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under -n, fail the xdist_group tests at once when pytest-xdist's loadgroup has not grouped them.
+
+    xdist groups a step's tests by suffixing `@<group>` to their node ids on the workers (in this same hook,
+    hence trylast here). pytest 9.2 ignores that write (pytest-dev/pytest-xdist#1386), and the tests are
+    then dealt out one by one: two workers train the same run, and a step's every-seed check can run before
+    its seeds have trained. The test extra pins pytest below 9.2; this tells anyone whose pytest is newer,
+    before any training, instead of silently doubling the work. (An error raised here would crash the
+    worker and lose the message, so the tests themselves fail, in pytest_runtest_setup.)"""
+    if hasattr(config, "workerinput") and config.getvalue("loadgroup"):
+        config.ungrouped = {item.nodeid for item in items
+                            if any(item.iter_markers("xdist_group")) and "@" not in item.nodeid}
+
+
+def pytest_runtest_setup(item):
+    if item.nodeid in getattr(item.config, "ungrouped", ()):
+        from importlib.metadata import version
+
+        pytest.fail(f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')} does not group tests "
+                    "marked xdist_group (pytest-dev/pytest-xdist#1386), so a step's runs would train on several "
+                    "workers: install the test extra (pip install -e '.[test]', which pins pytest<9.2) or run "
+                    "without -n", pytrace=False)
+
+
 def pytest_collection_finish(session):
     """--backend ray: submit every run the selected slow tests need, now, so they all train at once."""
     config = session.config

@@ -9,6 +9,7 @@ is a failure.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -90,3 +91,39 @@ def test_an_expected_miss_swallows_no_crash_no_missing_record_and_no_other_miss(
         if name == "19-views-6k":
             assert "seeds [0, 2, 3] miss" in failure.get("message") and "99.30%" in failure.text
     assert outcomes == {name: end for name, (_, end) in cases.items()}, done.stdout[-3000:]
+
+
+def test_under_xdist_each_steps_tests_are_grouped_on_one_worker(tmp_path):
+    """`pytest -m slow -n auto` relies on --dist loadgroup keeping a step's runs and its every-seed check on one
+    worker (each run trains once, before the check). pytest 9.2 silently broke that with pytest-xdist 3.8
+    (pytest-dev/pytest-xdist#1386): the installed pair must still mark every slow test with its step's group."""
+    steps = ["10-narrow-6k", "11-no-jitter"]
+    runs = tmp_path / "runs"
+    write(runs, [r for name in steps for r in the_recorded_misses(name)])
+    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_goals.py", "-m", "slow", "-k", "test_every_seed",
+                           "--steps", ",".join(steps), "--runs-dir", str(runs), "-n", "2", "-v", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ran = {name: (end, group) for end, name, group in
+           re.findall(r"\] (PASSED|XFAIL|FAILED|ERROR) tests/test_goals.py::test_every_seed\[([\w-]+)\](\S*)", done.stdout)}
+    # Both steps record their misses (strict xfails); what matters here is the "@<step>" group of each.
+    assert ran == {name: ("XFAIL", f"@{name}") for name in steps}, done.stdout[-3000:]
+
+
+def test_ungrouped_slow_tests_fail_before_training_with_the_reason():
+    import conftest
+
+    class Item:
+        def __init__(self, nodeid, group):
+            self.nodeid, self.group, self.config = nodeid, group, config
+
+        def iter_markers(self, name):
+            return iter([pytest.mark.xdist_group(self.group)] if name == "xdist_group" and self.group else [])
+
+    config = type("WorkerConfig", (), {"workerinput": {}, "getvalue": lambda self, name: name == "loadgroup"})()
+    lost, grouped, plain = (Item("t.py::test_run[a-seed0]", "a"), Item("t.py::test_run[a-seed1]@a", "a"),
+                            Item("t.py::test_fast", None))
+    conftest.pytest_collection_modifyitems(config, [lost, grouped, plain])
+    with pytest.raises(pytest.fail.Exception, match=r"does not group tests marked xdist_group .*pytest<9.2"):
+        conftest.pytest_runtest_setup(lost)
+    conftest.pytest_runtest_setup(grouped)
+    conftest.pytest_runtest_setup(plain)
