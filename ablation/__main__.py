@@ -399,11 +399,14 @@ def cmd_screen(args) -> int:
             check_views_only(args.step, variant)
         except ValueError as e:
             args.parser.error(str(e))
+    try:
+        rule = Rule(min_gain=args.min_gain)
+    except ValueError as e:
+        args.parser.error(str(e).replace("min_gain=", "--min-gain "))
     if (data := load_data(args, args.folds)) is None:
         return 2
     if args.preview:
         return preview(args, variant, data)
-    rule = Rule(min_gain=args.min_gain)
     folds = load_folds(args.validation)
     if args.quick:  # a smoke screen pairs nothing with, and files nothing beside, the full runs of a study
         images = sum(TRAIN_LABEL_COUNTS) - args.holdout

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last
-from .steps import Goals, Step, changed_run_fields
+from .steps import Goals, Step, changed_run_fields, check, in_range, is_whole
 
 VALIDATION = Path("reports/validation")
 LAST_EPOCHS = Goals().last_epochs  # the mission's window, for the lowest accuracy of a run's last epochs
@@ -69,6 +69,13 @@ class Rule:
     min_ahead: float = 0.75  # the share of pairs in which the variant must finish ahead of the step
     min_pairs: int = 6  # fewer pairs judge nothing: the pass rates above hold for six
     min_floor_change: float = 0.0  # percent: the paired mean change of the lowest accuracy over the last epochs
+
+    def __post_init__(self):  # a nan gain would compare False with every mean and pass nothing, silently
+        check(in_range(self.min_gain, -100, 100), "min_gain", self.min_gain, "a gain in percent, from -100 to 100")
+        check(in_range(self.min_ahead, 0, 1), "min_ahead", self.min_ahead, "a share of the pairs in [0, 1]")
+        check(is_whole(self.min_pairs, 1, 10**6), "min_pairs", self.min_pairs, "a whole number of pairs ≥ 1")
+        check(in_range(self.min_floor_change, -100, 100), "min_floor_change", self.min_floor_change,
+              "a change in percent, from -100 to 100")
 
     def ahead_needed(self, n: int) -> int:
         return math.ceil(self.min_ahead * n - 1e-9)

@@ -295,7 +295,10 @@ def test_7_the_library_refuses_what_the_cli_refuses(assignment, message):
     (["run", "--seeds", "0-"], "malformed seeds '0-'"),
     (["run", "--epochs", "99999999999999999999"], "must be a positive integer up to 10,000"),
     (["report", "--runs", "no-such-folder"], "--runs no-such-folder is not a folder of records"),
-], ids=["seed-overflow", "seed-range-too-long", "open-range", "epochs-overflow", "report-runs-typo"])
+    (["screen", STEP, "--set", "lr=0.1", "--min-gain", "nan"], "--min-gain nan is not allowed: a gain in percent"),
+    (["screen", STEP, "--set", "lr=0.1", "--min-gain", "inf"], "--min-gain inf is not allowed: a gain in percent"),
+], ids=["seed-overflow", "seed-range-too-long", "open-range", "epochs-overflow", "report-runs-typo", "min-gain-nan",
+        "min-gain-inf"])
 def test_7_8_bad_arguments_are_refused_in_one_line(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert message in refusal(argv + (["--quick", "--out", "x"] if argv[0] == "run" else []), capsys)

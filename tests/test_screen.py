@@ -283,3 +283,10 @@ def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys, 
     with pytest.raises(ValueError, match="changes lr, tta, tta_rotations"):
         preview_views(STEPS[STEP], with_overrides(VIEWS, ["lr=0.05"]), tmp_path, None, holdout=10_000, fold_ids=[0],
                       seeds=[0])
+
+
+@pytest.mark.parametrize("field, value", [("min_gain", math.nan), ("min_gain", math.inf), ("min_ahead", 1.5),
+                                          ("min_pairs", 0), ("min_floor_change", -math.inf)])
+def test_a_rule_that_would_judge_nothing_is_refused_where_it_is_made(field, value):
+    with pytest.raises(ValueError, match=f"^{field}=.* is not allowed"):
+        Rule(**{field: value})
