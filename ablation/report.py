@@ -550,6 +550,38 @@ def draws_text(records: list[dict], goals: Goals) -> str | None:
             f"would meet every goal.")
 
 
+def measured_result(step: Step, records: list[dict]) -> str:
+    """Our steps' Result, written from the records (the registry keeps only what they cannot say): the
+    parameters, each seed's final and lowest-of-last accuracy, how many hold the floor, the last epoch's
+    training accuracy and the time a run took."""
+    if not records:
+        return "Nothing measured: no records of this step in this folder."
+    last, floor = MISSION_GOALS.last_epochs, MISSION_GOALS.accuracy_floor
+    ran = sorted((r for r in records if r["history"]), key=lambda r: r["seed"])
+    finals = final_accuracies(ran)
+    held = sum(last_epochs_at_or_above(r["history"], floor, last) for r in ran)
+    spread = f" ± {num(statistics.stdev(finals.values()))}" if len(finals) > 1 else ""
+    text = (f"{count(records[0]['params'])} parameters. Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)}"
+            f"{spread} % over {len(finals)} seed{'s' if len(finals) != 1 else ''} "
+            f"({', '.join(num(v) for v in finals.values())}); the lowest of the last {last} epochs per seed "
+            f"{', '.join(num(lowest_of_last(r['history'], last)) for r in ran)} %: the {floor:g} % floor holds on "
+            f"{held} of {len(ran)} seed{'s' if len(ran) != 1 else ''}.")
+    if diverged := [r["seed"] for r in records if r["diverged_at"] is not None]:
+        text += f" Diverged: seed{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}."
+    train = [r["history"][-1]["train_acc"] for r in ran]
+    text += f" Training accuracy in the last epoch, on the images as trained, {num(statistics.fmean(train))} %."
+    minutes = [r["provenance"]["wall_seconds"] / 60 for r in records if "wall_seconds" in r.get("provenance", {})]
+    if minutes:
+        text += (f" {num(statistics.fmean(minutes), 1)} minutes a run on average "
+                 f"({num(min(minutes), 1)}–{num(max(minutes), 1)}, on {', '.join(sorted(machines(records)))}).")
+    return text
+
+
+def machines(records: list[dict]) -> set[str]:
+    """The CPUs or GPUs the records were trained on, as their provenance names them."""
+    return {r["provenance"].get("device_name") or r["provenance"].get("device", "an unnamed device") for r in records}
+
+
 def step_view(step: Step, records: list[dict], parent_records: list[dict] | None = None) -> dict:
     summary = step_summary(records, step.goals) if records else None
     finals = list(final_accuracies(records).values())
@@ -560,7 +592,8 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
     parent = STEPS.get(step.parent) if step.parent else None
     view = {
         "name": step.name, "anchor": "step-" + step.name, "parent": step.parent, "step": step,
-        "target": step.target, "result": step.result, "analysis": step.analysis, "notes": step.notes,
+        "target": step.target, "result": step.result, "analysis": step.analysis,
+        "measured_result": None if step.seed_report else measured_result(step, records), "notes": step.notes,
         "known_miss": step.known_miss, "goals": step.goals.describe(),
         "params": count(records[0]["params"] if records else step.params),
         "params_v": records[0]["params"] if records else step.params,

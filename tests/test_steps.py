@@ -26,7 +26,8 @@ def test_step_differs_from_parent_only_where_its_target_says(step):
 
 @pytest.mark.parametrize("step", [pytest.param(s, id=s.name) for s in STEPS.values()])
 def test_every_step_is_documented(step):
-    assert step.target and step.result and step.analysis
+    assert step.target and step.analysis
+    assert step.result or step.seed_report is None  # ours: the report writes it from the records
     assert step.epochs <= step.goals.max_epochs
     assert len(step.seeds) >= 3
 
