@@ -643,7 +643,7 @@ _narrow6k = replace(
     # The ≤ 6,000-parameter step whose judged seeds give the lowest predicted chance that a new seed misses the
     # floor (normal fit to the lowest of the last 5: 10-narrow-6k 99.426 ± 0.048 %, 19-views-6k 99.438 ± 0.070 %).
     confirmation_seeds=CONFIRMATION_SEEDS,
-    confirmation_misses=(102, 103),  # measured: seeds 100-103 ran (99.41, 99.41, 99.34, 99.38 %); 104-109 not yet
+    confirmation_misses=(102, 103, 108),  # measured: each confirmation seed trained once, from 6d12278
     result="",
     analysis="1. The settled schedule did what step 7 aimed at: each seed's last five epochs lie within 0.05 % of one "
              "another, so consistency is no longer the problem; the level is. 2. Training accuracy equals test "
