@@ -14,7 +14,7 @@ import pytest
 
 from ablation import records
 from ablation.__main__ import main
-from ablation import ray_backend
+from ablation import ray_backend, runner
 from ablation.runner import Task, run_tasks
 from ablation.steps import get_step
 
@@ -121,20 +121,16 @@ def test_run_writes_fresh_runs_to_build_runs_by_default(mnist, data_dir, tmp_pat
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
-@pytest.mark.parametrize("backend", ["process", "ray"])
-def test_ctrl_c_stops_the_runs_keeps_what_was_written_and_names_what_was_lost(backend, data_dir, tmp_path, request):
+def test_ctrl_c_stops_the_process_pool_keeps_what_was_written_and_names_what_was_lost(data_dir, tmp_path):
     out = tmp_path / "runs"
-    # Sixteen one-second runs: far more than can finish between the first one and the signal.
-    argv = [sys.executable, "-m", "ablation", "run", "--quick", "--steps", "1-basic", "--seeds", "0-15", "--jobs", "2",
-            "--data-dir", str(data_dir), "--runs", str(out), "--no-report", "--backend", backend]
-    if backend == "ray":  # the module's Ray, as a cluster the driver joins and leaves (and a faster start)
-        argv += ["--address", request.getfixturevalue("ray_local").get_runtime_context().gcs_address]
+    argv = [sys.executable, "-m", "ablation", "run", "--quick", "--steps", "1-basic", "--seeds", "0-7", "--jobs", "2",
+            "--data-dir", str(data_dir), "--runs", str(out), "--no-report"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             cwd=Path(__file__).resolve().parents[1])
     lines = []
     for line in proc.stderr:  # wait for the first finished run, then press Ctrl-C (the whole process group)
         lines.append(line)
-        if line.startswith("[1/16]"):
+        if line.startswith("[1/8]"):
             os.killpg(proc.pid, signal.SIGINT)
             break
     _, rest = proc.communicate(timeout=60)  # it stops: the queued runs are dropped, the running ones terminated
@@ -142,7 +138,32 @@ def test_ctrl_c_stops_the_runs_keeps_what_was_written_and_names_what_was_lost(ba
     assert proc.returncode == 130, err
     assert "interrupted: " in err and "not written (queued or in progress): 1-basic seed" in err
     written = sorted(out.glob("*/seed-*.json"))
-    assert 1 <= len(written) < 16
+    assert 1 <= len(written) < 8
     time.sleep(2)  # no orphaned worker goes on writing
     assert sorted(out.glob("*/seed-*.json")) == written
     assert not list(out.glob("*/.*.tmp"))
+
+
+def test_ctrl_c_under_ray_cancels_every_unfinished_task_keeps_what_was_written_and_names_what_was_lost(
+        ray_local, mnist, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C lands while the driver waits on Ray (here: raised as the first record is written, where the real
+    signal would be taken, inside run_wave's wait loop). A real SIGINT to `run --backend ray` was checked by hand:
+    exit 130, one record, no Ray process left."""
+    finished, cancelled = runner.Tracker.finished, []
+
+    def interrupt_after_the_first(tracker, *args, **kwargs):
+        finished(tracker, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    cancel = ray_local.cancel
+    monkeypatch.setattr(runner.Tracker, "finished", interrupt_after_the_first)
+    monkeypatch.setattr(ray_local, "cancel", lambda ref, **kw: cancelled.append(ref) or cancel(ref, **kw))
+    tasks = quick_tasks(tmp_path, [("1-basic", seed) for seed in range(8)])
+    with pytest.raises(KeyboardInterrupt):
+        ray_backend.run_tasks(tasks, mnist)
+    written = sorted(p.name for p in (tmp_path / "1-basic").glob("seed-*.json"))
+    assert len(written) == 1 and len(cancelled) == 7, (written, len(cancelled))
+    err = capsys.readouterr().err
+    lost = err.split("interrupted: 1 record(s) written and kept; not written (queued or in progress): ")[1].split("\n")[0]
+    kept = int(written[0].removeprefix("seed-").removesuffix(".json"))
+    assert lost.split("; ") == [f"1-basic seed {seed}" for seed in range(8) if seed != kept]
