@@ -566,6 +566,10 @@ def measured_result(step: Step, records: list[dict]) -> str:
             f"({', '.join(num(v) for v in finals.values())}); the lowest of the last {last} epochs per seed "
             f"{', '.join(num(lowest_of_last(r['history'], last)) for r in ran)} %: the {floor:g} % floor holds on "
             f"{held} of {len(ran)} seed{'s' if len(ran) != 1 else ''}.")
+    if missed := [r for r in ran if not last_epochs_at_or_above(r["history"], floor, last)]:
+        low = [min(r["history"][-last:], key=lambda row: (row["test_acc"], row["epoch"])) for r in missed]
+        text += " Lowest epoch of each seed that misses: " + "; ".join(
+            f"seed {r['seed']}, {num(row['test_acc'])} % in epoch {row['epoch']}" for r, row in zip(missed, low)) + "."
     if diverged := [r["seed"] for r in records if r["diverged_at"] is not None]:
         text += f" Diverged: seed{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}."
     train = [r["history"][-1]["train_acc"] for r in ran]

@@ -508,7 +508,10 @@ def test_our_steps_result_is_written_from_the_records_and_the_registry_restates_
     assert text.startswith(f"{final.params:,} parameters. Final-epoch test accuracy {statistics.fmean(finals):.3f} ± "
                            f"{statistics.stdev(finals):.2f} % over 2 seeds ({finals[0]:.2f}, {finals[1]:.2f}); "
                            f"the lowest of the last 5 epochs per seed {', '.join(f'{v:.2f}' for v in lows)} %: "
-                           f"the 99.4 % floor holds on 0 of 3 seeds. Diverged: seed 2.")
+                           f"the 99.4 % floor holds on 0 of 3 seeds. Lowest epoch of each seed that misses: ")
+    dips = [min(r["history"][-5:], key=lambda row: (row["test_acc"], row["epoch"])) for r in recs]
+    assert "; ".join(f"seed {s}, {row['test_acc']:.2f} % in epoch {row['epoch']}" for s, row in enumerate(dips)) in text
+    assert ". Diverged: seed 2." in text
     section = page.split(f'id="step-{FINAL_STEP}"')[1].split('<section class="step"')[0]
     assert html_escape(text + " " + final.result) in section
     # What the records say is not restated by hand: no accuracy with two decimals in our steps' Result.
