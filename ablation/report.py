@@ -561,19 +561,20 @@ def measured_result(step: Step, records: list[dict]) -> str:
     finals = final_accuracies(ran)
     held = sum(last_epochs_at_or_above(r["history"], floor, last) for r in ran)
     spread = f" ± {num(statistics.stdev(finals.values()))}" if len(finals) > 1 else ""
-    text = (f"{count(records[0]['params'])} parameters. Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)}"
-            f"{spread} % over {len(finals)} seed{'s' if len(finals) != 1 else ''} "
-            f"({', '.join(num(v) for v in finals.values())}); the lowest of the last {last} epochs per seed "
-            f"{', '.join(num(lowest_of_last(r['history'], last)) for r in ran)} %: the {floor:g} % floor holds on "
-            f"{held} of {len(ran)} seed{'s' if len(ran) != 1 else ''}.")
+    text = f"{count(records[0]['params'])} parameters. " + (
+        f"Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)}{spread} % over {len(finals)} "
+        f"seed{'s' if len(finals) != 1 else ''} ({', '.join(num(v) for v in finals.values())}); " if finals else "No run finished; ")
+    text += (f"the lowest of the last {last} epochs per seed {', '.join(num(lowest_of_last(r['history'], last)) for r in ran)}"
+             f" %: the {floor:g} % floor holds on {held} of {len(ran)} seed{'s' if len(ran) != 1 else ''}." if ran else
+             "no run got through an epoch.")
     if missed := [r for r in ran if not last_epochs_at_or_above(r["history"], floor, last)]:
         low = [min(r["history"][-last:], key=lambda row: (row["test_acc"], row["epoch"])) for r in missed]
         text += " Lowest epoch of each seed that misses: " + "; ".join(
             f"seed {r['seed']}, {num(row['test_acc'])} % in epoch {row['epoch']}" for r, row in zip(missed, low)) + "."
     if diverged := [r["seed"] for r in records if r["diverged_at"] is not None]:
         text += f" Diverged: seed{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}."
-    train = [r["history"][-1]["train_acc"] for r in ran]
-    text += f" Training accuracy in the last epoch, on the images as trained, {num(statistics.fmean(train))} %."
+    if train := [r["history"][-1]["train_acc"] for r in ran if r["diverged_at"] is None]:
+        text += f" Training accuracy in the last epoch, on the images as trained, {num(statistics.fmean(train))} %."
     minutes = [r["provenance"]["wall_seconds"] / 60 for r in records if "wall_seconds" in r.get("provenance", {})]
     if minutes:
         text += (f" {num(statistics.fmean(minutes), 1)} minutes a run on average "

@@ -514,6 +514,9 @@ def test_our_steps_result_is_written_from_the_records_and_the_registry_restates_
     assert ". Diverged: seed 2." in text
     section = page.split(f'id="step-{FINAL_STEP}"')[1].split('<section class="step"')[0]
     assert html_escape(text + " " + final.result) in section
+    assert report.measured_result(final, recs[2:]).startswith(f"{final.params:,} parameters. No run finished; the "
+                                                              "lowest of the last 5 epochs per seed ")
+    assert report.measured_result(final, []) == "Nothing measured: no records of this step in this folder."
     # What the records say is not restated by hand: no accuracy with two decimals in our steps' Result.
     for step in STEPS.values():
         if step.seed_report is None:
