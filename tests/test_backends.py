@@ -22,6 +22,11 @@ pytestmark = pytest.mark.fast
 TIMINGS = {"started", "finished", "wall_seconds"}
 
 
+# The tests that use it run on one xdist worker (one Ray for the session, not one per worker, and no test
+# can take another worker's Ray process for its own).
+ON_RAY = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
@@ -48,6 +53,7 @@ def tree(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
 
 
+@ON_RAY
 def test_ray_writes_the_records_and_weights_the_process_pool_writes(ray_local, mnist, tmp_path):
     runs = [("1-basic", 0), ("1-basic", 1), ("18-shifted-views", 0), ("18-shifted-views", 1)]
     committed = tree(records.DEFAULT_RUNS)
@@ -71,6 +77,7 @@ def ray_worker_training() -> int | None:
     return None
 
 
+@ON_RAY
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker's PID in /proc")
 def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist, tmp_path, monkeypatch):
     killed, writes = [], []
@@ -95,6 +102,7 @@ def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist
     assert sorted(p.name for p in (tmp_path / "1-basic").iterdir()) == ["seed-3.json", "seed-3.pt"]
 
 
+@ON_RAY
 def test_a_failing_task_is_named_and_the_others_are_written(ray_local, mnist, tmp_path, capsys):
     tasks = quick_tasks(tmp_path, [("1-basic", 0)]) + quick_tasks(tmp_path, [("1-basic", 1)], holdout=70_000)
     errors = ray_backend.run_tasks(tasks, mnist)
@@ -144,6 +152,7 @@ def test_ctrl_c_stops_the_process_pool_keeps_what_was_written_and_names_what_was
     assert not list(out.glob("*/.*.tmp"))
 
 
+@ON_RAY
 def test_ctrl_c_under_ray_cancels_every_unfinished_task_keeps_what_was_written_and_names_what_was_lost(
         ray_local, mnist, tmp_path, monkeypatch, capsys):
     """A Ctrl-C lands while the driver waits on Ray (here: raised as the first record is written, where the real
