@@ -94,13 +94,6 @@ def train_task(task: Task, data: MNIST | None = None, bar: bool = True) -> list[
     return [records.encode(r) for r in results]
 
 
-def train_and_save(task: Task, data: MNIST | None = None, bar: bool = True) -> list[str]:
-    """Train one task here and write its records; returns one 'wrote ...' line per record."""
-    from . import records
-
-    return [f"wrote {records.write(record, weights, task.out)}" for record, weights in train_task(task, data, bar)]
-
-
 def waves(tasks: list[Task]) -> list[list[Task]]:
     """The tasks in waves that run one after another: a step distilled from a teacher among the tasks runs
     in a wave after all of its teacher's runs, whose records it reads when it starts."""

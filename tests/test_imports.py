@@ -67,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_reader_sees_top_level_and_function_level_imports():
     graph = import_graph()
     assert {"augment", "distill", "models", "records", "steps", "data"} <= graph["train"]
-    assert "records" in graph["runner"]  # imported inside train_and_save
+    assert "records" in graph["runner"]  # imported inside train_task
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
 
 
