@@ -122,4 +122,8 @@ def run_tasks(tasks: list[Task], data: MNIST | None = None, **options) -> list[s
     """runner.run_tasks with every wave on Ray (`options`: run_wave's keywords); the failed tasks' errors."""
     from functools import partial
 
+    from .data import load_mnist
+
+    if tasks and data is None:  # read once for every wave (distillation's come in two)
+        data = load_mnist(tasks[0].data_dir)
     return runner.run_tasks(tasks, 0, data, run_wave=partial(run_wave, **options))
