@@ -300,7 +300,7 @@ def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
 
 def cmd_run(args) -> int:
     from . import records
-    from .analysis import goal_verdicts, step_summary
+    from .analysis import meets_mission, step_summary
     from .data import TRAIN_LABEL_COUNTS
     from .runner import Task
     from .train import resolve_device
@@ -342,8 +342,7 @@ def cmd_run(args) -> int:
         recs = all_records.get(step.name, [])
         if recs:
             s = step_summary(recs, step.goals)
-            mission = sum(all(v["met"] for v in goal_verdicts(Goals(), r["params"], r["history"], r["diverged_at"]).values())
-                          for r in recs)
+            mission = sum(map(meets_mission, recs))
             own = ("the mission's" if step.goals == Goals() else "met" if s["every_seed"] else "not met")
             rows.append([step.name, s["n"], f"{recs[0]['params']:,}", final_cell(s), f"{s['min_of_min_last']:.2f}"
                          if math.isfinite(s["min_of_min_last"]) else "diverged", f"{mission} of {s['n']}", own])

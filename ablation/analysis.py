@@ -133,6 +133,12 @@ def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None
     return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "ci95": confidence_interval95(deltas)}
 
 
+def meets_mission(record: dict) -> bool:
+    """One run against the mission's own goals (not its step's, which may be stricter)."""
+    return all(v["met"] for v in goal_verdicts(Goals(), record["params"], record["history"],
+                                               record["diverged_at"]).values())
+
+
 # --- the goals the slow tier asserts ---------------------------------------------------------------
 
 class GoalMiss(AssertionError):

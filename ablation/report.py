@@ -25,11 +25,11 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, goal_verdicts, last_epochs_at_or_above,
-                       lowest_of_last, paired_delta, step_summary)
+from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, last_epochs_at_or_above, lowest_of_last,
+                       meets_mission, paired_delta, step_summary)
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
-from .survival import FRESH, THIN, compare_implementations, confirmation, step_prediction
+from .survival import FRESH, THIN, compare_implementations, confirmation, holding, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -508,12 +508,6 @@ def stricter_goals(goals: Goals) -> str | None:
     return ", ".join(parts) or None
 
 
-def meets_mission(record: dict) -> bool:
-    """One run against the mission's own goals (not its step's, which may be stricter)."""
-    return all(v["met"] for v in goal_verdicts(MISSION_GOALS, record["params"], record["history"],
-                                               record["diverged_at"]).values())
-
-
 def mission_view(step: Step, records: list[dict]) -> dict:
     """The seeds of a step that meet the mission, as "k of n"; met when every planned seed ran and met it."""
     k = sum(map(meets_mission, records))
@@ -556,21 +550,22 @@ def measured_result(step: Step, records: list[dict]) -> str:
     training accuracy and the time a run took."""
     if not records:
         return "Nothing measured: no records of this step in this folder."
-    last, floor = MISSION_GOALS.last_epochs, MISSION_GOALS.accuracy_floor
+    last, floor = step.goals.last_epochs, step.goals.accuracy_floor
     ran = sorted((r for r in records if r["history"]), key=lambda r: r["seed"])
     finals = final_accuracies(ran)
-    held = sum(last_epochs_at_or_above(r["history"], floor, last) for r in ran)
+    held, missed = holding(step, ran)
     spread = f" ± {num(statistics.stdev(finals.values()))}" if len(finals) > 1 else ""
     text = f"{count(records[0]['params'])} parameters. " + (
         f"Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)}{spread} % over {len(finals)} "
         f"seed{'s' if len(finals) != 1 else ''} ({', '.join(num(v) for v in finals.values())}); " if finals else "No run finished; ")
     text += (f"the lowest of the last {last} epochs per seed {', '.join(num(lowest_of_last(r['history'], last)) for r in ran)}"
-             f" %: the {floor:g} % floor holds on {held} of {len(ran)} seed{'s' if len(ran) != 1 else ''}." if ran else
+             f" %: the {floor:g} % floor holds on {len(held)} of {len(ran)} seed{'s' if len(ran) != 1 else ''}." if ran else
              "no run got through an epoch.")
-    if missed := [r for r in ran if not last_epochs_at_or_above(r["history"], floor, last)]:
-        low = [min(r["history"][-last:], key=lambda row: (row["test_acc"], row["epoch"])) for r in missed]
+    if missed:
+        dips = {r["seed"]: min(r["history"][-last:], key=lambda row: (row["test_acc"], row["epoch"]))
+                for r in ran if r["seed"] in missed}
         text += " Lowest epoch of each seed that misses: " + "; ".join(
-            f"seed {r['seed']}, {num(row['test_acc'])} % in epoch {row['epoch']}" for r, row in zip(missed, low)) + "."
+            f"seed {seed}, {num(row['test_acc'])} % in epoch {row['epoch']}" for seed, row in dips.items()) + "."
     if diverged := [r["seed"] for r in records if r["diverged_at"] is not None]:
         text += f" Diverged: seed{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}."
     if train := [r["history"][-1]["train_acc"] for r in ran if r["diverged_at"] is None]:
