@@ -133,10 +133,14 @@ def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None
     return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "ci95": confidence_interval95(deltas)}
 
 
+def meets(record: dict, goals: Goals) -> bool:
+    """One run against `goals` as they are now (run_meets_goals reads the verdicts stored when it ran)."""
+    return all(v["met"] for v in goal_verdicts(goals, record["params"], record["history"], record["diverged_at"]).values())
+
+
 def meets_mission(record: dict) -> bool:
     """One run against the mission's own goals (not its step's, which may be stricter)."""
-    return all(v["met"] for v in goal_verdicts(Goals(), record["params"], record["history"],
-                                               record["diverged_at"]).values())
+    return meets(record, Goals())
 
 
 # --- the goals the slow tier asserts ---------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import records
-from .analysis import goal_verdicts, lowest_of_last
+from .analysis import lowest_of_last, meets
 from .steps import STEPS, changed_run_fields
 
 # What has to agree, besides the engine itself, for a run to be promised bit-identical to another.
@@ -72,8 +72,7 @@ def _figures(record: dict, last_epochs: int) -> tuple[float | None, float | None
     history = record["history"]
     final = history[-1]["test_acc"] if history and record["diverged_at"] is None else None
     lowest = lowest_of_last(history, last_epochs) if history and record["diverged_at"] is None else None
-    met = bool(goals) and all(v["met"] for v in goal_verdicts(goals, record["params"], history,
-                                                              record["diverged_at"]).values())
+    met = bool(goals) and meets(record, goals)
     return final, lowest, met
 
 
