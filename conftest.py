@@ -174,18 +174,12 @@ def pytest_terminal_summary(terminalreporter, config):
     """After slow tests, the reproduction table: the fresh runs of this session against the committed study."""
     if hasattr(config, "workerinput") or not getattr(pytest_runtest_logreport, "slow_ran", False):
         return
-    from ablation import records, reproduce
+    from ablation.__main__ import reproduction
 
-    runs = Path(config.getoption("--runs-dir"))
-    if runs.resolve() == records.DEFAULT_RUNS.resolve() or not runs.is_dir():
-        return
-    if pairs := reproduce.compare(runs, only=selected_runs(config)):
-        from ablation.__main__ import table
-
-        cells, header = reproduce.rows(pairs)
-        terminalreporter.write_sep("-", f"reproduction: {runs} against {records.DEFAULT_RUNS}")
-        terminalreporter.write_line(table(cells, header))
-        terminalreporter.write_line(reproduce.tally(pairs))
+    if found := reproduction(Path(config.getoption("--runs-dir")), selected_runs(config)):
+        title, text = found
+        terminalreporter.write_sep("-", title)
+        terminalreporter.write_line(text)
 
 
 def pytest_runtest_logreport(report):

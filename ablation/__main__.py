@@ -262,19 +262,19 @@ def check_backend(args) -> None:
             raise SystemExit(2) from None
 
 
-def print_reproduction(out: Path, ran: set[tuple[str, int]]) -> None:
-    """The reproduction table: the runs asked for, found under `out`, against the committed study."""
+def reproduction(out: Path, ran: set[tuple[str, int]]) -> tuple[str, str] | None:
+    """The reproduction table of the runs asked for, found under `out`, against the committed study: (its
+    title, the table and its tally); None when there is nothing fresh to compare (the slow tier prints it too)."""
     from . import records, reproduce
 
     if Path(out).resolve() == records.DEFAULT_RUNS.resolve():
-        return  # these are the committed records themselves
+        return None  # these are the committed records themselves
     pairs = reproduce.compare(out, only=ran)
     if not pairs:
-        return
+        return None
     cells, header = reproduce.rows(pairs)
-    print(f"\nreproduction: {out} against the committed study ({records.DEFAULT_RUNS})")
-    print(table(cells, header))
-    print(f"{reproduce.tally(pairs)}")
+    return (f"reproduction: {out} against the committed study ({records.DEFAULT_RUNS})",
+            f"{table(cells, header)}\n{reproduce.tally(pairs)}")
 
 
 def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
@@ -352,7 +352,8 @@ def cmd_run(args) -> int:
     if args.quick:
         print("(--quick: a smoke run of one epoch on 2,048 images; these numbers judge nothing)")
     if not args.holdout and not args.quick:
-        print_reproduction(args.out, {(step.name, seed) for step in args.steps for seed in (args.seeds or step.seeds)})
+        if found := reproduction(args.out, {(step.name, seed) for step in args.steps for seed in (args.seeds or step.seeds)}):
+            print("\n" + "\n".join(found))
     if args.holdout and not args.no_report:
         print("no report for held-out runs: the study's report (python -m ablation report) shows those under "
               "reports/validation in its validation tables", file=sys.stderr)
