@@ -32,6 +32,12 @@ def last_epochs_at_or_above(history: list[dict], floor: float, last: int) -> boo
     return len(tail) == last and all(at_least(acc, floor) for acc in tail)
 
 
+def holds_floor(record: dict, goals: Goals) -> bool:
+    """Whether a run holds the accuracy floor in each of its last N epochs (a diverged run does not)."""
+    return record["diverged_at"] is None and last_epochs_at_or_above(record["history"], goals.accuracy_floor,
+                                                                     goals.last_epochs)
+
+
 def goal_verdicts(goals: Goals, params: int, history: list[dict], diverged_at: int | None = None) -> dict:
     """Per-run verdicts of a step's goals; the evidence beside each."""
     return {

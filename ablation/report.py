@@ -25,8 +25,8 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, last_epochs_at_or_above, lowest_of_last,
-                       meets_mission, paired_delta, step_summary)
+from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, holds_floor, lowest_of_last, meets_mission,
+                       paired_delta, step_summary)
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
 from .survival import FRESH, THIN, compare_implementations, confirmation, holding, step_prediction
@@ -553,7 +553,7 @@ def measured_result(step: Step, records: list[dict]) -> str:
     last, floor = step.goals.last_epochs, step.goals.accuracy_floor
     ran = sorted((r for r in records if r["history"]), key=lambda r: r["seed"])
     finals = final_accuracies(ran)
-    held, missed = holding(step, ran)
+    held, missed = holding(step.goals, ran)
     spread = f" ± {num(statistics.stdev(finals.values()))}" if len(finals) > 1 else ""
     text = f"{count(records[0]['params'])} parameters. " + (
         f"Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)}{spread} % over {len(finals)} "
@@ -656,8 +656,7 @@ def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict
                  f"{g.last_epochs} epochs", f"≤ {g.max_epochs} epochs", "on every seed")] + rows
     else:
         params = max(r["params"] for r in records)
-        holds = [r["diverged_at"] is None and last_epochs_at_or_above(r["history"], g.accuracy_floor, g.last_epochs)
-                 for r in records]
+        holds = [holds_floor(r, g) for r in records]
         tails = [lowest_of_last(r["history"], g.last_epochs) for r in records if r["history"]]
         epochs = max(len(r["history"]) for r in records)
         every = [h and r["params"] <= g.max_params and len(r["history"]) <= g.max_epochs for h, r in zip(holds, records)]

@@ -17,7 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .analysis import _T95, at_least, final_accuracies, lowest_of_last, mean_std
+from .analysis import _T95, at_least, final_accuracies, holds_floor, lowest_of_last, mean_std
 from .steps import Goals, Step
 
 RESOLUTION = 0.01  # percent: one test image in 10,000
@@ -89,13 +89,11 @@ def step_prediction(step: Step, records: list[dict]) -> dict:
     return out
 
 
-def holding(step: Step, records: list[dict]) -> tuple[list[int], list[int]]:
+def holding(goals: Goals, records: list[dict]) -> tuple[list[int], list[int]]:
     """(seeds that hold the floor in each of the last N epochs, seeds that miss it) among `records`."""
-    goals, held, missed = step.goals, [], []
+    held, missed = [], []
     for r in sorted(records, key=lambda r: r["seed"]):
-        ok = bool(r["history"]) and r["diverged_at"] is None and at_least(lowest_of_last(r["history"], goals.last_epochs),
-                                                                          goals.accuracy_floor)
-        (held if ok else missed).append(r["seed"])
+        (held if holds_floor(r, goals) else missed).append(r["seed"])
     return held, missed
 
 
@@ -112,8 +110,8 @@ def confirmation(step: Step, judged: list[dict], fresh: list[dict]) -> dict | No
         return None
     judged = [r for r in judged if r["seed"] in step.seeds]
     fresh = [r for r in fresh if r["seed"] in step.confirmation_seeds]
-    held, missed = holding(step, judged)
-    fresh_held, fresh_missed = holding(step, fresh)
+    held, missed = holding(step.goals, judged)
+    fresh_held, fresh_missed = holding(step.goals, fresh)
     seeds = step.confirmation_seeds
     text = (f"held on {len(held)} of {len(judged)} judged seeds ({span(step.seeds)}); on the confirmation seeds "
             f"({span(seeds)}), fixed before they ran: held on {len(fresh_held)}, missed on {len(fresh_missed)}")
@@ -156,10 +154,9 @@ def implementation_of(record: dict) -> str:
 def _summary(recs: list[dict], goals: Goals) -> dict:
     finals = list(final_accuracies(recs).values())
     lows = [lowest_of_last(r["history"], goals.last_epochs) for r in recs if r["history"] and r["diverged_at"] is None]
-    holding = [r["seed"] for r in recs if r["diverged_at"] is None and len(r["history"]) >= goals.last_epochs
-               and at_least(lowest_of_last(r["history"], goals.last_epochs), goals.accuracy_floor)]
+    held = [r["seed"] for r in recs if holds_floor(r, goals)]
     (fm, fs), (lm, ls) = mean_std(finals), mean_std(lows)
-    return {"n": len(recs), "seeds": [r["seed"] for r in recs], "holding_floor": len(holding), "holding_seeds": holding,
+    return {"n": len(recs), "seeds": [r["seed"] for r in recs], "holding_floor": len(held), "holding_seeds": held,
             "final": finals, "final_mean": fm, "final_std": fs,
             "lowest_last": lows, "lowest_last_mean": lm, "lowest_last_std": ls}
 
