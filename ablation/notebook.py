@@ -59,7 +59,7 @@ from . import records
 from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
 from .data import data_root
 from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
-from .runner import Progress, Task, Tracker, run_pool
+from .runner import Progress, Task, run_tasks
 from .steps import Step, get_step
 from .survival import compare_implementations, implementation_of
 from .train import STREAMS, RunResult, configure_threads, generator, initial_model, resolve_device
@@ -305,18 +305,7 @@ def _run_one(task) -> tuple[str, object]:
 def run_all(tasks: list, jobs: int) -> list[str]:
     """Train every task (one seed each), here or in `jobs` spawned processes; write each record as it finishes
     (runner.Tracker: one line per run). Returns the failed runs' errors."""
-    tracker = Tracker(tasks)
-    try:
-        if jobs <= 1 or len(tasks) == 1:
-            for task in tasks:
-                status, value = _run_one(task)
-                tracker.finished(task, value) if status == "ok" else tracker.failed(task, value)
-        else:
-            run_pool(tasks, min(jobs, len(tasks)), tracker, entry=_run_one)
-    except KeyboardInterrupt:
-        tracker.interrupted()
-        raise
-    return tracker.errors
+    return run_tasks(tasks, jobs, entry=_run_one)
 
 
 def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step], seeds: list[int] | None) -> int:

@@ -203,8 +203,13 @@ def run_pool(wave: list[Task], jobs: int, tracker: Tracker, entry=_pool_entry) -
         pool.join()
 
 
-def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None) -> None:
+def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None, entry=None) -> None:
+    """The wave in this process: the engine on `data` (with a progress bar), or each task through `entry`."""
     for task in wave:
+        if entry is not None:
+            status, value = entry(task)
+            tracker.finished(task, value) if status == "ok" else tracker.failed(task, value)
+            continue
         try:
             encoded = train_task(task, data)
         except Exception as e:  # noqa: BLE001 - the task is named; the others go on
@@ -213,14 +218,15 @@ def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None) -> None:
         tracker.finished(task, encoded)
 
 
-def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_wave=None) -> list[str]:
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_wave=None, entry=None) -> list[str]:
     """Run every task, wave by wave, and write their records as they finish; return the failed tasks' errors
     (each names its step and seeds; the other tasks still run).
 
     By default `jobs` worker processes at a time (or here, when jobs is 1). On a CPU, one single-thread
     process per core beats one process using every core (small convolutions scale poorly across threads), and
     the thread count, hence every result, stays the same whatever the job count. `run_wave(wave, tracker,
-    data)` runs each wave elsewhere instead (ray_backend.run_tasks passes Ray's).
+    data)` runs each wave elsewhere instead (ray_backend.run_tasks passes Ray's); `entry` trains each task
+    with another trainer (run_pool's; notebook.py passes its own).
     """
     tracker = Tracker(tasks)
     try:
@@ -228,9 +234,9 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_wave=
             if run_wave is not None:
                 run_wave(wave, tracker, data)
             elif max(1, min(jobs, len(wave))) == 1:
-                run_here(wave, tracker, data)
+                run_here(wave, tracker, data, entry)
             else:
-                run_pool(wave, min(jobs, len(wave)), tracker)
+                run_pool(wave, min(jobs, len(wave)), tracker, entry or _pool_entry)
     except KeyboardInterrupt:
         tracker.interrupted()
         raise
