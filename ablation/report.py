@@ -1059,7 +1059,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     out = Path(out) if out is not None else DEFAULT_OUT[fmt]
     records_by_step = load_all(runs)
     # The confirmation seeds' records live beside the study's (reports/confirmation), apart from the judged seeds.
-    confirmations = load_all(runs.parent / "confirmation") if (runs.parent / "confirmation").is_dir() else {}
+    confirmations = load_all(runs.parent / "confirmation")  # {} where there is no such folder
     if fmt == "md":
         text = render_markdown(records_by_step, confirmations)
     else:
@@ -1069,8 +1069,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
                            confirmations, reproduction_view(runs),
-                           implementations_view(records_by_step, load_all(runs.parent / "notebook")
-                                                if (runs.parent / "notebook").is_dir() else {}),
+                           implementations_view(records_by_step, load_all(runs.parent / "notebook")),
                            measured.get("layers"))
     def write(f) -> None:
         f.write(text.encode())
