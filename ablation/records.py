@@ -85,6 +85,55 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def _onednn_isa() -> str | None:
+    """The instruction set oneDNN's convolutions run on here, as oneDNN names it ("Intel AVX2"), or None when it
+    cannot be told. oneDNN prints it once per process, on stdout, the first time verbose output is on."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with tempfile.TemporaryFile() as f:
+            os.dup2(f.fileno(), 1)
+            try:
+                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    # Large enough that torch takes oneDNN's path (a tiny convolution does not).
+                    torch.nn.functional.conv2d(torch.zeros(2, 8, 16, 16), torch.zeros(8, 8, 3, 3))
+            finally:
+                os.dup2(saved, 1)
+            f.seek(0)
+            text = f.read().decode(errors="replace")
+    finally:
+        os.close(saved)
+    found = re.search(r"info,cpu,isa:([^\n]+)", text)
+    return found.group(1).strip() if found else None
+
+
+@lru_cache(maxsize=1)
+def float_path() -> dict:
+    """What, besides the code, the libraries and the CPU model, decides how a CPU run rounds its floats:
+    the vector instructions ATen's kernels were dispatched to and those oneDNN's convolutions use (which a
+    cap such as ONEDNN_MAX_CPU_ISA=AVX2 lowers, as on an older CPU). Read once per process."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn_isa": _onednn_isa(),
+            "onednn_isa_cap": cap.upper() if cap else None}
+
+
+def setup_words(p: dict) -> str:
+    """A record's set-up as a user names it: "AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch
+    2.14.1+cu130, 1 thread". Records made before provenance held the float path say what they hold."""
+    where = p.get("device_name") or p.get("device") or "unknown device"
+    if str(p.get("device", "cpu")).startswith("cpu"):
+        isa = [p["cpu_capability"]] if p.get("cpu_capability") else []
+        if p.get("onednn_isa"):
+            isa.append(f"oneDNN: {p['onednn_isa']}" + (f", capped at {p['onednn_isa_cap']}" if p.get("onednn_isa_cap") else ""))
+        elif p.get("onednn_isa_cap"):
+            isa.append(f"oneDNN capped at {p['onednn_isa_cap']}")
+        where += f", {isa[0]}" + (f" ({isa[1]})" if len(isa) > 1 else "") if isa else ""
+    threads = p.get("threads")
+    return f"{where}, torch {p.get('torch')}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
+
+
 @dataclass
 class RunResult:
     """One seed's run, as train.train_many returns it: what this module writes to disk."""
@@ -114,6 +163,9 @@ def provenance(result: RunResult) -> dict:
         "torchvision": torchvision.__version__,
         "platform": platform.platform(),
         "device_name": device_name(result.engine.get("device", "cpu")),
+        **(float_path() if str(result.engine.get("device", "cpu")).startswith("cpu") else {}),
+        # Which machine trained it: on a cluster, the node (the record is written by the driver).
+        "host": platform.node(),
         **result.engine,
         "started": iso(result.started),
         "finished": iso(result.finished),

@@ -44,10 +44,19 @@ class Pair:
     detail: str = ""  # what differs, or where the fresh run falls in the committed distribution
 
 
+# The float path (records.float_path): records made before provenance held it say nothing of the instruction
+# sets, and are compared on them only where both say; none of them was made under a oneDNN cap (no session
+# set one before the key existed), so a missing cap reads as none.
+FLOAT_PATH_KEYS = ("cpu_capability", "onednn_isa")
+
+
 def setup_differences(fresh: dict, committed: dict) -> list[str]:
     """The parts of the set-up in which two records differ; empty when bit-identity is promised."""
     a, b = fresh["provenance"], committed["provenance"]
     differ = [k for k in SAME_SETUP_KEYS if a.get(k) != b.get(k)]
+    differ += [k for k in FLOAT_PATH_KEYS if k in a and k in b and a[k] != b[k]]
+    if a.get("onednn_isa_cap") != b.get("onednn_isa_cap"):
+        differ.append("onednn_isa_cap")
     made = records.record_generation(fresh), records.record_generation(committed)
     if None in made or made[0] != made[1]:  # unknown generations promise nothing
         differ.insert(0, "engine generation")
