@@ -177,9 +177,17 @@ def is_study_folder(folder: Path, study: Path) -> bool:
     return any(target == Path(where, study).resolve() for where in (Path.cwd(), PACKAGE.parent))
 
 
-def full_seeds(records: list[dict], images: int) -> list[int]:
-    """The seeds of `records` trained on all `images` of the training set (a --quick run trains on fewer)."""
-    return sorted({r["seed"] for r in records if r["provenance"].get("train_images") == images})
+def ran_for(record: dict, epochs: int) -> bool:
+    """Whether `record` is a run of `epochs` epochs: that many in its history, or diverged within them."""
+    diverged = record["diverged_at"]
+    return len(record["history"]) == epochs if diverged is None else diverged <= epochs
+
+
+def other_length_seeds(records: list[dict], images: int, epochs: int) -> list[int]:
+    """The seeds of `records` trained on all `images` of the training set (a --quick run trains on fewer) for
+    another number of epochs than `epochs`: runs a run of `epochs` would replace or mix with."""
+    return sorted({r["seed"] for r in records
+                   if r["provenance"].get("train_images") == images and not ran_for(r, epochs)})
 
 
 def records_of(folder: Path, step: Step) -> list[dict]:
@@ -320,12 +328,14 @@ def cmd_run(args) -> int:
     quick = QUICK if args.quick else {}
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     images = sum(TRAIN_LABEL_COUNTS) - args.holdout
-    for step in args.steps:  # a smoke or shortened run never replaces, nor sits beside, a step's full runs
+    for step in args.steps:  # a smoke or shortened run never replaces, nor sits beside, runs of another length
+        # (a folder of shortened runs of the same length is theirs to resume)
         if (args.quick or (epochs or step.epochs) != step.epochs) and (
-                seeds := full_seeds(records_of(args.out, step), images)):
+                seeds := other_length_seeds(records_of(args.out, step), images, 0 if args.quick else epochs)):
             kind = "--quick" if args.quick else f"{epochs}-epoch"
-            args.parser.error(f"--runs {args.out} holds full runs of {step.name} (seeds {', '.join(map(str, seeds))}): "
-                              f"a {kind} run would replace or mix with them; give it its own --runs folder")
+            args.parser.error(f"--runs {args.out} holds {step.name} runs of another length (seeds "
+                              f"{', '.join(map(str, seeds))}): a {kind} run would replace or mix with them; give it "
+                              f"its own --runs folder")
     tasks = []
     for step in args.steps:
         seeds = args.seeds or list(step.seeds)
@@ -411,7 +421,7 @@ def cmd_screen(args) -> int:
     if args.quick:  # a smoke screen pairs nothing with, and files nothing beside, the full runs of a study
         images = sum(TRAIN_LABEL_COUNTS) - args.holdout
         full = [f"fold {k}" for k in args.folds for s in (args.step, variant)
-                if full_seeds(as_registered(s, folds.get(k, {})), images)]
+                if other_length_seeds(as_registered(s, folds.get(k, {})), images, 0)]
         if full:
             args.parser.error(f"--validation {args.validation} holds full runs of {args.step.name} or the variant "
                               f"({', '.join(dict.fromkeys(full))}): a --quick screen would mix with them; give it "

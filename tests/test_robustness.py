@@ -112,9 +112,25 @@ def test_1_a_partial_run_into_any_folder_holding_the_steps_full_runs_is_refused(
     line = refusal(["run", *partial, "--steps", STEP, "--seeds", "0", "--out", str(out), "--data-dir", str(data_dir),
                     "--no-report", "--jobs", "1"], capsys)
     kind = "--quick" if partial == ["--quick"] else "1-epoch"
-    assert line == (f"python -m ablation: error: --runs {out} holds full runs of {STEP} (seeds 0, 1, 2, 3, 4): a {kind} "
-                    f"run would replace or mix with them; give it its own --runs folder")
+    assert line == (f"python -m ablation: error: --runs {out} holds {STEP} runs of another length (seeds 0, 1, 2, 3, 4): "
+                    f"a {kind} run would replace or mix with them; give it its own --runs folder")
     assert tree(out) == before and fake_engine == []
+
+
+def test_1_a_shortened_run_resumes_in_its_own_folder(data_dir, tmp_path, capsys, fake_engine):
+    """Issue 27: runs shortened with --epochs N on the full training set are judged by their epochs, not only
+    their images: --resume keeps the N-epoch ones already there and trains the rest; another length is refused."""
+    out = tmp_path / "short"
+    committed = json.loads((STUDY / "runs" / STEP / "seed-0.json").read_text())
+    record = {**committed, "history": committed["history"][:1]}
+    records.write(record, (STUDY / "runs" / STEP / "seed-0.pt").read_bytes(), out)
+    assert main(["run", "--epochs", "1", "--resume", "--steps", STEP, "--seeds", "0-1", "--out", str(out),
+                 "--data-dir", str(data_dir), "--no-report", "--jobs", "1"]) == 0
+    assert fake_engine == [(STEP, 1)], "the 1-epoch record of seed 0 was not kept"
+    assert "seeds 0 already recorded" in capsys.readouterr().err
+    line = refusal(["run", "--epochs", "2", "--steps", STEP, "--seeds", "0", "--out", str(out), "--data-dir",
+                    str(data_dir), "--no-report", "--jobs", "1"], capsys)
+    assert f"holds {STEP} runs of another length (seeds 0" in line
 
 
 def test_1_a_quick_screen_beside_full_fold_runs_is_refused(data_dir, tmp_path, capsys, fake_engine):
