@@ -259,15 +259,20 @@ def train_tasks(tasks: list, args, device, data) -> list[str]:
 
 
 def check_backend(args) -> None:
-    """Refuse --backend ray where Ray is not installed, before anything loads or trains."""
-    if args.backend == "ray":
-        from .ray_backend import RayMissing, import_ray
+    """Refuse --backend ray where Ray is not installed, and an --address that cannot be used (nothing answers there,
+    no local cluster for 'auto', a token Ray refuses), in one line each, before anything loads or trains."""
+    if args.backend != "ray":
+        if args.address is not None:
+            args.parser.error("--address names a Ray cluster: it needs --backend ray")
+        return
+    from .ray_backend import RayMissing, RayUnreachable, check_address, import_ray
 
-        try:
-            import_ray()
-        except RayMissing as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+    try:
+        import_ray()
+        check_address(args.address)
+    except (RayMissing, RayUnreachable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def reproduction(out: Path, ran: set[tuple[str, int]]) -> tuple[str, str] | None:
@@ -282,7 +287,7 @@ def reproduction(out: Path, ran: set[tuple[str, int]]) -> tuple[str, str] | None
         return None
     cells, header = reproduce.rows(pairs)
     return (f"reproduction: {out} against the committed study ({records.DEFAULT_RUNS})",
-            f"{table(cells, header)}\n{reproduce.tally(pairs)}")
+            "\n".join([table(cells, header), reproduce.tally(pairs), *reproduce.elsewhere(pairs)]))
 
 
 def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
@@ -507,19 +512,41 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def ray_address(text: str) -> str:
+    """An argparse type: --address as ray_backend.parse_address takes it (its reachability is check_backend's)."""
+    from .ray_backend import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def retry_count(text: str) -> int:
+    """An argparse type: --max-retries, a whole number from 0 to ray_backend.MAX_RETRIES (Ray reads -1 as forever)."""
+    from .ray_backend import MAX_RETRIES
+
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and int(text) <= MAX_RETRIES):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_RETRIES}, got {text!r}")
+    return int(text)
+
+
 def add_backend_options(p) -> None:
-    from .ray_backend import DEFAULT_RETRIES, INSTALL
+    from .ray_backend import DEFAULT_RETRIES, INSTALL, MAX_RETRIES
 
     p.add_argument("--backend", choices=["process", "ray"], default="process",
                    help="process: a pool of worker processes on this machine (default); ray: Ray tasks on a local Ray "
                         f"or a cluster, one CPU (or a share of a GPU) each (needs: {INSTALL})")
-    p.add_argument("--address", default=None,
-                   help="with --backend ray: the cluster to use ('auto': the one `ray start` made on this machine; "
-                        "default: start a local Ray for this command)")
+    p.add_argument("--address", type=ray_address, default=None,
+                   help="with --backend ray: the cluster to use, HOST:PORT of its head or 'auto' (the one `ray start` "
+                        "made on this machine); checked before anything loads (default: start a local Ray for this "
+                        "command)")
     p.add_argument("--runs-per-gpu", type=positive_int, default=1,
                    help="with --backend ray --device cuda: runs that share one GPU (each asks for 1/N of it; default 1)")
-    p.add_argument("--max-retries", type=int, default=DEFAULT_RETRIES,
-                   help=f"with --backend ray: times a run whose worker died is tried again (default {DEFAULT_RETRIES})")
+    p.add_argument("--max-retries", type=retry_count, default=DEFAULT_RETRIES,
+                   help=f"with --backend ray: times a run whose worker died is tried again, 0 to {MAX_RETRIES} "
+                        f"(default {DEFAULT_RETRIES})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ class Pair:
     committed_lowest: float | None = None
     committed_met: bool | None = None
     detail: str = ""  # what differs, or where the fresh run falls in the committed distribution
+    setup: str = ""  # the fresh run's set-up, in words (records.setup_words)
 
 
 # The float path (records.float_path): records made before provenance held it say nothing of the instruction
@@ -107,16 +108,17 @@ def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
             if only is not None and (name, fresh["seed"]) not in only:
                 continue
             final, lowest, met = _figures(fresh, last)
+            where = records.setup_words(fresh["provenance"])
             committed = committed_by_seed.get(fresh["seed"])
             if committed is None or step is None or changed_run_fields(step, committed["config"]) \
                     or changed_run_fields(step, fresh["config"]) or committed["evaluated_on"] != fresh["evaluated_on"]:
-                pairs.append(Pair(name, fresh["seed"], UNPAIRED, final, lowest, met))
+                pairs.append(Pair(name, fresh["seed"], UNPAIRED, final, lowest, met, setup=where))
                 continue
             c_final, c_lowest, c_met = _figures(committed, last)
             epochs = [len(r["history"]) if r["diverged_at"] is None else None for r in (fresh, committed)]
             if None not in epochs and epochs[0] != epochs[1]:  # e.g. run --epochs 1: not the same run at all
                 pairs.append(Pair(name, fresh["seed"], UNPAIRED, final, lowest, met,
-                                  detail=f"{epochs[0]} epochs, the committed run {epochs[1]}"))
+                                  detail=f"{epochs[0]} epochs, the committed run {epochs[1]}", setup=where))
                 continue
             differ = setup_differences(fresh, committed)
             if differ:
@@ -127,7 +129,7 @@ def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
                 relation, detail = IDENTICAL, ""
             else:
                 relation, detail = DIFFERENT, "the same set-up promises the same bits: a defect"
-            pairs.append(Pair(name, fresh["seed"], relation, final, lowest, met, c_final, c_lowest, c_met, detail))
+            pairs.append(Pair(name, fresh["seed"], relation, final, lowest, met, c_final, c_lowest, c_met, detail, where))
     return sorted(pairs, key=lambda p: (list(STEPS).index(p.step) if p.step in STEPS else len(STEPS), p.step, p.seed))
 
 
@@ -145,3 +147,27 @@ def rows(pairs: list[Pair]) -> tuple[list[list[str]], list[str]]:
 def tally(pairs: list[Pair]) -> str:
     counts = {r: sum(p.relation == r for p in pairs) for r in (IDENTICAL, DIFFERENT, OTHER_SETUP, UNPAIRED)}
     return ", ".join(f"{n} {r}" for r, n in counts.items() if n) or "no fresh records"
+
+
+def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> list[str]:
+    """Per step and set-up of the fresh runs made elsewhere than the committed ones (OTHER_SETUP): whether the
+    claim holds there, the floor held in each of the last N epochs on k of n seeds, the misses named, beside
+    the committed seeds' figures. One line each."""
+    from .analysis import at_least
+
+    committed_all, out = records.load_all(committed_dir), []
+    groups: dict[tuple[str, str], list[Pair]] = {}
+    for p in pairs:
+        if p.relation == OTHER_SETUP:
+            groups.setdefault((p.step, p.setup), []).append(p)
+    for (name, where), group in groups.items():
+        goals = STEPS[name].goals
+        held = [p for p in group if p.fresh_lowest is not None and at_least(p.fresh_lowest, goals.accuracy_floor)]
+        missed = [f"seed {p.seed} ({'diverged' if p.fresh_lowest is None else f'{p.fresh_lowest:.2f} %'})"
+                  for p in group if p not in held]
+        judged = [_figures(r, goals.last_epochs)[1] for r in committed_all.get(name, []) if r["seed"] in STEPS[name].seeds]
+        out.append(f"{name} on {where}: the floor ({goals.accuracy_floor:g} % in each of the last {goals.last_epochs} "
+                   f"epochs) held on {len(held)} of {len(group)} seeds" + (f", missed on {', '.join(missed)}" if missed else "")
+                   + f"; lowest of the last {goals.last_epochs} {spread([p.fresh_lowest for p in group if p.fresh_lowest is not None])}"
+                   f", the committed seeds' {spread([x for x in judged if x is not None])}")
+    return out

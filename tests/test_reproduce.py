@@ -82,3 +82,41 @@ def test_a_run_of_another_length_is_not_compared(quick_run, tmp_path):
     fresh["history"] = fresh["history"][:1]  # run --epochs 1 against a longer committed run
     pair = relation(tmp_path, quick_run, fresh, quick_run[1])
     assert pair.relation == reproduce.UNPAIRED and pair.detail == "1 epochs, the committed run 2"
+
+
+def test_another_float_path_is_another_set_up_named_in_words_with_the_claim_judged_there(quick_run, tmp_path):
+    """Issue 27: a run with oneDNN capped at AVX2 is another set-up, though the CPU, torch and threads are the same;
+    the table names it as a user would, and a line per step and set-up says on how many seeds the floor held."""
+    record, weights = quick_run
+    here = {"device_name": "AMD EPYC", "cpu_capability": "AVX512", "onednn_isa": "Intel AVX-512", "onednn_isa_cap": None}
+    write(tmp_path / "committed", record, weights, **here)
+    for seed in (0, 1):
+        fresh = copy.deepcopy(record)
+        fresh["seed"] = seed
+        fresh["provenance"].update(here, onednn_isa="Intel AVX2", onednn_isa_cap="AVX2")
+        records.write(fresh, weights, tmp_path / "fresh")
+    committed_1 = copy.deepcopy(record)
+    committed_1["seed"] = 1
+    write(tmp_path / "committed", committed_1, weights, **here)
+    pairs = reproduce.compare(tmp_path / "fresh", tmp_path / "committed")
+    assert [p.relation for p in pairs] == [reproduce.OTHER_SETUP] * 2
+    assert pairs[0].detail.startswith("another onednn_isa, onednn_isa_cap;")
+    assert pairs[0].setup == "AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch " + record["provenance"]["torch"] + ", 1 thread"
+    (line,) = reproduce.elsewhere(pairs, tmp_path / "committed")
+    lowest = min(row["test_acc"] for row in record["history"])
+    assert line.startswith(f"1-basic on {pairs[0].setup}: the floor (99.4 % in each of the last 5 epochs) held on 0 of 2 "
+                           f"seeds, missed on seed 0 ({lowest:.2f} %), seed 1 ({lowest:.2f} %); lowest of the last 5 ")
+
+
+def test_a_record_made_before_the_float_path_was_recorded_is_compared_on_what_it_holds(quick_run, tmp_path):
+    """Records made before provenance held the float path (every committed one) pair with a fresh uncapped run
+    as the same set-up, so the promise of bit-identity still applies to them; a capped run is another set-up."""
+    record = copy.deepcopy(quick_run[0])
+    record["provenance"].update(cpu_capability="AVX512", onednn_isa="Intel AVX-512", onednn_isa_cap=None)
+    old = copy.deepcopy(record)
+    for key in ("cpu_capability", "onednn_isa", "onednn_isa_cap", "host"):
+        del old["provenance"][key]
+    assert reproduce.setup_differences(record, old) == []
+    capped = copy.deepcopy(record)
+    capped["provenance"]["onednn_isa_cap"] = "AVX2"
+    assert reproduce.setup_differences(capped, old) == ["onednn_isa_cap"]
