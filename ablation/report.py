@@ -29,10 +29,11 @@ from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, ho
                        paired_delta, step_summary)
 from .screen import Rule, as_registered, load_folds, pairs, verdict
 from .steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
-from .survival import FRESH, THIN, compare_implementations, confirmation, holding, step_prediction
+from .survival import FRESH, THIN, compare_implementations, confirmation, holding, set_ups, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
+OTHER_SETUPS = "other-setups"  # beside the records: a folder of records per other machine or float path
 MISSION_GOALS = Goals()  # < 10,000 params, >= 99.4 % in each of the last 5 epochs, <= 15 epochs
 MIN_STEPS = 5
 ZOOM = (98.5, 99.7)  # percent: the default window of a zoomed chart
@@ -644,6 +645,8 @@ def prediction_view(step: Step, records: list[dict]) -> dict | None:
 
 def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict]]) -> dict:
     """The mission's goals judged on FINAL_STEP's runs, each with its evidence."""
+    from .records import setup_words
+
     step, records = STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, [])
     g = MISSION_GOALS
     with_runs = sum(1 for name in STEPS if records_by_step.get(name))
@@ -671,8 +674,9 @@ def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict
             {"goal": f"≤ {g.max_epochs} epochs", "met": epochs <= g.max_epochs,
              "evidence": f"{epochs} epochs trained (of {step.epochs} configured)"},
             {"goal": "on every seed", "met": all(every) and planned <= run_seeds,
-             "evidence": f"{sum(every)}/{len(records)} seeds meet all of the above; "
-                         f"{len(run_seeds & planned)} of {len(planned)} planned seeds run"},
+             "evidence": f"{sum(every)}/{len(records)} seeds meet all of the above, on "
+                         f"{' and '.join(sorted({setup_words(r['provenance']) for r in records}))}; "
+                         f"{len(run_seeds & planned)} of {len(planned)} planned seeds run (other set-ups: above)"},
         ] + rows
     view = views[FINAL_STEP]
     return {"step": FINAL_STEP, "rows": rows, "met": all(r["met"] for r in rows), "margin": margin(records),
@@ -961,14 +965,20 @@ def _env(autoescape: bool):
     return env
 
 
-def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None) -> dict:
-    """The report's context. `confirmations`: the records of the confirmation seeds (reports/confirmation)."""
+def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None,
+                other_setups: dict[str, dict[str, list[dict]]] | None = None) -> dict:
+    """The report's context. `confirmations`: the records of the confirmation seeds (reports/confirmation);
+    `other_setups`: {folder: its records by step}, the final step trained on other machines or float paths
+    (reports/other-setups/*)."""
     views = {name: step_view(step, records_by_step.get(name, []), records_by_step.get(step.parent or "", []))
              for name, step in STEPS.items()}
     for name, view in views.items():
         view["confirmation"] = confirmation(STEPS[name], records_by_step.get(name, []),
                                             (confirmations or {}).get(name, []))
-    return {"steps": list(views.values()), "verdict": mission_verdict(views, records_by_step), "mission": MISSION,
+    verdict = mission_verdict(views, records_by_step)
+    elsewhere = {folder: by_step[FINAL_STEP] for folder, by_step in (other_setups or {}).items() if by_step.get(FINAL_STEP)}
+    verdict["set_ups"] = set_ups(STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, []), elsewhere)
+    return {"steps": list(views.values()), "verdict": verdict, "mission": MISSION,
             "fresh": FRESH, "thin": THIN,
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs,
             "stricter_bar": STRICTER_BAR, "max_epochs": MISSION_GOALS.max_epochs}
@@ -1006,13 +1016,15 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
                 validation: list[dict] | None = None, folds: list[dict] | None = None,
                 screens: list[dict] | None = None, confirmations: dict[str, list[dict]] | None = None,
                 reproduction: dict | None = None, implementations: list[dict] | None = None,
-                layers: dict[str, list[dict]] | None = None) -> str:
+                layers: dict[str, list[dict]] | None = None,
+                other_setups: dict[str, dict[str, list[dict]]] | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
     computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
     `folds` fold_view(...)'s; `screens` screen_view(...)'s; `confirmations` the confirmation seeds' records;
     `reproduction` reproduction_view(...)'s table (a report of fresh runs); `implementations`
-    implementations_view(...)'s comparisons; `layers` each step's per-layer table (measure.py)."""
-    ctx = build_views(records_by_step, confirmations)
+    implementations_view(...)'s comparisons; `layers` each step's per-layer table (measure.py); `other_setups`
+    the final step's records made elsewhere, by folder (build_views)."""
+    ctx = build_views(records_by_step, confirmations, other_setups)
     ctx["reproduction"], ctx["implementations"] = reproduction, implementations or []
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
@@ -1029,9 +1041,10 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     return _env(True).get_template("report.html.j2").render(ctx)
 
 
-def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None) -> str:
+def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None,
+                    other_setups: dict[str, dict[str, list[dict]]] | None = None) -> str:
     """The verdict, the summary table and each step's Target / Result / Analysis as Markdown."""
-    return _env(False).get_template("report.md.j2").render(build_views(records_by_step, confirmations))
+    return _env(False).get_template("report.md.j2").render(build_views(records_by_step, confirmations, other_setups))
 
 
 def report_path(runs: Path, fmt: str = "html") -> Path:
@@ -1060,8 +1073,10 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     records_by_step = load_all(runs)
     # The confirmation seeds' records live beside the study's (reports/confirmation), apart from the judged seeds.
     confirmations = load_all(runs.parent / "confirmation")  # {} where there is no such folder
+    # The final step trained elsewhere (another CPU, a capped float path): one records folder each.
+    other = {f"{path.parent.name}/{path.name}": load_all(path) for path in sorted((runs.parent / OTHER_SETUPS).glob("*/"))}
     if fmt == "md":
-        text = render_markdown(records_by_step, confirmations)
+        text = render_markdown(records_by_step, confirmations, other)
     else:
         folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
         measured = load_measured(runs)
@@ -1070,7 +1085,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
                            confirmations, reproduction_view(runs),
                            implementations_view(records_by_step, load_all(runs.parent / "notebook")),
-                           measured.get("layers"))
+                           measured.get("layers"), other)
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

@@ -124,6 +124,30 @@ def confirmation(step: Step, judged: list[dict], fresh: list[dict]) -> dict | No
             "text": text}
 
 
+def set_ups(step: Step, judged: list[dict], elsewhere: dict[str, list[dict]]) -> list[dict]:
+    """The claim on each set-up it was measured on: the judged seeds' own first, then each folder of
+    `elsewhere` ({folder: records of `step`}, e.g. reports/other-setups/intel-xeon-avx512) by the set-up its
+    records name: the seeds that held the floor, k of n, and the misses with their lowest of the last N."""
+    from .records import setup_words
+
+    out = []
+    groups = [("the judged seeds", [r for r in judged if r["seed"] in step.seeds])]
+    groups += [(folder, recs) for folder, recs in sorted(elsewhere.items())]
+    for folder, recs in groups:
+        by_setup: dict[str, list[dict]] = {}
+        for r in recs:
+            by_setup.setdefault(setup_words(r["provenance"]), []).append(r)
+        for where, group in by_setup.items():
+            held, missed = holding(step.goals, group)
+            lowest = {r["seed"]: lowest_of_last(r["history"], step.goals.last_epochs) if r["history"] and
+                      r["diverged_at"] is None else None for r in group}
+            named = [f"seed {s} ({'diverged' if lowest[s] is None else f'{lowest[s]:.2f} %'})" for s in missed]
+            out.append({"folder": folder, "setup": where, "n": len(group), "held": held, "missed": missed,
+                        "lowest": lowest, "text": f"held on {len(held)} of {len(group)} seeds ({span(sorted(lowest))})"
+                                                  + (f", missed on {', '.join(named)}" if named else "")})
+    return out
+
+
 # --- two implementations of one recipe (notebook.py against the engine) ------------------------------
 
 def _t95(df: float) -> float:

@@ -562,3 +562,26 @@ def test_a_second_implementation_and_confirmation_seeds_are_shown_beside_the_jud
     assert ("on the confirmation seeds (100–109), fixed before they ran: held on 2, missed on 0 (8 of the 10 not "
             "run yet)") in page
     assert "A new seed misses the floor with a predicted probability of" in page
+
+
+def test_the_verdict_names_the_set_up_and_each_other_set_up_with_its_misses(tmp_path):
+    """Issue 27: the judged seeds' set-up is named in the verdict, and every folder of reports/other-setups beside
+    the records shows the final step's seeds holding k of n there, each miss named; the verdict promises the
+    floor on the set-ups measured only."""
+    here = {"device_name": "AMD EPYC", "cpu_capability": "AVX512", "onednn_isa": "Intel AVX-512", "onednn_isa_cap": None}
+    judged = [make_record(FINAL_STEP, s, epochs=15, top=99.6) for s in STEPS[FINAL_STEP].seeds]
+    for r in judged:
+        r["provenance"].update(here)
+    runs = write_records(tmp_path / "runs", judged)
+    capped = [make_record(FINAL_STEP, s, epochs=15, top=99.6 if s else 99.3) for s in (0, 1, 2)]
+    for r in capped:
+        r["provenance"].update(here, onednn_isa="Intel AVX2", onednn_isa_cap="AVX2")
+    write_records(tmp_path / report.OTHER_SETUPS / "amd-avx2", capped)
+    lowest = min(row["test_acc"] for row in capped[0]["history"][-5:])
+    for fmt in ("html", "md"):
+        text = report.render_files(runs, tmp_path / f"ablation.{fmt}", fmt=fmt)[0].read_text()
+        assert "on AMD EPYC, AVX512 (oneDNN: Intel AVX-512), torch " in text
+        assert (f"on AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch {judged[0]['provenance']['torch']}, "
+                f"1 thread") in text
+        assert f"held on 2 of 3 seeds (0–2), missed on seed 0 ({lowest:.2f} %)" in text
+        assert "The floor is promised on the set-ups measured, not on every machine." in text
