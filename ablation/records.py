@@ -442,6 +442,16 @@ def why_not_remeasurable(record: dict) -> str:
     return ""
 
 
+def float_path_differences(record: dict) -> list[str]:
+    """How the CPU float path a record was made on differs from this process's (CPU model, ATen's and oneDNN's
+    instruction sets, a oneDNN cap; those a record made before provenance held them does not name are not
+    compared, and its cap reads as none); empty when it is the same. Evaluating its weights here may then round
+    otherwise: an image may flip."""
+    made, here = record["provenance"], {"device_name": device_name("cpu"), **float_path()}
+    differ = [k for k in ("device_name", "cpu_capability", "onednn_isa") if k in made and made[k] != here[k]]
+    return differ + (["onednn_isa_cap"] if made.get("onednn_isa_cap") != here["onednn_isa_cap"] else [])
+
+
 def saved_model(record: dict, weights: Path, **config):
     """The network a record's config describes (models.for_config; `config` replaces fields of it, e.g. other
     test-time views), with the record's saved weights."""

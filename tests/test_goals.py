@@ -174,6 +174,8 @@ def test_saved_weights_measure_the_recorded_final_accuracy(repro_case, mnist, re
     record, weights = obtain(step, seed, request.config)
     if why := records.why_not_remeasurable(record):
         pytest.skip(why)
+    if differ := records.float_path_differences(record):
+        pytest.skip(f"made with another {', '.join(differ)}: exact agreement is promised on the same float path only")
     correct, loss = records.measure_weights(record, weights, mnist.test_images, mnist.test_labels)
     last, n = record["history"][-1], len(mnist.test_labels)
     assert correct == round(last["test_acc"] * n / 100), f"{correct} of {n} right, record says {last['test_acc']} %"

@@ -157,3 +157,15 @@ def test_an_unreadable_record_is_not_reused_and_says_why(committed):
     path.write_text(json.dumps({"schema": 999}))
     record, why = records.reuse(path, step)
     assert record is None and why.startswith("unreadable") and "schema" in why
+
+
+def test_a_record_from_another_float_path_is_named_as_such():
+    """records.float_path_differences: a record of another CPU or oneDNN cap is named; one made before provenance
+    held the instruction sets is compared on what it holds."""
+    here = {"device_name": records.device_name("cpu"), **records.float_path()}
+    assert records.float_path_differences({"provenance": dict(here)}) == []
+    old = {k: v for k, v in here.items() if k not in ("cpu_capability", "onednn_isa", "onednn_isa_cap")}
+    assert records.float_path_differences({"provenance": old}) == ([] if here["onednn_isa_cap"] is None else ["onednn_isa_cap"])
+    assert records.float_path_differences({"provenance": {**here, "device_name": "Other CPU"}}) == ["device_name"]
+    assert records.float_path_differences({"provenance": {**here, "onednn_isa_cap": "ISA9", "onednn_isa": "Made-up ISA"}}) \
+        == ["onednn_isa", "onednn_isa_cap"]
