@@ -157,17 +157,31 @@ def pytest_runtest_setup(item):
 
 
 def pytest_collection_finish(session):
-    """--backend ray: submit every run the selected slow tests need, now, so they all train at once."""
+    """--backend ray: submit every run the selected slow tests need, now, so they all train at once; --address is
+    checked first, in one line (malformed, nothing answering, a token Ray refuses). --collect-only submits nothing."""
     config = session.config
     if config.getoption("--backend") != "ray" or hasattr(config, "workerinput"):
         return
     if config.getoption("numprocesses", None):
         raise pytest.UsageError("--backend ray trains on Ray and keeps the verdicts here: run it without -n")
-    if runs := runs_to_train(session.items, config):
-        from ablation import ray_backend
+    from ablation import ray_backend
 
+    address = config.getoption("--address")
+    if address is not None:
+        try:
+            ray_backend.parse_address(address)
+        except ValueError as e:
+            raise pytest.UsageError(f"--address: {e}") from None
+    if config.getoption("collectonly"):
+        return
+    if runs := runs_to_train(session.items, config):
+        try:
+            ray_backend.import_ray()
+            ray_backend.check_address(address)
+        except (ray_backend.RayMissing, ray_backend.RayUnreachable) as e:
+            raise pytest.UsageError(str(e)) from None
         config.ray_runs = {(t.step.name, t.seeds[0]): ref for ref, t in
-                           ray_backend.submit(runs, None, address=config.getoption("--address")).items()}
+                           ray_backend.submit(runs, None, address=address).items()}
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -10,6 +10,7 @@ Ray is an optional dependency (`pip install -e '.[ray]'`), imported only here an
 """
 from __future__ import annotations
 
+import socket
 import sys
 
 from .data import MNIST
@@ -18,10 +19,89 @@ from .runner import Task, Tracker, train_task
 
 INSTALL = "pip install -e '.[ray]'"
 DEFAULT_RETRIES = 3  # a worker that dies (killed, out of memory, its node lost) is tried again this often
+MAX_RETRIES = 100  # more is a typo; Ray reads -1 as "forever", which --max-retries does not offer
+ADDRESS_FORMS = "'auto' (the Ray that `ray start` made on this machine) or HOST:PORT of a Ray head, e.g. 10.0.0.5:6379"
+PROBE_SECONDS = 3  # how long the head's port has to answer a TCP connect
+AUTH_HINT = ("Ray's token authentication is on there: on this machine set RAY_AUTH_MODE=token and give it the head's "
+             "token (copy the head's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN) (README, \"More machines\")")
 
 
 class RayMissing(ImportError):
     pass
+
+
+class RayUnreachable(ConnectionError):
+    """The cluster named by --address cannot be used from here; the message says why in one line."""
+
+
+def parse_address(text: str) -> str:
+    """--address as given, if it is 'auto' or HOST:PORT (an IPv6 host in brackets); else a ValueError naming the forms.
+    Nothing is contacted (check_address does that)."""
+    text = text.strip()
+    host, colon, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if text == "auto" or (colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+                          and not any(c.isspace() or c in "/[]@" for c in host)):
+        return text
+    raise ValueError(f"malformed address {text!r}: use {ADDRESS_FORMS}")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _probe(address: str) -> None:
+    """A TCP connect to the head's port: one line within seconds when nothing answers, where Ray retries for
+    20 s and ends in a long traceback."""
+    host, port = _host_port(address)
+    try:
+        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+    except socket.gaierror as e:
+        raise RayUnreachable(f"--address {address}: no such host {host!r} ({e.strerror})") from None
+    except OSError as e:
+        why = f"no answer in {PROBE_SECONDS} s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+        raise RayUnreachable(f"--address {address}: nothing answers at {host} port {port} ({why.lower()}): is the "
+                             f"Ray head started there (`ray start --head --port {port}`), and is the port open from "
+                             f"here?") from None
+
+
+def _authentication_error(error: BaseException | None) -> str | None:
+    """Ray's own words when `error` (or what caused it) is its token authentication refusing us, else None. (Ray
+    raises AuthenticationError itself, or a RuntimeError quoting its traceback after 20 s of retries.)"""
+    while error is not None:
+        words = getattr(error, "message", None) if type(error).__name__ == "AuthenticationError" else None
+        if words is None and "InvalidAuthToken" in str(error):
+            words = next(line for line in str(error).splitlines() if "InvalidAuthToken" in line)
+            words = words.split("AuthenticationError: ")[-1]
+        if words:
+            return words.split(". Note:")[0].split(". Ensure")[0].strip().rstrip(".")
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def check_address(address: str | None) -> None:
+    """Connect to the cluster at `address` now, before anything loads, or say in one line why not (RayUnreachable):
+    a malformed address, nothing answering at HOST:PORT, no local cluster for 'auto', a token Ray refuses.
+    No address: nothing to check (a local Ray starts when the tasks are submitted)."""
+    if address is None:
+        return
+    try:
+        address = parse_address(address)
+    except ValueError as e:
+        raise RayUnreachable(f"--address: {e}") from None
+    if address != "auto":
+        _probe(address)
+    try:
+        connect(address)
+    except Exception as e:  # noqa: BLE001 - Ray's connection errors come as several types; each is said in one line
+        if words := _authentication_error(e):
+            raise RayUnreachable(f"--address {address}: {words}. {AUTH_HINT}") from None
+        if address == "auto" and "Could not find any running Ray instance" in str(e):
+            raise RayUnreachable("--address auto: no Ray cluster runs on this machine (start one with `ray start "
+                                 "--head`, or give HOST:PORT of the head)") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RayUnreachable(f"--address {address}: cannot join the Ray cluster there: {type(e).__name__}: {first}") from None
 
 
 def import_ray():

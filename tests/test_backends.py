@@ -4,11 +4,13 @@ for the module."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -110,6 +112,113 @@ def test_a_failing_task_is_named_and_the_others_are_written(ray_local, mnist, tm
     assert records.record_paths(tmp_path, "1-basic", 0)[0].exists()
     assert not records.record_paths(tmp_path, "1-basic", 1)[0].exists()
     assert "error: 1-basic seed 1 (fold 0) failed" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (just released by the OS)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["run", "--steps", "1-basic", "--seeds", "0"], ["screen", "1-basic", "--set", "lr=0.1"]])
+def test_an_address_where_nothing_answers_is_one_line_and_exit_2_before_mnist_loads(command, tmp_path, monkeypatch,
+                                                                                    capsys):
+    pytest.importorskip("ray")
+    from ablation import data
+
+    monkeypatch.setattr(data, "load_mnist", lambda *a, **k: pytest.fail("MNIST was loaded"))
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--quick", "--runs" if command[0] == "run"
+              else "--validation", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert err == (f"error: --address 127.0.0.1:{port}: nothing answers at 127.0.0.1 port {port} (connection refused): "
+                   f"is the Ray head started there (`ray start --head --port {port}`), and is the port open from here?\n")
+    assert not (tmp_path / "x").exists()
+
+
+def test_auto_without_a_local_cluster_is_one_line(monkeypatch):
+    pytest.importorskip("ray")
+
+    def no_cluster(*args, **kwargs):  # what ray.init(address="auto") raises where no Ray runs on this machine
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray_backend, "connect", no_cluster)
+    with pytest.raises(ray_backend.RayUnreachable) as error:
+        ray_backend.check_address("auto")
+    assert str(error.value) == ("--address auto: no Ray cluster runs on this machine (start one with `ray start "
+                                "--head`, or give HOST:PORT of the head)")
+
+
+def test_a_token_the_cluster_refuses_is_one_line_naming_what_to_set(monkeypatch):
+    """What ray.init(address=HOST:PORT) raises after 20 s of retries where the cluster has token authentication on
+    and this process has no RAY_AUTH_MODE=token (Ray 2.60, seen against `ray start --head` with a token)."""
+    pytest.importorskip("ray")
+
+    def refused(*args, **kwargs):
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                               '  File "python/ray/includes/common.pxi", line 119, in ray._raylet.check_status\n'
+                               "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token "
+                               "is missing or incorrect. Note: RAY_AUTH_MODE is currently 'disabled' (not 'token').")
+        except RuntimeError as e:
+            raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379") from e
+
+    monkeypatch.setattr(ray_backend, "_probe", lambda address: None)
+    monkeypatch.setattr(ray_backend, "connect", refused)
+    with pytest.raises(ray_backend.RayUnreachable) as error:
+        ray_backend.check_address("127.0.0.1:6379")
+    assert str(error.value).startswith("--address 127.0.0.1:6379: RPC error: InvalidAuthToken: Authentication token "
+                                       "is missing or incorrect. Ray's token authentication is on there: on this "
+                                       "machine set RAY_AUTH_MODE=token and give it the head's token")
+    assert "\n" not in str(error.value)
+
+
+class SlowTierConfig:
+    """What pytest_collection_finish reads of a `pytest -m slow --backend ray` session's config."""
+
+    def __init__(self, runs_dir: Path, **options):
+        self.options = {"--backend": "ray", "--address": None, "collectonly": False, "numprocesses": None,
+                        "--reuse-records": False, "--device": "cpu", "--data-dir": None, "--runs-dir": str(runs_dir),
+                        **options}
+
+    def getoption(self, name, default=None):
+        return self.options.get(name, default)
+
+
+def slow_tier_session(tmp_path, **options):
+    item = SimpleNamespace(callspec=SimpleNamespace(params={"run_case": (get_step("1-basic"), 0)}))
+    return SimpleNamespace(config=SlowTierConfig(tmp_path, **options), items=[item])
+
+
+def test_the_slow_tier_under_collect_only_submits_nothing(tmp_path, monkeypatch):
+    import conftest
+
+    submitted = []
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: None)
+    monkeypatch.setattr(ray_backend, "check_address", lambda address: None)
+    monkeypatch.setattr(ray_backend, "submit", lambda tasks, *a, **k: submitted.append(tasks) or {})
+    listing = slow_tier_session(tmp_path, collectonly=True)
+    conftest.pytest_collection_finish(listing)
+    assert submitted == [] and not hasattr(listing.config, "ray_runs")
+    conftest.pytest_collection_finish(slow_tier_session(tmp_path))  # the same session run for real submits its run
+    assert [[(t.step.name, t.seeds) for t in tasks] for tasks in submitted] == [[("1-basic", [0])]]
+
+
+def test_the_slow_tier_refuses_a_bad_address_in_one_line_before_submitting(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import conftest
+
+    monkeypatch.setattr(ray_backend, "submit", lambda *a, **k: pytest.fail("submitted"))
+    with pytest.raises(pytest.UsageError, match=r"^--address: malformed address 'garbage': use 'auto'"):
+        conftest.pytest_collection_finish(slow_tier_session(tmp_path, collectonly=True, **{"--address": "garbage"}))
+    port = free_port()
+    with pytest.raises(pytest.UsageError, match=rf"^--address 127.0.0.1:{port}: nothing answers at 127.0.0.1 port"):
+        conftest.pytest_collection_finish(slow_tier_session(tmp_path, **{"--address": f"127.0.0.1:{port}"}))
 
 
 def test_backend_ray_without_ray_exits_2_with_the_install_line(tmp_path, monkeypatch, capsys):

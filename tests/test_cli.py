@@ -60,6 +60,12 @@ def test_summary_prices_a_variant_network_before_it_is_trained(capsys):
     (["run", "--set", "sam=-0.05", "--quick", "--out", "x"], "sam=-0.05 is not allowed: a finite radius"),
     (["frobnicate"], "invalid choice"),
     (["run", "--fold", "2", "--quick", "--out", "x"], "needs --holdout"),
+    (["run", "--backend", "ray", "--address", "garbage"], "argument --address: malformed address 'garbage'"),
+    (["screen", "1-basic", "--set", "lr=0.1", "--backend", "ray", "--address", "head:99999"], "malformed address"),
+    (["run", "--address", "auto", "--quick", "--out", "x"], "--address names a Ray cluster: it needs --backend ray"),
+    (["run", "--backend", "ray", "--max-retries", "-5"], "--max-retries: must be a whole number from 0 to 100"),
+    (["run", "--backend", "ray", "--max-retries", "-1"], "--max-retries: must be a whole number from 0 to 100"),
+    (["run", "--backend", "ray", "--max-retries", "101"], "--max-retries: must be a whole number from 0 to 100"),
 ])
 def test_bad_input_is_a_clear_error_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
