@@ -128,15 +128,36 @@ def _arrays(data: MNIST) -> tuple:
     return tuple(t.cpu().numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
 
 
-def train_remote(task: Task, arrays: tuple) -> tuple[list[tuple[dict, bytes]], str]:
-    """What a Ray worker runs: the task trained on the data from the object store; its records and where it ran."""
+def attempt_number() -> int:
+    """Which try of its task this worker runs: 0 the first, 1 after one retry (Ray's core worker knows; 0 where a
+    Ray without that call does not say)."""
     import ray
+
+    core_worker = getattr(ray._private.worker.global_worker, "core_worker", None)
+    try:
+        return int(core_worker.get_current_task_attempt_number())
+    except Exception:  # noqa: BLE001 - a Ray without it: no retry is claimed
+        return 0
+
+
+def where_am_i() -> dict:
+    """The node a worker runs on: its host name, IP address and Ray node id (two nodes on one machine share the first
+    two), and which try of the task this is."""
+    import platform
+
+    import ray
+
+    return {"host": platform.node(), "ip": ray.util.get_node_ip_address(),
+            "node": ray.get_runtime_context().get_node_id(), "attempt": attempt_number()}
+
+
+def train_remote(task: Task, arrays: tuple) -> tuple[list[tuple[dict, bytes]], dict]:
+    """What a Ray worker runs: the task trained on the data from the object store; its records and where_am_i."""
     import torch
 
     # The object store hands out read-only arrays; a copy gives the engine ordinary tensors, equal to load_mnist's.
     data = MNIST(*(torch.from_numpy(a.copy()) for a in arrays))
-    node = ray.get_runtime_context().get_node_id()[:8]
-    return train_task(task, data, bar=False), f" on node {node}"
+    return train_task(task, data, bar=False), where_am_i()
 
 
 def resources(task: Task, runs_per_gpu: int) -> dict:
@@ -164,8 +185,8 @@ def submit(tasks: list[Task], data: MNIST | None, *, address: str | None = None,
     return refs
 
 
-def result(ref, max_retries: int = DEFAULT_RETRIES) -> tuple[list[tuple[dict, bytes]], str]:
-    """A submitted task's (records and weights, where it ran), waiting for it; its failure as an exception:
+def result(ref, max_retries: int = DEFAULT_RETRIES) -> tuple[list[tuple[dict, bytes]], dict]:
+    """A submitted task's (records and weights, where it ran: where_am_i), waiting for it; its failure as an exception:
     the task's own (e.g. a missing teacher), or a RuntimeError when its worker died more often than allowed."""
     ray = import_ray()
     try:
@@ -191,7 +212,7 @@ def run_wave(wave: list[Task], tracker: Tracker, data: MNIST | None, *, max_retr
             except Exception as e:  # noqa: BLE001 - the task is named; the others go on
                 tracker.failed(task, e)
                 continue
-            tracker.finished(task, encoded, where=node)
+            tracker.finished(task, encoded, where=f" on {node['host']} ({node['ip']})", retries=node["attempt"])
     except BaseException:
         for ref in pending:  # Ctrl-C: nothing more trains; what has been written stays
             ray.cancel(ref, force=True)

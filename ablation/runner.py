@@ -117,29 +117,36 @@ def waves(tasks: list[Task]) -> list[list[Task]]:
 @dataclass
 class Tracker:
     """The driver's side of a batch of tasks: writes each finished task's records, prints one line per run with
-    done/total and the time left, names failed tasks, and says what an interrupt lost."""
+    done/total and the time left, names failed tasks, says what an interrupt lost, and ends with a recap of the
+    batch (what was written, every task that failed, every task Ray had to retry)."""
 
     tasks: list[Task]
     started: float = field(default_factory=time.monotonic)
     written: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
     settled: set = field(default_factory=set)  # id() of the tasks that finished or failed
 
     @property
     def total(self) -> int:
         return sum(len(t.seeds) for t in self.tasks)
 
-    def finished(self, task: Task, encoded: list[tuple[dict, bytes]], where: str = "") -> None:
+    def finished(self, task: Task, encoded: list[tuple[dict, bytes]], where: str = "", retries: int = 0) -> None:
+        """`retries`: how often the task was started again before this try finished (Ray, after a worker died)."""
         from . import records
 
         self.settled.add(id(task))
+        if retries:
+            self.retried.append(f"{task.describe()} retried: written by attempt {retries + 1} (its worker was lost "
+                                f"{retries} time{'s' * (retries > 1)}){where}")
         for record, weights in encoded:
             path = records.write(record, weights, task.out)
             self.written.append(path)
             last, wall = record["history"][-1] if record["history"] else {}, record["provenance"]["wall_seconds"]
             accuracy = "diverged" if record["diverged_at"] is not None else f"final {last.get('test_acc', float('nan')):.2f} %"
+            attempt = f", attempt {retries + 1}" if retries else ""
             print(f"[{len(self.written)}/{self.total}] {record['step']} seed {record['seed']}: {accuracy}, "
-                  f"{wall:.0f} s{where}; {self.eta()} -> {path}", file=sys.stderr, flush=True)
+                  f"{wall:.0f} s{where}{attempt}; {self.eta()} -> {path}", file=sys.stderr, flush=True)
 
     def failed(self, task: Task, error: BaseException | str) -> None:
         self.settled.add(id(task))
@@ -162,6 +169,20 @@ class Tracker:
         lost = self.lost()
         print(f"interrupted: {len(self.written)} record(s) written and kept"
               + (f"; not written (queued or in progress): {'; '.join(lost)}" if lost else ""), file=sys.stderr, flush=True)
+        if self.errors or self.retried:
+            self.recap()
+
+    def recap(self) -> None:
+        """The batch at a glance, after the per-run lines have scrolled by: one line, then one per failed or
+        retried task."""
+        seconds = time.monotonic() - self.started
+        took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        counts = [f"{len(self.errors)} task{'s' * (len(self.errors) != 1)} failed"] * bool(self.errors)
+        counts += [f"{len(self.retried)} retried"] * bool(self.retried)
+        print(f"recap: {len(self.written)} of {self.total} runs written in {took}; "
+              + (", ".join(counts) + ":" if counts else "none failed"), file=sys.stderr, flush=True)
+        for line in self.errors + self.retried:
+            print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def _pool_entry(task: Task) -> tuple[str, object]:
@@ -240,4 +261,5 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_wave=
     except KeyboardInterrupt:
         tracker.interrupted()
         raise
+    tracker.recap()
     return tracker.errors

@@ -1,5 +1,6 @@
-"""The two backends: Ray writes what the process pool writes; faults (a killed worker, a failing task, Ctrl-C,
-Ray missing) lose no finished record and name what they stopped. Quick runs only; one local Ray (2 CPUs)
+"""The two backends: Ray writes what the process pool writes, on both nodes of a cluster; faults (a killed worker,
+a failing task, Ctrl-C, Ray missing, an address that cannot be used) lose no finished record and name what they
+stopped, and a recap ends the batch. Quick runs only; one Ray cluster of two nodes (1 CPU each) on this machine
 for the module."""
 import json
 import os
@@ -31,10 +32,19 @@ ON_RAY = pytest.mark.xdist_group("ray")
 
 @pytest.fixture(scope="module")
 def ray_local():
+    """The module's Ray: a cluster of two nodes on this machine, one CPU each, joined by address as a command
+    joins one (a task lands on either node)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        yield ray
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def quick_tasks(out: Path, runs, **changes) -> list[Task]:
@@ -68,6 +78,21 @@ def test_ray_writes_the_records_and_weights_the_process_pool_writes(ray_local, m
     assert tree(records.DEFAULT_RUNS) == committed, "the committed study was written to"
 
 
+@ON_RAY
+def test_a_study_on_two_nodes_trains_on_both_and_each_line_names_where(ray_local, mnist, tmp_path, monkeypatch, capsys):
+    seen, result = [], ray_backend.result
+    monkeypatch.setattr(ray_backend, "result", lambda *a: (found := result(*a), seen.append(found[1]))[0])
+    runs = [("1-basic", seed) for seed in range(4)]
+    assert ray_backend.run_tasks(quick_tasks(tmp_path, runs, quick={"limit_train": 256}), mnist) == []
+    nodes = {node["NodeID"] for node in ray_local.nodes() if node["Alive"]}
+    assert len(nodes) == 2 and {where["node"] for where in seen} == nodes, "one node trained every run"
+    assert len(list((tmp_path / "1-basic").glob("seed-*.json"))) == 4
+    err = capsys.readouterr().err
+    for where in seen:  # one machine: both nodes have its host name and IP
+        assert f" on {where['host']} ({where['ip']}); " in err
+    assert "recap: 4 of 4 runs written in " in err and "; none failed" in err
+
+
 def ray_worker_training() -> int | None:
     """The PID of a Ray worker process while it runs train_remote (Ray names the process after its task)."""
     for proc in Path("/proc").iterdir():
@@ -81,7 +106,8 @@ def ray_worker_training() -> int | None:
 
 @ON_RAY
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker's PID in /proc")
-def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist, tmp_path, monkeypatch):
+def test_a_killed_worker_is_retried_its_record_written_once_and_the_recap_names_it(ray_local, mnist, tmp_path,
+                                                                                   monkeypatch, capsys):
     killed, writes = [], []
     write = records.write
     monkeypatch.setattr(records, "write", lambda *a, **k: writes.append(a[0]["seed"]) or write(*a, **k))
@@ -102,16 +128,24 @@ def test_a_killed_worker_is_retried_and_its_record_written_once(ray_local, mnist
     assert killed, "no Ray worker was seen training"
     assert errors == [] and writes == [3]
     assert sorted(p.name for p in (tmp_path / "1-basic").iterdir()) == ["seed-3.json", "seed-3.pt"]
+    err = capsys.readouterr().err
+    assert ", attempt 2; all done -> " in err
+    assert "recap: 1 of 1 runs written in " in err and "; 1 retried:\n" in err
+    assert "\n  1-basic seed 3 retried: written by attempt 2 (its worker was lost 1 time) on " in err
 
 
 @ON_RAY
-def test_a_failing_task_is_named_and_the_others_are_written(ray_local, mnist, tmp_path, capsys):
+def test_a_failing_task_is_named_the_others_are_written_and_the_recap_names_it(ray_local, mnist, tmp_path, capsys):
     tasks = quick_tasks(tmp_path, [("1-basic", 0)]) + quick_tasks(tmp_path, [("1-basic", 1)], holdout=70_000)
     errors = ray_backend.run_tasks(tasks, mnist)
     assert len(errors) == 1 and errors[0].startswith("1-basic seed 1 (fold 0) failed: ValueError: holdout size")
     assert records.record_paths(tmp_path, "1-basic", 0)[0].exists()
     assert not records.record_paths(tmp_path, "1-basic", 1)[0].exists()
-    assert "error: 1-basic seed 1 (fold 0) failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: 1-basic seed 1 (fold 0) failed" in err
+    recap = err.split("recap: ")[1].splitlines()
+    assert recap[0].startswith("1 of 2 runs written in ") and recap[0].endswith("; 1 task failed:")
+    assert recap[1].startswith("  1-basic seed 1 (fold 0) failed: ValueError: holdout size") and len(recap) == 2
 
 
 def free_port() -> int:
