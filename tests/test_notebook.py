@@ -86,15 +86,22 @@ def test_the_callers_random_state_is_left_alone(data_dir):
 @pytest.mark.parametrize("name", ["5-lr-schedule", "final"])
 def test_with_all_four_of_the_engines_streams_the_notebook_loop_is_the_engine(name, data_dir):
     """Init, order, augmentation and dropout as the engine draws them: what is left between the two loops is the
-    summation order of float32 (and the schedule's last bit), so any other difference would be a bug in one."""
+    summation order of float32 (and the schedule's last bit), so any other difference would be a bug in one.
+
+    Measured, not guessed (these two steps; this CPU natively and with oneDNN capped at AVX2 and SSE4.1):
+    float32 drift moved the losses by at most 3e-7 relative in epoch 1 and 2e-5 in epoch 2, the weights by up
+    to 5e-3 and the accuracy of these barely trained networks by two test images (under AVX2); one detail drawn
+    otherwise (the order, the augmentation or the dropout) moved the training loss by 5e-4 or more in epoch 1
+    and 2e-3 in epoch 2. So the losses decide; the weights and accuracies, which float drift alone moves almost
+    as far, do not."""
     notes = train_notebook(name, 0, data_dir=data_dir, like_engine=notebook.ENGINE_DETAILS, **TINY)
     engine = train(name, 0, data_dir=data_dir, **TINY)
     assert notes.engine["like_engine"] == list(notebook.ENGINE_DETAILS)
-    for mine, theirs in zip(without_timings(notes.history), without_timings(engine.history), strict=True):
-        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-4)
-    # Float32 drift reaches ~1e-5 in two epochs; one detail drawn otherwise (the order, say) moves weights by ~1e-2.
-    for key, value in engine.state_dict.items():
-        torch.testing.assert_close(notes.state_dict[key], value, rtol=1e-4, atol=1e-4, msg=key)
+    for mine, theirs, rel in zip(without_timings(notes.history), without_timings(engine.history), (1e-5, 2e-4),
+                                 strict=True):
+        assert mine["lr"] == pytest.approx(theirs["lr"], rel=1e-9)
+        for key in ("train_loss", "test_loss"):
+            assert mine[key] == pytest.approx(theirs[key], rel=rel), f"epoch {theirs['epoch']} {key}"
 
 
 def test_each_engine_detail_alone_changes_the_run_and_an_unknown_one_is_refused(data_dir):
