@@ -305,6 +305,33 @@ def test_the_tolerance_takes_rounding_and_refuses_a_change():
         assert any(line.startswith(what) for line in beyond_tolerance(golden, fresh)), what
 
 
+def test_accepting_adds_a_set_up_without_a_bump_and_refuses_what_only_a_bump_may_change(tmp_path, monkeypatch):
+    """accept() on made-up runs: a first golden is written; a set-up within tolerance is added beside the recorded
+    one; one beyond it, or a recorded set-up whose numbers moved, is refused under the same generation; after a
+    bump the golden keeps only the set-up that accepted it."""
+    row = lambda epoch, loss: {"epoch": epoch, "train_loss": loss, "train_acc": 50.0, "test_loss": loss,
+                               "test_acc": 50.0, "lr": 0.1}
+    run = lambda loss, digest="a": {"step": "s", "params": 10, "diverged_at": None, "weights_sha256": digest,
+                                    "history": [row(1, loss), row(2, 1.0)]}
+    amd, avx2, sse = ({"torch": "2.14.1", "cpu": "AMD EPYC", "cpu_capability": "AVX512", "onednn_isa": isa}
+                      for isa in ("Intel AVX-512", "Intel AVX2", "Intel SSE4.1"))
+    path = tmp_path / "s.json"
+    read = lambda: json.loads(path.read_text())
+    accept(path, "s", None, run(2.0), amd)
+    assert [e["setup"] for e in recorded(read())] == [amd] and read()["generation"] == records.GENERATION
+    accept(path, "s", read(), run(2.0 * (1 + 1e-7), "b"), avx2)  # rounding: added, no bump
+    assert [e["setup"] for e in recorded(read())] == [amd, avx2]
+    assert recorded(read())[1]["weights_sha256"] == "b" and recorded(read())[0]["weights_sha256"] == "a"
+    with pytest.raises(pytest.fail.Exception, match="outside the tolerance"):
+        accept(path, "s", read(), run(2.01, "c"), sse)
+    with pytest.raises(pytest.fail.Exception, match="bump records.GENERATION first"):
+        accept(path, "s", read(), run(2.0, "moved"), amd)
+    assert len(recorded(read())) == 2
+    monkeypatch.setattr(records, "GENERATION", records.GENERATION + 1)
+    accept(path, "s", read(), run(2.5, "d"), sse)
+    assert [e["setup"] for e in recorded(read())] == [sse] and read()["generation"] == records.GENERATION
+
+
 # The second float path the fast tier checks the goldens on, in a fresh interpreter (oneDNN reads its cap when
 # it starts): no golden is recorded for it, and ABLATION_GOLDEN_CROSS=1 keeps it compared by tolerance if one is.
 SECOND_FLOAT_PATH = {"ONEDNN_MAX_CPU_ISA": "AVX2", CROSS_VAR: "1"}
