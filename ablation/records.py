@@ -90,8 +90,12 @@ def _onednn_isa() -> str | None:
     cannot be told. oneDNN prints it once per process, on stdout, the first time verbose output is on."""
     if not torch.backends.mkldnn.is_available():
         return None
-    sys.stdout.flush()
-    saved = os.dup(1)
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to borrow: the ISA goes unnamed
+        return None
     try:
         with tempfile.TemporaryFile() as f:
             os.dup2(f.fileno(), 1)
