@@ -978,6 +978,8 @@ def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str,
     verdict = mission_verdict(views, records_by_step)
     elsewhere = {folder: by_step[FINAL_STEP] for folder, by_step in (other_setups or {}).items() if by_step.get(FINAL_STEP)}
     verdict["set_ups"] = set_ups(STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, []), elsewhere)
+    others = verdict["set_ups"][1:]  # what the predicted miss rate means in practice: misses seen elsewhere
+    verdict["elsewhere"] = {"n": sum(u["n"] for u in others), "missed": sum(len(u["missed"]) for u in others)}
     return {"steps": list(views.values()), "verdict": verdict, "mission": MISSION,
             "fresh": FRESH, "thin": THIN,
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs,

@@ -584,4 +584,5 @@ def test_the_verdict_names_the_set_up_and_each_other_set_up_with_its_misses(tmp_
         assert (f"on AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch {judged[0]['provenance']['torch']}, "
                 f"1 thread") in text
         assert f"held on 2 of 3 seeds (0–2), missed on seed 0 ({lowest:.2f} %)" in text
+        assert "Over these 3 seeds, 1 missed" in text
         assert "The floor is promised on the set-ups measured, not on every machine." in text
