@@ -20,7 +20,8 @@ agree bit for bit for an epoch or two, then part in the seventh digit and drift 
   the two one-line changes kept as tests here (rotation angle x 0.9; a one-cycle warm-up one iteration
   longer) move epoch 1's training loss by 4e-5 or more, or a learning rate. From epoch 3 rounding alone
   moves the losses by up to 40 %: a change of code that acts only there (an augmentation ending at epoch 7,
-  say) is caught on the set-ups recorded, bit for bit, and not on others. So on another set-up a golden run
+  say) is caught on the set-ups recorded, bit for bit, and not on others (`python tests/test_golden.py
+  [rotation|warmup]` measures it again, on this machine's float path). So on another set-up a golden run
   trains only the compared epochs (the schedule is still the step's: those epochs come out bit for bit as in
   the full run, checked on all 25 goldens).
 
@@ -362,3 +363,40 @@ def test_every_golden_belongs_to_a_registered_step_or_variant():
     """A golden left behind by a renamed or removed step is an error, not a silent extra file."""
     names = {p.stem for p in GOLDEN_DIR.glob("*.json")}
     assert names <= set(STEPS) | set(VARIANTS), f"goldens without a step: {sorted(names - set(STEPS) - set(VARIANTS))}"
+
+
+def measure(change: str = "") -> None:
+    """How far this float path (and, with `change`, one of the one-line changes) moves every golden's losses from
+    the set-ups recorded, epoch by epoch: how TOLERANCE was measured. `python tests/test_golden.py [rotation|warmup]`
+    with $ABLATION_DATA set, under ONEDNN_MAX_CPU_ISA=AVX2 or SSE41 for another float path."""
+    import tempfile
+
+    from ablation.data import load_mnist
+
+    torch.set_num_threads(THREADS)
+    patch = pytest.MonkeyPatch()
+    if change:
+        {"rotation": rotation_times_0_9, "warmup": warmup_one_iteration_longer}[change](patch)
+    mnist, worst, beyond = load_mnist(), {}, []
+    for case in CASES:
+        name, step = case.values
+        golden = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
+        with tempfile.TemporaryDirectory() as folder:
+            fresh = golden_run(step, mnist, Path(folder))
+        for other in recorded(golden):
+            if beyond_tolerance(as_run(golden, other), fresh):
+                beyond.append(name)
+            for a, b in zip(other["history"], fresh["history"]):
+                for k in ("train_loss", "test_loss"):
+                    gap = abs(a[k] - b[k]) / max(abs(a[k]), abs(b[k]), 1e-12)
+                    worst[(b["epoch"], k)] = max(worst.get((b["epoch"], k), 0.0), gap)
+    patch.undo()
+    print(f"{setup_text(setup())}{f', with {change}' if change else ''}: beyond the tolerance: {len(set(beyond))} of "
+          f"{len(CASES)} goldens {sorted(set(beyond))}")
+    for epoch in range(1, 6):
+        print(f"  epoch {epoch}: largest relative move, " + ", ".join(f"{k} {worst.get((epoch, k), 0):.0e}"
+                                                                    for k in ("train_loss", "test_loss")))
+
+
+if __name__ == "__main__":
+    measure(*sys.argv[1:2])
