@@ -65,13 +65,19 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
+def t95(df: float) -> float:
+    """Two-sided 95 % Student-t quantile for `df` degrees of freedom; a fractional df (Welch's) is rounded down,
+    the wider interval."""
+    k = max(1, math.floor(df))
+    return _T95[k - 1] if k <= len(_T95) else 1.96
+
+
 def confidence_interval95(values: list[float]) -> tuple[float, float]:
     """95 % confidence interval of the mean (Student t); (nan, nan) for fewer than two values."""
     if len(values) < 2:
         return math.nan, math.nan
     mean, std = mean_std(values)
-    t = _T95[len(values) - 2] if len(values) - 1 <= len(_T95) else 1.96
-    half = t * std / math.sqrt(len(values))
+    half = t95(len(values) - 1) * std / math.sqrt(len(values))
     return mean - half, mean + half
 
 

@@ -235,9 +235,9 @@ def main(args) -> int:
     figures = run(device, args.batches, args.seeds, args.data_dir, data=data)
     text = json.dumps(figures, indent=1)
     if args.save:
-        from .records import _atomic_write
+        from .records import atomic_write
 
-        _atomic_write(args.save, lambda f: f.write((text + "\n").encode()))
+        atomic_write(args.save, lambda f: f.write((text + "\n").encode()))
         print(f"wrote {args.save}", file=sys.stderr)
     print(text if args.json else format_table(figures))
     return 0

@@ -62,5 +62,5 @@ def measure(runs: Path, data_dir=None) -> Path:
     """Write `<runs>/measured.json`; returns its path."""
     text = json.dumps({"mistakes": final_mistakes(runs, data_dir), "layers": layer_tables()}, indent=1) + "\n"
     path = Path(runs) / records.MEASURED
-    records._atomic_write(path, lambda f: f.write(text.encode()))
+    records.atomic_write(path, lambda f: f.write(text.encode()))
     return path

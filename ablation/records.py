@@ -258,7 +258,7 @@ def _temporary(path: Path, write) -> Path:
     return Path(tmp)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path, write)
     try:

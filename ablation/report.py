@@ -1066,7 +1066,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     bench: the speed figures' JSON, by default bench.json beside the runs folder (reports/bench.json).
     validation: the validation runs' folder, by default validation/ beside the runs folder.
     """
-    from .records import _atomic_write, load_all, load_measured
+    from .records import atomic_write, load_all, load_measured
 
     if fmt not in DEFAULT_OUT:
         raise ValueError(f"unknown report format {fmt!r}: html or md")
@@ -1092,5 +1092,5 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not
 
-    _atomic_write(out, write)
+    atomic_write(out, write)
     return [out]

@@ -17,7 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .analysis import _T95, at_least, final_accuracies, holds_floor, lowest_of_last, mean_std
+from .analysis import at_least, final_accuracies, holds_floor, lowest_of_last, mean_std, t95
 from .steps import Goals, Step
 
 RESOLUTION = 0.01  # percent: one test image in 10,000
@@ -150,12 +150,6 @@ def set_ups(step: Step, judged: list[dict], elsewhere: dict[str, list[dict]]) ->
 
 # --- two implementations of one recipe (notebook.py against the engine) ------------------------------
 
-def _t95(df: float) -> float:
-    """Two-sided 95 % Student-t quantile; a fractional df (Welch) is rounded down, the wider interval."""
-    k = max(1, math.floor(df))
-    return _T95[k - 1] if k <= len(_T95) else 1.96
-
-
 def welch_interval95(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """(mean(b) - mean(a), low, high): the difference of means and its 95 % Welch-t interval (nan without two of each)."""
     if len(a) < 2 or len(b) < 2:
@@ -166,7 +160,7 @@ def welch_interval95(a: list[float], b: list[float]) -> tuple[float, float, floa
     if se == 0:
         return diff, diff, diff
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = _t95(df) * se
+    half = t95(df) * se
     return diff, diff - half, diff + half
 
 

@@ -100,3 +100,31 @@ def test_the_report_imports_no_engine_module():
     augment for the dataclasses and networks they describe)."""
     direct = import_graph()["report"] & set(ENGINE)
     assert not direct, f"ablation/report.py imports {sorted(direct)}"
+
+
+def private_uses(path: Path) -> list[str]:
+    """Private names (one leading underscore) `path` takes from another module of the package: imported by name
+    (`from .analysis import _T95`) or reached as an attribute of an imported module (`records._write`)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {path.stem}
+    private = lambda name: name.startswith("_") and not name.startswith("__")
+    tree, out, imported = ast.parse(path.read_text(), filename=str(path)), [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module in modules:
+                out += [f"{node.module}.{a.name}" for a in node.names if private(a.name)]
+            elif node.module is None:
+                imported.update(a.asname or a.name for a in node.names if a.name in modules)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in imported \
+                and private(node.attr):
+            out.append(f"{node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_module_reaches_for_another_modules_private_names(tmp_path):
+    """A name with a leading underscore is its module's own: one that another module needs is made public."""
+    found = {p.stem: uses for p in sorted(PACKAGE.glob("*.py")) if (uses := private_uses(p))}
+    assert not found, found
+    sample = tmp_path / "sample.py"  # the reader sees both ways in
+    sample.write_text("from . import records\nfrom .analysis import _T95, mean_std\nrecords._write(1)\nrecords.__name__\n")
+    assert private_uses(sample) == ["analysis._T95", "records._write"]

@@ -60,7 +60,7 @@ def test_atomic_write_cleans_up_after_an_error(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        records._atomic_write(tmp_path / "x.json", fails)
+        records.atomic_write(tmp_path / "x.json", fails)
     assert list(tmp_path.iterdir()) == []
 
 
