@@ -8,8 +8,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-# dev: quick local iterations; ci: more examples, no deadline (a shared 2-core runner has hiccups).
-settings.register_profile("dev", max_examples=10, deadline=None)
+# dev: quick local iterations; ci: more examples. Neither has a deadline or the too-slow health check: no test may
+# depend on how fast the machine is.
+settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
