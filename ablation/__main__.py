@@ -177,15 +177,11 @@ def is_study_folder(folder: Path, study: Path) -> bool:
     return any(target == Path(where, study).resolve() for where in (Path.cwd(), PACKAGE.parent))
 
 
-def ran_for(record: dict, epochs: int) -> bool:
-    """Whether `record` is a run of `epochs` epochs: that many in its history, or diverged within them."""
-    diverged = record["diverged_at"]
-    return len(record["history"]) == epochs if diverged is None else diverged <= epochs
-
-
 def other_length_seeds(records: list[dict], images: int, epochs: int) -> list[int]:
     """The seeds of `records` trained on all `images` of the training set (a --quick run trains on fewer) for
     another number of epochs than `epochs`: runs a run of `epochs` would replace or mix with."""
+    from .records import ran_for
+
     return sorted({r["seed"] for r in records
                    if r["provenance"].get("train_images") == images and not ran_for(r, epochs)})
 

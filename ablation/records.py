@@ -387,6 +387,12 @@ def evaluation_label(holdout: int = 0, fold: int = 0) -> str:
     return f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
 
 
+def ran_for(record: dict, epochs: int) -> bool:
+    """Whether `record` is a run of `epochs` epochs: that many in its history, or diverged within them."""
+    diverged = record["diverged_at"]
+    return len(record["history"]) == epochs if diverged is None else diverged <= epochs
+
+
 def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | None = None) -> tuple[dict | None, str]:
     """(the record at `path`, "") if training `step` again would only remake it, else (None, why not).
 
@@ -409,8 +415,7 @@ def reuse(path: Path, step, *, holdout: int = 0, fold: int = 0, epochs: int | No
         return None, f"evaluated on {record['evaluated_on']}, not {label}"
     if p.get("train_images") != images:
         return None, f"trained on {p.get('train_images')} images, not {images:,} (a --quick run?)"
-    diverged = record["diverged_at"]
-    if not (len(record["history"]) == epochs if diverged is None else diverged <= epochs):
+    if not ran_for(record, epochs):
         return None, f"{len(record['history'])} epochs, not {epochs}"
     if stale := not_current_because(record):
         return None, "; ".join(stale)
@@ -446,14 +451,24 @@ def why_not_remeasurable(record: dict) -> str:
     return ""
 
 
+# The instruction sets in provenance (float_path): records made before it held them say nothing of them, and are
+# compared on them only where both say; none of them was made under a oneDNN cap (no session set one before the
+# key existed), so a missing cap reads as none.
+FLOAT_PATH_KEYS = ("cpu_capability", "onednn_isa")
+
+
+def float_path_gap(a: dict, b: dict) -> list[str]:
+    """The float-path fields in which two provenances differ (FLOAT_PATH_KEYS where both name them, and the cap)."""
+    differ = [k for k in FLOAT_PATH_KEYS if k in a and k in b and a[k] != b[k]]
+    return differ + (["onednn_isa_cap"] if a.get("onednn_isa_cap") != b.get("onednn_isa_cap") else [])
+
+
 def float_path_differences(record: dict) -> list[str]:
-    """How the CPU float path a record was made on differs from this process's (CPU model, ATen's and oneDNN's
-    instruction sets, a oneDNN cap; those a record made before provenance held them does not name are not
-    compared, and its cap reads as none); empty when it is the same. Evaluating its weights here may then round
-    otherwise: an image may flip."""
+    """How the CPU float path a record was made on differs from this process's (CPU model, then float_path_gap);
+    empty when it is the same. Evaluating its weights here may then round otherwise: an image may flip."""
     made, here = record["provenance"], {"device_name": device_name("cpu"), **float_path()}
-    differ = [k for k in ("device_name", "cpu_capability", "onednn_isa") if k in made and made[k] != here[k]]
-    return differ + (["onednn_isa_cap"] if made.get("onednn_isa_cap") != here["onednn_isa_cap"] else [])
+    return ["device_name"] * ("device_name" in made and made["device_name"] != here["device_name"]) + \
+        float_path_gap(made, here)
 
 
 def saved_model(record: dict, weights: Path, **config):

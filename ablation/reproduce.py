@@ -45,19 +45,11 @@ class Pair:
     setup: str = ""  # the fresh run's set-up, in words (records.setup_words)
 
 
-# The float path (records.float_path): records made before provenance held it say nothing of the instruction
-# sets, and are compared on them only where both say; none of them was made under a oneDNN cap (no session
-# set one before the key existed), so a missing cap reads as none.
-FLOAT_PATH_KEYS = ("cpu_capability", "onednn_isa")
-
-
 def setup_differences(fresh: dict, committed: dict) -> list[str]:
     """The parts of the set-up in which two records differ; empty when bit-identity is promised."""
     a, b = fresh["provenance"], committed["provenance"]
     differ = [k for k in SAME_SETUP_KEYS if a.get(k) != b.get(k)]
-    differ += [k for k in FLOAT_PATH_KEYS if k in a and k in b and a[k] != b[k]]
-    if a.get("onednn_isa_cap") != b.get("onednn_isa_cap"):
-        differ.append("onednn_isa_cap")
+    differ += records.float_path_gap(a, b)
     made = records.record_generation(fresh), records.record_generation(committed)
     if None in made or made[0] != made[1]:  # unknown generations promise nothing
         differ.insert(0, "engine generation")
@@ -154,6 +146,7 @@ def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> 
     claim holds there, the floor held in each of the last N epochs on k of n seeds, the misses named, beside
     the committed seeds' figures. One line each."""
     from .analysis import at_least
+    from .survival import named_misses
 
     committed_all, out = records.load_all(committed_dir), []
     groups: dict[tuple[str, str], list[Pair]] = {}
@@ -163,11 +156,10 @@ def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> 
     for (name, where), group in groups.items():
         goals = STEPS[name].goals
         held = [p for p in group if p.fresh_lowest is not None and at_least(p.fresh_lowest, goals.accuracy_floor)]
-        missed = [f"seed {p.seed} ({'diverged' if p.fresh_lowest is None else f'{p.fresh_lowest:.2f} %'})"
-                  for p in group if p not in held]
+        missed = named_misses([p.seed for p in group if p not in held], {p.seed: p.fresh_lowest for p in group})
         judged = [_figures(r, goals.last_epochs)[1] for r in committed_all.get(name, []) if r["seed"] in STEPS[name].seeds]
         out.append(f"{name} on {where}: the floor ({goals.accuracy_floor:g} % in each of the last {goals.last_epochs} "
-                   f"epochs) held on {len(held)} of {len(group)} seeds" + (f", missed on {', '.join(missed)}" if missed else "")
+                   f"epochs) held on {len(held)} of {len(group)} seeds" + (f", missed on {missed}" if missed else "")
                    + f"; lowest of the last {goals.last_epochs} {spread([p.fresh_lowest for p in group if p.fresh_lowest is not None])}"
                    f", the committed seeds' {spread([x for x in judged if x is not None])}")
     return out

@@ -124,6 +124,11 @@ def confirmation(step: Step, judged: list[dict], fresh: list[dict]) -> dict | No
             "text": text}
 
 
+def named_misses(seeds: list[int], lowest: dict[int, float | None]) -> str:
+    """'seed 4 (99.36 %), seed 7 (diverged)': the seeds that missed the floor, each with its lowest of the last N."""
+    return ", ".join(f"seed {s} ({'diverged' if lowest[s] is None else f'{lowest[s]:.2f} %'})" for s in seeds)
+
+
 def set_ups(step: Step, judged: list[dict], elsewhere: dict[str, list[dict]]) -> list[dict]:
     """The claim on each set-up it was measured on: the judged seeds' own first, then each folder of
     `elsewhere` ({folder: records of `step`}, e.g. reports/other-setups/intel-xeon-avx512) by the set-up its
@@ -141,10 +146,10 @@ def set_ups(step: Step, judged: list[dict], elsewhere: dict[str, list[dict]]) ->
             held, missed = holding(step.goals, group)
             lowest = {r["seed"]: lowest_of_last(r["history"], step.goals.last_epochs) if r["history"] and
                       r["diverged_at"] is None else None for r in group}
-            named = [f"seed {s} ({'diverged' if lowest[s] is None else f'{lowest[s]:.2f} %'})" for s in missed]
+            named = named_misses(missed, lowest)
             out.append({"folder": folder, "setup": where, "n": len(group), "held": held, "missed": missed,
                         "lowest": lowest, "text": f"held on {len(held)} of {len(group)} seeds ({span(sorted(lowest))})"
-                                                  + (f", missed on {', '.join(named)}" if named else "")})
+                                                  + (f", missed on {named}" if named else "")})
     return out
 
 

@@ -147,6 +147,10 @@ def moved(golden: dict, fresh: dict) -> list[str]:
     return out[:6] + ([f"... and {len(out) - 6} more"] if len(out) > 6 else [])
 
 
+def relative_gap(x: float, y: float) -> float:
+    return abs(x - y) / max(abs(x), abs(y), 1e-12)
+
+
 def beyond_tolerance(golden: dict, fresh: dict) -> list[str]:
     """What differs between a golden recorded on another set-up and a fresh run by more than rounding can
     move it (TOLERANCE), in words; empty when the run agrees within it."""
@@ -162,7 +166,7 @@ def beyond_tolerance(golden: dict, fresh: dict) -> list[str]:
             if not (math.isfinite(x) and math.isfinite(y)):
                 if not (x == y or math.isnan(x) and math.isnan(y)):
                     out.append(f"epoch {b['epoch']} {k}: golden {x!r}, now {y!r}")
-            elif (gap := abs(x - y) / max(abs(x), abs(y), 1e-12)) > bound:
+            elif (gap := relative_gap(x, y)) > bound:
                 out.append(f"epoch {b['epoch']} {k}: golden {x!r}, now {y!r} (relative {gap:.1e} > {bound:.0e})")
         out += [f"epoch {b['epoch']} {k}: golden {a[k]!r}, now {b[k]!r} (more than one image)"
                 for k, image in ACCURACIES.items() if not abs(a[k] - b[k]) <= image * 1.001]
@@ -391,8 +395,7 @@ def measure(change: str = "") -> None:
                 beyond.append(name)
             for a, b in zip(other["history"], fresh["history"]):
                 for k in ("train_loss", "test_loss"):
-                    gap = abs(a[k] - b[k]) / max(abs(a[k]), abs(b[k]), 1e-12)
-                    worst[(b["epoch"], k)] = max(worst.get((b["epoch"], k), 0.0), gap)
+                    worst[(b["epoch"], k)] = max(worst.get((b["epoch"], k), 0.0), relative_gap(a[k], b[k]))
     patch.undo()
     print(f"{setup_text(setup())}{f', with {change}' if change else ''}: beyond the tolerance: {len(set(beyond))} of "
           f"{len(CASES)} goldens {sorted(set(beyond))}")
