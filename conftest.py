@@ -39,14 +39,14 @@ def pytest_addoption(parser):
 # --- the slow tier's selection, shared by tests/test_goals.py and the hooks here ----------------------
 
 def selected_steps(config) -> list:
-    from ablation.__main__ import parse_steps
+    from ablation.cli import parse_steps
 
     return parse_steps(config.getoption("--steps") or "all")
 
 
 def selected_seeds(config, step) -> list[int]:
     """The seeds of `step` selected for its judged runs (--seeds, default its own); its confirmation seeds apart."""
-    from ablation.__main__ import parse_seeds
+    from ablation.cli import parse_seeds
 
     text = config.getoption("--seeds")
     return [s for s in parse_seeds(text) if s not in step.confirmation_seeds] if text else list(step.seeds)
@@ -54,7 +54,7 @@ def selected_seeds(config, step) -> list[int]:
 
 def selected_confirmation_seeds(config, step) -> list[int]:
     """The step's confirmation seeds selected (--seeds, default all of them)."""
-    from ablation.__main__ import parse_seeds
+    from ablation.cli import parse_seeds
 
     text = config.getoption("--seeds")
     return [s for s in parse_seeds(text) if s in step.confirmation_seeds] if text else list(step.confirmation_seeds)
@@ -67,7 +67,7 @@ def selected_runs(config) -> set[tuple[str, int]]:
 
 def task_for(step, seed: int, config):
     """The unit of work of one slow-tier run, whichever backend trains it."""
-    from ablation.runner import Task
+    from ablation.runs.runner import Task
 
     return Task(step, [seed], config.getoption("--device"), None, config.getoption("--data-dir"), 0, None, {},
                 Path(config.getoption("--runs-dir")))
@@ -76,8 +76,8 @@ def task_for(step, seed: int, config):
 def reusable_record(step, seed: int, config) -> tuple[dict, Path] | None:
     """With --reuse-records: (record, its weights) of a run that training would only remake, from --runs-dir,
     else from the committed study (its confirmation seeds: reports/confirmation)."""
-    from ablation import records
-    from ablation.survival import CONFIRMATION_RUNS
+    from ablation.runs import records
+    from ablation.study.survival import CONFIRMATION_RUNS
 
     if not config.getoption("--reuse-records"):
         return None
@@ -101,7 +101,7 @@ def runs_to_train(items, config) -> list:
 
 @pytest.fixture(scope="session")
 def data_dir(request) -> Path:
-    from ablation.data import SHA256, data_root
+    from ablation.engine.data import SHA256, data_root
 
     root = data_root(request.config.getoption("--data-dir"))
     if not all((root / "MNIST" / "raw" / name).is_file() for name in SHA256):
@@ -111,7 +111,7 @@ def data_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_dir):
-    from ablation.data import load_mnist
+    from ablation.engine.data import load_mnist
 
     return load_mnist(data_dir)
 
@@ -165,7 +165,7 @@ def pytest_collection_finish(session):
         return
     if config.getoption("numprocesses", None):
         raise pytest.UsageError("--backend ray trains on Ray and keeps the verdicts here: run it without -n")
-    from ablation import ray_backend
+    from ablation.runs import ray_backend
 
     address = config.getoption("--address")
     if address is not None:
@@ -189,7 +189,7 @@ def pytest_terminal_summary(terminalreporter, config):
     """After slow tests, the reproduction table: the fresh runs of this session against the committed study."""
     if hasattr(config, "workerinput") or not getattr(pytest_runtest_logreport, "slow_ran", False):
         return
-    from ablation.__main__ import reproduction
+    from ablation.cli import reproduction
 
     if found := reproduction(Path(config.getoption("--runs-dir")), selected_runs(config)):
         title, text = found

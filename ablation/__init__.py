@@ -1,7 +1,7 @@
 """A test-first reproducibility and ablation suite for tiny CNNs on MNIST."""
-from .models import Net, count_parameters, for_step, normalize
-from .steps import FINAL_STEP, STEPS, Step, get_step
-from .train import train, train_many
+from .engine.models import Net, count_parameters, for_step, normalize
+from .study.steps import FINAL_STEP, STEPS, Step, get_step
+from .engine.train import train, train_many
 
 
 def build_model(step_name: str) -> Net:

@@ -4,7 +4,7 @@ import statistics
 import pytest
 import torch
 
-from ablation.analysis import at_least, last_epochs_at_or_above
+from ablation.study.analysis import at_least, last_epochs_at_or_above
 
 pytestmark = pytest.mark.fast
 

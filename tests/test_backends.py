@@ -15,11 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from ablation import records
-from ablation.__main__ import main
-from ablation import ray_backend, runner
-from ablation.runner import Task, run_tasks
-from ablation.steps import get_step
+from ablation.runs import records
+from ablation.cli import main
+from ablation.runs import ray_backend
+from ablation.runs import runner
+from ablation.runs.runner import Task, run_tasks
+from ablation.study.steps import get_step
 
 pytestmark = pytest.mark.fast
 TIMINGS = {"started", "finished", "wall_seconds"}
@@ -114,7 +115,7 @@ def first_attempt_waits(task, arrays):
     worker runs this test's code)."""
     import threading
 
-    from ablation import ray_backend
+    from ablation.runs import ray_backend
 
     if ray_backend.attempt_number() == 0:
         threading.Event().wait()
@@ -182,7 +183,7 @@ def free_port() -> int:
 def test_an_address_where_nothing_answers_is_one_line_and_exit_2_before_mnist_loads(command, tmp_path, monkeypatch,
                                                                                     capsys):
     pytest.importorskip("ray")
-    from ablation import data
+    from ablation.engine import data
 
     monkeypatch.setattr(data, "load_mnist", lambda *a, **k: pytest.fail("MNIST was loaded"))
     # The probe answers before Ray is asked to connect (which retries for 20 s), however fast the machine.
@@ -302,7 +303,7 @@ WAITING_DRIVER = """
 import sys
 import threading
 
-from ablation import runner
+from ablation.runs import runner
 
 train_task = runner.train_task
 
@@ -315,7 +316,7 @@ def seed_0_trains_the_others_wait(task, *args, **kwargs):
 
 runner.train_task = seed_0_trains_the_others_wait
 if __name__ == "__main__":
-    from ablation.__main__ import main
+    from ablation.cli import main
 
     sys.exit(main())
 """

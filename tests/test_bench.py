@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from ablation import bench
-from ablation.__main__ import main
+from ablation.reference import bench
+from ablation.cli import main
 
 pytestmark = pytest.mark.fast
 

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from ablation.__main__ import main, parse_seeds
-from ablation.steps import STEPS
+from ablation.cli import main, parse_seeds
+from ablation.study.steps import STEPS
 
 pytestmark = pytest.mark.fast
 
@@ -56,7 +56,7 @@ def test_summary_prices_a_variant_network_before_it_is_trained(capsys):
     (["run", "--epochs", "-3"], "positive integer"),
     (["run", "--set", "nope=1", "--quick", "--out", "x"], "not a step field"),
     (["run", "--set", "tta=((29,0),)", "--quick", "--out", "x"], "not a pair of whole pixels"),
-    (["run", "--set", "augment.until_epoch=2.5", "--quick", "--out", "x"], "until_epoch must be a whole number"),
+    (["run", "--set", "augment.until_epoch=2.5", "--quick", "--out", "x"], "augment.until_epoch=2.5 is not allowed"),
     (["run", "--set", "sam=-0.05", "--quick", "--out", "x"], "sam=-0.05 is not allowed: a finite radius"),
     (["frobnicate"], "invalid choice"),
     (["run", "--fold", "2", "--quick", "--out", "x"], "needs --holdout"),
@@ -88,7 +88,7 @@ def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsy
     import subprocess
     import sys
 
-    from ablation.records import load_all, without_timings
+    from ablation.runs.records import load_all, without_timings
 
     out = tmp_path / "runs-1"
     argv = ["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0-1", "--data-dir", str(data_dir), "--no-report"]
@@ -109,7 +109,7 @@ def test_quick_run_writes_records_and_prints_a_summary(data_dir, tmp_path, capsy
 def test_interrupt_keeps_finished_records_and_writes_no_partial_one(data_dir, tmp_path, monkeypatch, capsys):
     import sys
 
-    engine = sys.modules["ablation.train"]  # the package re-exports a function named `train`
+    engine = sys.modules["ablation.engine.train"]  # the package re-exports a function named `train`
     real, calls = engine.train_many, []
 
     def interrupted_second_time(*args, **kwargs):
@@ -132,7 +132,7 @@ def test_seed_syntax(text, seeds):
 
 
 def test_a_missing_teacher_is_named_the_other_runs_finish_and_the_exit_code_is_2(data_dir, tmp_path, monkeypatch, capsys):
-    from ablation import records
+    from ablation.runs import records
 
     monkeypatch.setattr(records, "DEFAULT_RUNS", tmp_path / "no-committed-runs")
     argv = ["run", "--quick", "--steps", "1-basic", "--seeds", "0", "--set", "distill.teacher=8-no-dropout",
@@ -148,8 +148,8 @@ def test_a_missing_teacher_is_named_the_other_runs_finish_and_the_exit_code_is_2
 def test_teachers_train_in_a_wave_before_their_students():
     from dataclasses import replace
 
-    from ablation.runner import Task, waves
-    from ablation.steps import Distill
+    from ablation.runs.runner import Task, waves
+    from ablation.study.steps import Distill
 
     student = replace(STEPS["10-narrow-6k"], name="student", distill=Distill("9-narrow-8k", 0.5, 4.0))
     grand = replace(STEPS["10-narrow-6k"], name="grand", distill=Distill("student", 0.5, 4.0))
@@ -173,8 +173,8 @@ def recorded(tmp_path, monkeypatch):
     uncommitted engine edits as seed 1; and the seeds the (faked) engine is asked to train."""
     import sys
 
-    from ablation import records
-    from ablation.steps import FINAL_STEP
+    from ablation.runs import records
+    from ablation.study.steps import FINAL_STEP
 
     out = tmp_path / "runs"
     (out / FINAL_STEP).mkdir(parents=True)
@@ -190,12 +190,12 @@ def recorded(tmp_path, monkeypatch):
         trained.extend(seeds)
         return []
 
-    monkeypatch.setattr(sys.modules["ablation.train"], "train_many", fake_train_many)
+    monkeypatch.setattr(sys.modules["ablation.engine.train"], "train_many", fake_train_many)
     return out, trained
 
 
 def test_resume_keeps_what_is_recorded_and_trains_the_rest(recorded, data_dir, capsys):
-    from ablation.steps import FINAL_STEP
+    from ablation.study.steps import FINAL_STEP
 
     out, trained = recorded
     argv = ["run", "--steps", "final", "--seeds", "0-2", "--out", str(out), "--data-dir", str(data_dir),
@@ -217,7 +217,7 @@ def test_resume_with_every_seed_recorded_trains_nothing_on_a_gpu_too(recorded, d
     import torch
 
     out, trained = recorded  # on a GPU a step's seeds train as one group: none left must not be a group of 0
-    monkeypatch.setattr(sys.modules["ablation.train"], "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(sys.modules["ablation.engine.train"], "resolve_device", lambda device: torch.device("cuda"))
     assert main(["run", "--steps", "final", "--seeds", "0", "--resume", "--out", str(out), "--data-dir", str(data_dir),
                  "--no-report"]) == 0
     assert trained == []

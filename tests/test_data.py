@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from ablation import data as data_module
-from ablation.data import SHA256, TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS, DataError, load_mnist
+from ablation.engine import data as data_module
+from ablation.engine.data import SHA256, TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS, DataError, load_mnist
 
 pytestmark = pytest.mark.fast
 

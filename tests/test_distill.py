@@ -5,11 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablation import STEPS, records, train
-from ablation.distill import TeacherError, find_teachers, teacher_logits
-from ablation.models import normalize
-from ablation.steps import Distill, run_config
-from ablation.train import _distilled, initial_model
+from ablation.runs import records
+
+from ablation import train
+
+from ablation import STEPS
+from ablation.engine.distill import TeacherError, find_teachers, teacher_logits
+from ablation.engine.models import normalize
+from ablation.study.steps import Distill, run_config
+from ablation.engine.train import _distilled, initial_model
 
 pytestmark = pytest.mark.fast
 TEACHER = "1-basic"  # the smallest run to fake a teacher with

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ablation import records
-from ablation.analysis import GoalMiss, check_goals, check_run_goals, goal_verdicts
-from ablation.steps import STEPS
+from ablation.runs import records
+from ablation.study.analysis import GoalMiss, check_goals, check_run_goals, goal_verdicts
+from ablation.study.steps import STEPS
 
 pytestmark = pytest.mark.fast
 

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import pytest
 
-from ablation import records, reproduce
-from ablation.analysis import GoalMiss, check_goals, check_run_goals
-from ablation.steps import changed_run_fields
+from ablation.runs import records
+
+from ablation.runs import reproduce
+from ablation.study.analysis import GoalMiss, check_goals, check_run_goals
+from ablation.study.steps import changed_run_fields
 from conftest import reusable_record, selected_confirmation_seeds, selected_seeds, selected_steps, task_for
 
 pytestmark = pytest.mark.slow
@@ -92,10 +94,10 @@ def obtain(step, seed: int, config) -> tuple[dict, object]:
     if key not in _OBTAINED:
         found = reusable_record(step, seed, config)
         if found is None:
-            from ablation import runner
+            from ablation.runs import runner
 
             if (ref := getattr(config, "ray_runs", {}).get((step.name, seed))) is not None:
-                from ablation import ray_backend
+                from ablation.runs import ray_backend
 
                 encoded, _ = ray_backend.result(ref)
             else:

@@ -58,10 +58,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablation import records
-from ablation.data import MNIST
-from ablation.steps import STEPS, with_overrides
-from ablation.train import train_many
+from ablation.runs import records
+from ablation.engine.data import MNIST
+from ablation.study.steps import STEPS, with_overrides
+from ablation.study.survival import setup_words
+from ablation.engine.train import train_many
 
 pytestmark = pytest.mark.fast
 
@@ -124,7 +125,7 @@ def setup() -> dict:
 
 
 def setup_text(s: dict) -> str:
-    return records.setup_words({"device": "cpu", "device_name": s["cpu"], **s})
+    return setup_words({"device": "cpu", "device_name": s["cpu"], **s})
 
 
 # Relative bound on each loss, epoch by epoch, on another set-up; later epochs are not compared there. Measured
@@ -256,7 +257,7 @@ def test_golden_run(name, step, mnist, tmp_path):
 
 
 def rotation_times_0_9(monkeypatch) -> None:
-    module, sample = sys.modules["ablation.augment"], sys.modules["ablation.augment"].sample_params
+    module, sample = sys.modules["ablation.engine.augment"], sys.modules["ablation.engine.augment"].sample_params
 
     def sample_params(n, cfg, generator, device):
         params = sample(n, cfg, generator, device)
@@ -266,7 +267,7 @@ def rotation_times_0_9(monkeypatch) -> None:
 
 
 def warmup_one_iteration_longer(monkeypatch) -> None:
-    module, rate = sys.modules["ablation.train"], sys.modules["ablation.train"].learning_rate
+    module, rate = sys.modules["ablation.engine.train"], sys.modules["ablation.engine.train"].learning_rate
 
     def learning_rate(step, iteration, iters_per_epoch):
         s = step.schedule
@@ -378,7 +379,7 @@ def measure(change: str = "") -> None:
     with $ABLATION_DATA set, under ONEDNN_MAX_CPU_ISA=AVX2 or SSE41 for another float path."""
     import tempfile
 
-    from ablation.data import load_mnist
+    from ablation.engine.data import load_mnist
 
     torch.set_num_threads(THREADS)
     patch = pytest.MonkeyPatch()

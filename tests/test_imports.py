@@ -1,8 +1,10 @@
-"""Dependencies run one way: the package's modules import each other without a cycle, and the report
-reads records and analysis without importing the engine.
+"""The package's layering, read from the source with `ast` (nothing is imported):
 
-An import inside a function counts like one at the top of a module: hiding an import in a function only
-defers a cycle, it does not remove it. The graph is read from the source with `ast`, nothing is imported.
+    cli  →  report, reference  →  runs  →  engine  →  study
+
+A module imports from its own subpackage or from one below it, never from one above; nothing imports the
+command line; the study (what is claimed and how it is judged) needs no torch; the report reads records and
+never trains. An import inside a function counts like one at the top: hiding it only defers a cycle.
 """
 from __future__ import annotations
 
@@ -14,31 +16,53 @@ import pytest
 pytestmark = pytest.mark.fast
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ablation"
-ENGINE = ("train", "distill", "augment", "models")
+LAYERS = {"study": 0, "engine": 1, "runs": 2, "report": 3, "reference": 3, "cli": 4}
+TRAINING = {"engine.train", "runs.runner", "runs.ray_backend"}  # what starts or runs a training
 
 
-def package_imports(path: Path) -> set[str]:
-    """The package modules `path` imports anywhere in it: `from .x import ...`, `from . import x`,
-    `from ablation.x import ...`, `import ablation.x`."""
-    names = {p.stem for p in PACKAGE.glob("*.py")}
-    found = set()
+def module_name(path: Path) -> str:
+    """'engine.train' for ablation/engine/train.py, 'engine' for its __init__.py, '__init__' for the package's."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
+    """(the package's modules `path` imports anywhere in it, the top-level outside packages it imports)."""
+    here = list(path.relative_to(PACKAGE).parent.parts)
+    inside, outside = set(), set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom):
-            relative = node.level == 1
-            if not relative and not (node.module or "").startswith("ablation"):
+            if node.level:
+                base = here[:len(here) - (node.level - 1)]
+            elif (node.module or "").split(".")[0] == "ablation":
+                base, node.module = [], node.module.partition(".")[2] or None
+            else:
+                outside.add(node.module.split(".")[0])
                 continue
-            module = (node.module or "") if relative else (node.module or "").removeprefix("ablation").lstrip(".")
-            if module:
-                found.add(module.split(".")[0])
-            else:  # from . import x: a module of the package, or a name its __init__ defines
-                found.update(a.name if a.name in names else "__init__" for a in node.names)
+            target = base + (node.module.split(".") if node.module else [])
+            for alias in node.names:  # `from . import x`: a module, or a name the package's __init__ defines
+                name = ".".join(target + [alias.name])
+                inside.add(name if name in known else ".".join(target) or "__init__")
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("ablation."))
-    return found - {path.stem}
+            for alias in node.names:
+                top, _, rest = alias.name.partition(".")
+                (inside.add(rest) if top == "ablation" else outside.add(top))
+    return inside - {module_name(path)}, outside
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {p.stem: package_imports(p) for p in sorted(PACKAGE.glob("*.py"))}
+    known = set(modules())
+    return {name: imports(path, known)[0] for name, path in modules().items()}
+
+
+def layer(module: str) -> int | None:
+    return LAYERS.get(module.split(".")[0])
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -64,18 +88,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_graph_reader_sees_top_level_and_function_level_imports():
-    graph = import_graph()
-    assert {"augment", "distill", "models", "records", "steps", "data"} <= graph["train"]
-    assert "records" in graph["runner"]  # imported inside train_task
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
-
-
-def test_the_package_imports_have_no_cycle():
-    graph = import_graph()
-    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
-
-
 def reachable(graph: dict[str, set[str]], module: str) -> set[str]:
     """Every module `module` imports, directly or through others."""
     seen, todo = set(), [module]
@@ -86,34 +98,57 @@ def reachable(graph: dict[str, set[str]], module: str) -> set[str]:
     return seen
 
 
-def test_records_and_steps_are_below_the_engine():
-    """Records are data (RunResult lives there) and the schedule owns its learning rate: neither needs the
-    training loop, and the report, which reads them, never reaches it either."""
+def test_the_graph_reader_resolves_every_kind_of_import(tmp_path):
     graph = import_graph()
-    assert not reachable(graph, "records") & {"train", "distill", "runner", "report", "screen", "__main__"}
-    assert not reachable(graph, "steps") & {"train", "distill", "records"}
-    assert not reachable(graph, "report") & {"train", "distill", "runner"}, sorted(reachable(graph, "report"))
+    assert {"engine.augment", "engine.models", "engine.data", "engine", "study.steps"} <= graph["engine.train"]
+    assert "runs.records" in graph["runs.measure"]  # from . import records
+    assert "engine.models" in graph["cli"]  # imported inside a function
+    assert set(graph["__main__"]) == {"cli"}
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert {layer(m) for m in graph} - {None} == set(LAYERS.values()), "a subpackage without a layer"
 
 
-def test_the_report_imports_no_engine_module():
-    """The report's own imports name no engine module (steps, analysis and records may reach models and
-    augment for the dataclasses and networks they describe)."""
-    direct = import_graph()["report"] & set(ENGINE)
-    assert not direct, f"ablation/report.py imports {sorted(direct)}"
+def test_the_package_imports_have_no_cycle():
+    graph = import_graph()
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_every_import_goes_down_the_layers():
+    upward = [f"{m} imports {t}" for m, targets in import_graph().items() if layer(m) is not None
+              for t in sorted(targets) if layer(t) is not None and layer(t) > layer(m)]
+    assert not upward, upward
+
+
+def test_nothing_imports_the_command_line():
+    users = sorted(m for m, targets in import_graph().items() if "cli" in targets and m != "__main__")
+    assert not users, users
+
+
+def test_the_study_needs_no_torch():
+    """The registry, goals and statistics load and judge records on any Python: no torch, no engine."""
+    heavy = {m: sorted(outside & {"torch", "torchvision", "numpy"})
+             for m, path in modules().items() if m.startswith("study")
+             for outside in [imports(path, set(modules()))[1]] if outside & {"torch", "torchvision", "numpy"}}
+    assert not heavy, heavy
+
+
+def test_the_report_never_trains():
+    graph = import_graph()
+    for module in [m for m in graph if m.startswith("report")]:
+        assert not reachable(graph, module) & TRAINING, (module, sorted(reachable(graph, module) & TRAINING))
 
 
 def private_uses(path: Path) -> list[str]:
     """Private names (one leading underscore) `path` takes from another module of the package: imported by name
     (`from .analysis import _T95`) or reached as an attribute of an imported module (`records._write`)."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {path.stem}
     private = lambda name: name.startswith("_") and not name.startswith("__")
     tree, out, imported = ast.parse(path.read_text(), filename=str(path)), [], set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module in modules:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if node.module:
                 out += [f"{node.module}.{a.name}" for a in node.names if private(a.name)]
-            elif node.module is None:
-                imported.update(a.asname or a.name for a in node.names if a.name in modules)
+            else:
+                imported.update(a.asname or a.name for a in node.names)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in imported \
                 and private(node.attr):
@@ -123,8 +158,8 @@ def private_uses(path: Path) -> list[str]:
 
 def test_no_module_reaches_for_another_modules_private_names(tmp_path):
     """A name with a leading underscore is its module's own: one that another module needs is made public."""
-    found = {p.stem: uses for p in sorted(PACKAGE.glob("*.py")) if (uses := private_uses(p))}
+    found = {m: uses for m, p in modules().items() if (uses := private_uses(p))}
     assert not found, found
     sample = tmp_path / "sample.py"  # the reader sees both ways in
-    sample.write_text("from . import records\nfrom .analysis import _T95, mean_std\nrecords._write(1)\nrecords.__name__\n")
-    assert private_uses(sample) == ["analysis._T95", "records._write"]
+    sample.write_text("from . import records\nfrom ..study.analysis import _T95, mean_std\nrecords._write(1)\nrecords.__name__\n")
+    assert private_uses(sample) == ["study.analysis._T95", "records._write"]

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 from ablation import STEPS, build_model, count_parameters
-from ablation.analysis import layer_table, receptive_field, receptive_field_probe
-from ablation.models import BACKGROUND, Net, for_step, normalize, parse_layout, rotate, shift, stack_seeds, unstack_seeds
+from ablation.engine.models import layer_table, receptive_field, receptive_field_probe
+from ablation.engine.models import BACKGROUND, Net, for_step, normalize, parse_layout, rotate, shift, stack_seeds, unstack_seeds
 
 pytestmark = pytest.mark.fast
 STEP_PARAMS = [pytest.param(s, id=s.name) for s in STEPS.values()]
@@ -285,8 +285,8 @@ def test_a_view_that_repeats_the_image_or_another_view_is_refused(kw):
 
 
 def test_a_record_config_builds_the_network_its_step_builds():
-    from ablation.models import for_config
-    from ablation.steps import run_config
+    from ablation.engine.models import for_config
+    from ablation.study.steps import run_config
 
     step = STEPS["19-views-6k"]
     net = for_config(run_config(step))

@@ -7,13 +7,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ablation import notebook, records
-from ablation.__main__ import QUICK
-from ablation.notebook import LRSchedule, train_notebook
-from ablation.survival import compare_implementations, welch_interval95
-from ablation.records import without_timings
-from ablation.steps import STEPS, Goals, get_step, with_overrides
-from ablation.train import learning_rate, train
+from ablation.reference import notebook
+
+from ablation.runs import records
+from ablation.cli import QUICK
+from ablation.reference.notebook import LRSchedule, train_notebook
+from ablation.study.survival import compare_implementations, welch_interval95
+from ablation.runs.records import without_timings
+from ablation.study.steps import STEPS, Goals, get_step, with_overrides
+from ablation.engine.schedule import learning_rate
+from ablation.engine.train import train
 
 pytestmark = pytest.mark.fast
 TINY = dict(limit_train=256, limit_test=200, epochs=2)
@@ -234,7 +237,7 @@ def as_float(pil_images) -> torch.Tensor:
 def test_pils_nearest_rotation_is_the_engines_but_for_a_few_tied_pixels(angle, mnist):
     import torchvision.transforms.functional as TF
 
-    from ablation import augment as aug
+    from ablation.engine import augment as aug
 
     images = mnist.train_images[:200]
     params = torch.tensor([[angle, 0, 0, 1, 1, 0]]).expand(len(images), -1)
@@ -247,7 +250,7 @@ def test_pils_jitter_is_the_engines_within_two_grey_levels(mnist):
     """PIL rounds each step to uint8 and contrast's mean to a whole grey level; the engine stays in float."""
     import torchvision.transforms.functional as TF
 
-    from ablation import augment as aug
+    from ablation.engine import augment as aug
 
     images = mnist.train_images[:200]
     for bright_first, flag in ((True, 0), (False, 1)):

@@ -4,7 +4,11 @@ import json
 import pytest
 import torch
 
-from ablation import STEPS, build_model, records, train
+from ablation.runs import records
+
+from ablation import train
+
+from ablation import STEPS, build_model
 
 pytestmark = pytest.mark.fast
 
@@ -100,7 +104,7 @@ def test_a_record_without_a_generation_is_generation_1_only_from_a_source_the_le
 def committed(tmp_path):
     """A copy of the final step's committed seed-0 record (a full run on the test set) with its weights,
     and its step."""
-    from ablation.steps import FINAL_STEP
+    from ablation.study.steps import FINAL_STEP
 
     source, weights = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)
     path = tmp_path / "seed-0.json"
@@ -110,7 +114,7 @@ def committed(tmp_path):
 
 
 def test_a_committed_full_run_is_reusable_for_its_own_config_only(committed):
-    from ablation.steps import with_overrides
+    from ablation.study.steps import with_overrides
 
     path, step = committed
     assert records.reusable(path, step)["seed"] == 0

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from ablation import measure, report
-from ablation.analysis import confidence_interval95
-from ablation.records import load_all, to_record
-from ablation.steps import FINAL_STEP, STEPS
-from ablation.train import RunResult, learning_rate
+from ablation.runs import measure
+
+from ablation import report
+from ablation.study.analysis import confidence_interval95
+from ablation.runs.records import load_all, load_folds, to_record
+from ablation.study.steps import FINAL_STEP, STEPS
+from ablation.engine import RunResult
+from ablation.engine.schedule import learning_rate
 
 pytestmark = pytest.mark.fast
 
@@ -165,7 +168,7 @@ def test_records_of_other_code_or_a_dirty_tree_are_flagged(tmp_path):
 
 
 def test_records_made_before_the_generation_from_a_generation_1_source_are_not_flagged(tmp_path):
-    from ablation import records
+    from ablation.runs import records
 
     older, unknown = make_record(GOOD_STEP, 0), make_record(GOOD_STEP, 1)
     for r, source in ((older, "56f0cb08803b4819"), (unknown, "0123456789abcdef")):
@@ -240,8 +243,8 @@ def test_final_mistakes_grid_and_confusion_matrix(runs, tmp_path, monkeypatch):
     """With weights and (a small stand-in for) MNIST, the section counts the mistakes and caps the grid."""
     import torch
 
-    from ablation import data
-    from ablation.models import Net
+    from ablation.engine import data
+    from ablation.engine.models import Net
 
     folder = tmp_path / "runs" / FINAL_STEP
     shutil.copytree(runs / FINAL_STEP, folder)
@@ -356,7 +359,7 @@ def test_folds_are_compared_over_the_seeds_every_fold_ran_beside_the_test_set(tm
     fold1 = write_records(tmp_path / "validation-folds" / "fold-1", [held_out(0, 99.3, 1)])
     write_records(tmp_path / "validation-folds" / "fold-x", [held_out(0, 90.0, 0)])  # not a fold: ignored
     test = load_all(write_records(tmp_path / "runs", [make_record(GOOD_STEP, s, top=99.5) for s in (0, 1)]))
-    (row,) = report.fold_view(report.load_folds(fold0), test)
+    (row,) = report.fold_view(load_folds(fold0), test)
     final = lambda folder: load_all(folder)[GOOD_STEP][0]["history"][-1]["test_acc"]
     assert row["name"] == GOOD_STEP and row["folds"] == "0, 1" and row["seeds"] == "0"  # seed 1 ran in fold 0 only
     assert row["per_fold"] == f"{report.num(final(fold0))}, {report.num(final(fold1))}"
@@ -405,7 +408,7 @@ def test_signed_numbers_never_read_minus_zero():
 
 @pytest.mark.parametrize("mean, shown", [(99.498, "99.498"), (99.43, "99.43")])
 def test_a_mean_just_under_its_bar_is_not_rounded_up_to_it(mean, shown):
-    from ablation.analysis import step_summary
+    from ablation.study.analysis import step_summary
 
     step = STEPS["12-wide-end"]  # goals: mean final >= 99.5 %
     records = [make_record(step.name, s) for s in step.seeds]
@@ -416,7 +419,7 @@ def test_a_mean_just_under_its_bar_is_not_rounded_up_to_it(mean, shown):
 def test_draws_count_the_ways_to_pick_five_seeds_that_meet_every_goal():
     from dataclasses import replace
 
-    from ablation.analysis import draws_meeting_goals
+    from ablation.study.analysis import draws_meeting_goals
 
     step = STEPS[GOOD_STEP]
     good = [make_record(GOOD_STEP, s, epochs=15, top=99.6) for s in range(6)]
@@ -536,7 +539,7 @@ def test_long_layouts_may_break_after_each_comma():
 
 
 def test_the_ablation_chart_plots_each_seeds_lowest_of_the_judged_epochs(runs, page):
-    from ablation.analysis import lowest_of_last
+    from ablation.study.analysis import lowest_of_last
 
     chart = page.split('<section id="ablation">')[1].split("</section>")[0]
     for r in load_all(runs)[GOOD_STEP]:

@@ -3,9 +3,11 @@ import copy
 
 import pytest
 
-from ablation import records, reproduce
-from ablation.runner import Task, train_task
-from ablation.steps import get_step
+from ablation.runs import records
+
+from ablation.runs import reproduce
+from ablation.runs.runner import Task, train_task
+from ablation.study.steps import get_step
 
 pytestmark = pytest.mark.fast
 

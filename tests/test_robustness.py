@@ -21,10 +21,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ablation import records
-from ablation.__main__ import main
-from ablation.steps import FINAL_STEP, STEPS, with_overrides
-from ablation.train import RunResult
+from ablation.runs import records
+from ablation.cli import main
+from ablation.study.steps import FINAL_STEP, STEPS, with_overrides
+from ablation.engine import RunResult
 
 pytestmark = pytest.mark.fast
 
@@ -51,7 +51,7 @@ def fake_engine(monkeypatch):
         trained.extend((step.name, s) for s in seeds)
         return [fake_result(step, s) for s in seeds]
 
-    monkeypatch.setattr(sys.modules["ablation.train"], "train_many", fake_train_many)
+    monkeypatch.setattr(sys.modules["ablation.engine.train"], "train_many", fake_train_many)
     return trained
 
 
@@ -341,7 +341,7 @@ def test_8_a_diverged_run_reads_diverged_in_the_summary(data_dir, tmp_path, caps
     def diverging(step, seeds, **kwargs):
         return [fake_result(step, s, diverged=s == 1) for s in seeds]
 
-    monkeypatch.setattr(sys.modules["ablation.train"], "train_many", diverging)
+    monkeypatch.setattr(sys.modules["ablation.engine.train"], "train_many", diverging)
     out = tmp_path / "runs"
     for seeds, cell in (("1", "diverged"), ("0-1", "50.00 ± 0.00 (seed 1 diverged)")):
         assert main(["run", "--quick", "--steps", STEP, "--seeds", seeds, "--out", str(out), "--data-dir",
@@ -351,7 +351,7 @@ def test_8_a_diverged_run_reads_diverged_in_the_summary(data_dir, tmp_path, caps
 
 
 def test_8_a_data_root_one_level_too_deep_gets_a_hint_and_leaves_nothing(data_dir, tmp_path, capsys):
-    from ablation.data import SHA256
+    from ablation.engine.data import SHA256
 
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)

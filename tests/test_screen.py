@@ -9,11 +9,15 @@ import statistics
 import pytest
 import torch
 
-from ablation import records, report
-from ablation.__main__ import main
-from ablation.screen import Pair, Rule, fold_dir, load_folds, pairs, preview_views, to_train, verdict
-from ablation.models import for_config
-from ablation.steps import STEPS, with_overrides
+from ablation.runs import records
+
+from ablation import report
+from ablation.cli import main
+from ablation.runs.measure import preview_views
+from ablation.runs.records import load_folds
+from ablation.study.screen import Pair, Rule, fold_dir, pairs, to_train, verdict
+from ablation.engine.models import for_config
+from ablation.study.steps import STEPS, with_overrides
 from test_report import make_record, write_records
 
 pytestmark = pytest.mark.fast
@@ -275,7 +279,7 @@ def test_a_preview_pairs_a_run_filed_under_another_name_and_leaves_out_what_it_c
 def test_a_preview_of_anything_but_views_is_refused(data_dir, tmp_path, capsys, monkeypatch):
     argv = ["screen", STEP, "--set", "lr=0.05", "--preview", "--validation", str(tmp_path / "validation"),
             "--data-dir", str(data_dir)]
-    monkeypatch.setattr("ablation.__main__.load_data", lambda *a: pytest.fail("refused only after the data loaded"))
+    monkeypatch.setattr("ablation.cli.load_data", lambda *a: pytest.fail("refused only after the data loaded"))
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and "this variant changes lr" in capsys.readouterr().err

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from ablation.steps import FINAL_STEP, STEPS
-from ablation.survival import clopper_pearson, confirmation, predicted_miss, step_prediction, t_cdf
+from ablation.study.steps import FINAL_STEP, STEPS
+from ablation.study.survival import clopper_pearson, confirmation, predicted_miss, step_prediction, t_cdf
 
 pytestmark = pytest.mark.fast
 

@@ -5,11 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablation import STEPS, build_model, train, train_many
-from ablation.records import without_timings
-from ablation.steps import Schedule, with_overrides
-from ablation.models import Net, for_step, normalize, stack_seeds
-from ablation.train import _average_pairs, _batch, _sharpness_aware, _update_average, generator, learning_rate
+from ablation import train
+
+from ablation import STEPS, build_model, train_many
+from ablation.runs.records import without_timings
+from ablation.study.steps import Schedule, with_overrides
+from ablation.engine.models import Net, for_step, normalize, stack_seeds
+from ablation.engine.schedule import learning_rate
+from ablation.engine.train import _average_pairs, _batch, _sharpness_aware, _update_average, generator
 
 pytestmark = pytest.mark.fast
 QUICK = dict(limit_train=1024, limit_test=500, epochs=1)

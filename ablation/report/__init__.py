@@ -25,11 +25,11 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from .analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, holds_floor, lowest_of_last, meets_mission,
+from ..study.analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, holds_floor, lowest_of_last, meets_mission,
                        paired_delta, step_summary)
-from .screen import Rule, as_registered, load_folds, pairs, verdict
-from .steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
-from .survival import FRESH, THIN, compare_implementations, confirmation, holding, set_ups, step_prediction
+from ..study.screen import Rule, as_registered, pairs, verdict
+from ..study.steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
+from ..study.survival import FRESH, THIN, compare_implementations, confirmation, holding, set_ups, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -436,7 +436,7 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
 
 def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
     """The schedule as configured (from steps.learning_rate, per iteration) and the lr the runs logged."""
-    from .steps import learning_rate
+    from ..engine.schedule import learning_rate
 
     images = records[0]["provenance"].get("train_images", 60_000) if records else 60_000
     per_epoch, total = math.ceil(images / step.batch_size), step.epochs * math.ceil(images / step.batch_size)
@@ -645,7 +645,7 @@ def prediction_view(step: Step, records: list[dict]) -> dict | None:
 
 def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict]]) -> dict:
     """The mission's goals judged on FINAL_STEP's runs, each with its evidence."""
-    from .records import setup_words
+    from ..study.survival import setup_words
 
     step, records = STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, [])
     g = MISSION_GOALS
@@ -765,7 +765,7 @@ ENV_KEYS = ("commit", "dirty", "source_hash", "python", "torch", "torchvision", 
 
 
 def record_flags(step: Step | None, record: dict) -> list[str]:
-    from .records import not_current_because
+    from ..runs.records import not_current_because
 
     p, flags = record["provenance"], not_current_because(record)
     if p.get("dirty") is None and not flags:
@@ -791,7 +791,7 @@ def when(iso: str) -> str:
 
 
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
-    from .records import GENERATION, source_hash
+    from ..runs.records import GENERATION, source_hash
 
     all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
     envs: dict[tuple, dict] = {}
@@ -1003,7 +1003,8 @@ def implementations_view(records_by_step: dict[str, list[dict]], notebook: dict[
 
 def reproduction_view(runs: Path) -> dict | None:
     """The reproduction table of a folder of fresh runs against the committed study; None for the study itself."""
-    from . import records, reproduce
+    from ..runs import records
+    from ..runs import reproduce
 
     if Path(runs).resolve() == records.DEFAULT_RUNS.resolve():
         return None
@@ -1052,7 +1053,7 @@ def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[
 def report_path(runs: Path, fmt: str = "html") -> Path:
     """Where the report of the records under `runs` goes: reports/ablation.html for the study's own folder,
     reports/runs; inside the folder itself for any other, so a scratch folder never overwrites the study's."""
-    from .records import DEFAULT_RUNS
+    from ..runs.records import DEFAULT_RUNS
 
     if Path(runs).resolve() == DEFAULT_RUNS.resolve():
         return DEFAULT_OUT[fmt]
@@ -1066,7 +1067,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     bench: the speed figures' JSON, by default bench.json beside the runs folder (reports/bench.json).
     validation: the validation runs' folder, by default validation/ beside the runs folder.
     """
-    from .records import atomic_write, load_all, load_measured
+    from ..runs.records import atomic_write, load_all, load_folds, load_measured
 
     if fmt not in DEFAULT_OUT:
         raise ValueError(f"unknown report format {fmt!r}: html or md")

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from . import records
 from .data import MNIST
 from .models import for_step, normalize
-from .steps import Step, changed_run_fields, get_step
+from ..study.steps import Step, changed_run_fields, get_step
 
 CHUNK = 2000  # images per teacher forward pass
 
@@ -29,6 +28,8 @@ def find_teachers(step: Step, evaluated_on: str, train_images: int, folders: lis
     """The record JSONs of every one of the teacher step's seeds, from the first of `folders` that holds any
     trained on all of the student's `train_images` and evaluated on the same images, so that no teacher
     has seen what the student is judged on."""
+    from ..runs import records  # read a teacher's records (layering: pruned with distillation)
+
     teacher = get_step(step.distill.teacher)
     for folder in folders:
         found = {}
@@ -58,6 +59,8 @@ def teacher_logits(step: Step, data: MNIST, paths: list[Path]) -> tuple[torch.Te
 
     A teacher step evaluated with test-time shifts gives its log-probabilities over the views instead:
     logits up to a constant per image, which the softened softmax of the distillation loss ignores."""
+    from ..runs import records  # read a teacher's records (layering: pruned with distillation)
+
     teacher = get_step(step.distill.teacher)
     device = data.train_images.device
     total, used = None, []

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import DataError, MNIST, data_root, load_mnist
-from .models import count_parameters
-from .steps import STEPS, Step
-from .train import configure_threads, initial_model, resolve_device, train_many
+from ..engine.data import DataError, MNIST, data_root, load_mnist
+from ..engine.models import count_parameters
+from ..study.steps import STEPS, Step
+from ..engine.train import configure_threads, initial_model, resolve_device, train_many
 
 BATCH_SIZE = 128
 WARMUP_BATCHES = 2
@@ -134,7 +134,7 @@ def run(device: str | torch.device = "cpu", batches: int = 30, seeds: int = 4, d
         data: MNIST | None = None, threads: int | None = None, workers: tuple[int, ...] = WORKERS,
         matmul_size: int = MATMUL_SIZE, log: Callable[[str], None] = _stderr) -> dict:
     """Measure everything; return the figures as a JSON-ready dict (see the module docstring)."""
-    from .records import device_name
+    from ..runs.records import device_name
 
     check_batches(batches)
     device = resolve_device(str(device))
@@ -235,7 +235,7 @@ def main(args) -> int:
     figures = run(device, args.batches, args.seeds, args.data_dir, data=data)
     text = json.dumps(figures, indent=1)
     if args.save:
-        from .records import atomic_write
+        from ..runs.records import atomic_write
 
         atomic_write(args.save, lambda f: f.write((text + "\n").encode()))
         print(f"wrote {args.save}", file=sys.stderr)

@@ -1,14 +1,11 @@
-"""Numbers about steps and runs: goal verdicts, statistics over seeds, per-layer tables, receptive field."""
+"""Numbers about steps and runs: goal verdicts and statistics over seeds (the network's anatomy is in
+engine/models.py)."""
 from __future__ import annotations
 
 import itertools
 import math
 import statistics
 
-import torch
-import torch.nn as nn
-
-from .models import GlobalAvgPool, Net, SeedDropout, TiedConv
 from .steps import Goals, Step
 
 # Accuracies are counts over at least 1,000 images (steps of 0.01-0.1 %), stored as float32 percentages:
@@ -205,94 +202,3 @@ def check_goals(step: Step, records: list[dict]) -> None:
         raise GoalMiss(f"goals met on {summary['seeds_meeting']}/{len(records)} seeds ({per_seed})")
     if goals.mean_final_floor is not None and not at_least(summary["final_mean"], goals.mean_final_floor):
         raise GoalMiss(f"mean final accuracy {summary['final_mean']:.2f}% < {goals.mean_final_floor}%")
-
-
-# --- the per-layer table and the receptive field -------------------------------------------------
-
-def layer_table(model: Net, image_size: int = 28) -> list[dict]:
-    """One row per layer of `model`: output shape, parameters, MACs, receptive field and jump.
-
-    MACs come from torch.utils.flop_counter on a one-image forward (FLOPs / 2); the receptive field
-    r and jump j follow r += (k - 1) * j, j *= stride, with global average pooling as a kernel the
-    size of its input map.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    rows = []
-    x = torch.zeros(1, model.seeds, image_size, image_size)
-    r, j = 1, 1
-    model = model.eval()
-    for i, block in enumerate(model.features):
-        first = block[0] if isinstance(block, nn.Sequential) else block
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            y = block(x)
-        if isinstance(first, (nn.Conv2d, TiedConv)):
-            conv = first.source if isinstance(first, TiedConv) else first  # whose channels it maps
-            k, s = first.kernel_size[0], first.stride[0]
-            rest = list(block)[1:] if isinstance(block, nn.Sequential) else []
-            if conv.groups == conv.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
-                name, rest = f"sep{k}x{k} {conv.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
-            else:
-                kind = "tied" if first is not conv else "conv"
-                name = f"{kind}{k}x{k} {conv.in_channels // model.seeds}→{conv.out_channels // model.seeds}"
-            name += f" pad {first.padding[0]}" if first.padding[0] else ""
-            extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
-                      for m in rest]
-            name += "".join(f", {e}" for e in extras)
-        elif isinstance(first, nn.MaxPool2d):
-            k, s, name = 2, 2, "max-pool 2x2"
-        elif isinstance(first, GlobalAvgPool):
-            k, s, name = x.shape[-1], 1, "global average pool"
-        else:
-            raise TypeError(f"no receptive-field rule for {type(first).__name__}")
-        r, j = r + (k - 1) * j, j * s
-        rows.append({"layer": name, "output": tuple(y.shape[1:]), "params": sum(p.numel() for p in block.parameters()),
-                     "macs": counter.get_total_flops() // 2, "rf": r, "jump": j})
-        x = y
-    return rows
-
-
-def receptive_field(model: Net) -> int:
-    return layer_table(model)[-1]["rf"]
-
-
-def receptive_field_probe(model: Net, image_size: int = 28) -> int:
-    """The receptive field measured: the side of the input box whose pixels move one output unit.
-
-    A geometric copy of the trunk (every convolution with all-ones weights, max-pool as average pool
-    so that every pixel of a window passes gradient, BatchNorm, ReLU and dropout dropped: they do not
-    change geometry) is run on a blank input much larger than the field; the gradient of the centre
-    unit of its last map is non-zero exactly on the pixels that unit sees. For a GAP network the probe
-    stops before the pooling, and the pooled map's extent is added as the formula does.
-    """
-    probe: list[nn.Module] = []
-    pooled_side = None
-    x = torch.zeros(1, model.seeds, image_size, image_size)
-    for block in model.features:
-        if isinstance(block, GlobalAvgPool):
-            pooled_side = x.shape[-1]
-            break
-        for m in (block if isinstance(block, nn.Sequential) else [block]):
-            if isinstance(m, (nn.Conv2d, TiedConv)):
-                conv = nn.Conv2d(1, 1, m.kernel_size, stride=m.stride, padding=m.padding, bias=False)
-                nn.init.ones_(conv.weight)
-                probe.append(conv)
-            elif isinstance(m, nn.MaxPool2d):
-                probe.append(nn.AvgPool2d(m.kernel_size, m.stride))
-        with torch.no_grad():
-            x = block.eval()(x)
-    trunk = nn.Sequential(*probe)
-
-    def seen_columns(col_offset: int) -> torch.Tensor:
-        inp = torch.zeros(1, 1, image_size * 4, image_size * 4, requires_grad=True)
-        out = trunk(inp)
-        h, w = out.shape[-2:]
-        out[0, 0, h // 2, w // 2 + col_offset].backward()
-        return inp.grad[0, 0].abs().sum(0).nonzero()
-
-    cols, next_cols = seen_columns(0), seen_columns(1)
-    field = int(cols.max() - cols.min() + 1)
-    if pooled_side is not None:
-        jump = int(next_cols.min() - cols.min())  # how far the field moves per unit of the map, measured
-        field += (pooled_side - 1) * jump
-    return field

@@ -29,47 +29,11 @@ Touvron et al., 2019). No augmentation parameters are drawn in those epochs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Augment:
-    rotation: float = 0.0  # degrees; angle ~ U[-rotation, +rotation]
-    translate: float = 0.0  # fraction of the image side; shift ~ U[-t, +t] on each axis
-    brightness: float = 0.0  # β: factor ~ U[1-β, 1+β]
-    contrast: float = 0.0  # γ: factor ~ U[1-γ, 1+γ]
-    interpolation: str = "nearest"  # torchvision's RandomRotation default; "bilinear" is smoother
-    elastic: float = 0.0  # pixels: the largest displacement, per axis, at the points of the coarse grid
-    until_epoch: int = 0  # augment in epochs 1..until_epoch only, clean images after (0: in every epoch)
-
-    def __post_init__(self):
-        if not isinstance(self.until_epoch, int) or isinstance(self.until_epoch, bool) or self.until_epoch < 0:
-            raise ValueError(f"until_epoch must be a whole number of epochs ≥ 0 (0: every epoch), got {self.until_epoch!r}")
-
-    @property
-    def active(self) -> bool:
-        return any((self.rotation, self.translate, self.brightness, self.contrast, self.elastic))
-
-    @property
-    def warps(self) -> bool:
-        """Whether the images are resampled (a rotation, shift or distortion), not only re-toned."""
-        return any((self.rotation, self.translate, self.elastic))
-
-    def on_in(self, epoch: int) -> bool:
-        """Whether the images of `epoch` (1-based) are augmented."""
-        return self.active and (not self.until_epoch or epoch <= self.until_epoch)
-
-    def describe(self) -> str:
-        parts = [f"rot ±{self.rotation:g}°" if self.rotation else "",
-                 f"shift ±{self.translate:g}" if self.translate else "",
-                 f"bright ±{self.brightness:g}" if self.brightness else "",
-                 f"contrast ±{self.contrast:g}" if self.contrast else "",
-                 f"elastic ±{self.elastic:g} px" if self.elastic else ""]
-        text = ", ".join(p for p in parts if p) or "none"
-        return f"{text} (epochs 1-{self.until_epoch}, clean after)" if self.active and self.until_epoch else text
+from ..study.steps import Augment
 
 
 NONE = Augment()

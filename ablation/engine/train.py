@@ -14,6 +14,7 @@ import copy
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -21,10 +22,11 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from . import distill
-from .data import MNIST, load_mnist
+from .data import MNIST, evaluation_label, load_mnist
 from .models import Net, count_parameters, evaluate, for_step, normalize, stack_seeds, unstack_seeds
-from .records import DEFAULT_RUNS, RunResult, evaluation_label, git_state, source_hash
-from .steps import Step, get_step, learning_rate
+from . import RunResult, git_state, source_hash
+from .schedule import learning_rate
+from ..study.steps import Step, get_step
 
 DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
 STREAMS = ("init", "order", "augment", "dropout")
@@ -203,7 +205,7 @@ def train_many(
 
     soft, teachers = None, None
     if step.distill.active:
-        paths = distill.find_teachers(step, evaluated_on, full_train, teacher_dirs or [DEFAULT_RUNS])
+        paths = distill.find_teachers(step, evaluated_on, full_train, teacher_dirs or [Path("reports/runs")])
         logits, teachers = distill.teacher_logits(step, data, paths)
         soft = torch.log_softmax(logits / step.distill.temperature, dim=-1)
 

@@ -124,3 +124,10 @@ def _load_cpu(root: Path) -> MNIST:
 def load_mnist(data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> MNIST:
     """MNIST on `device`, read (and verified) once per process and data root."""
     return _load_cpu(data_root(data_dir).resolve()).to(device)
+
+
+def evaluation_label(holdout: int = 0, fold: int = 0) -> str:
+    """What a run's `evaluated_on` says for a holdout of `holdout` images (0: the test set), fold `fold`."""
+    if not holdout:
+        return "test"
+    return f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"

@@ -12,8 +12,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
 from functools import lru_cache
 
-from .augment import Augment
-from .models import parse_layout, test_time_rotations, test_time_shifts
+from .layout import parse_layout, test_time_rotations, test_time_shifts
 
 MISSION = "≥ 99.4 % test accuracy in each of the last 5 epochs, within 15 epochs, with < 10,000 parameters, on every seed"
 
@@ -71,15 +70,50 @@ OPTIMIZERS = ("sgd", "adam")
 INTERPOLATIONS = ("nearest", "bilinear")  # grid_sample's modes that augment.py's rotation is meant for
 
 
-def check_augment(a: Augment) -> None:
-    """Augment's ranges (its until_epoch it checks itself): a step refuses a value no run could use."""
-    check(in_range(a.rotation, 0, 180), "augment.rotation", a.rotation, "degrees in [0, 180]")
-    check(in_range(a.translate, 0, 1, high_open=True), "augment.translate", a.translate, "a fraction of the side in [0, 1)")
-    for name in ("brightness", "contrast"):
-        check(in_range(getattr(a, name), 0, 1), f"augment.{name}", getattr(a, name), "a factor's half-width in [0, 1]")
-    check(a.interpolation in INTERPOLATIONS, "augment.interpolation", a.interpolation,
-          f"one of {', '.join(map(repr, INTERPOLATIONS))}")
-    check(in_range(a.elastic, 0, 28), "augment.elastic", a.elastic, "pixels in [0, 28]")
+@dataclass(frozen=True)
+class Augment:
+    rotation: float = 0.0  # degrees; angle ~ U[-rotation, +rotation]
+    translate: float = 0.0  # fraction of the image side; shift ~ U[-t, +t] on each axis
+    brightness: float = 0.0  # β: factor ~ U[1-β, 1+β]
+    contrast: float = 0.0  # γ: factor ~ U[1-γ, 1+γ]
+    interpolation: str = "nearest"  # torchvision's RandomRotation default; "bilinear" is smoother
+    elastic: float = 0.0  # pixels: the largest displacement, per axis, at the points of the coarse grid
+    until_epoch: int = 0  # augment in epochs 1..until_epoch only, clean images after (0: in every epoch)
+
+    def __post_init__(self):  # its ranges; whether until_epoch fits the step's epochs, Step checks
+        check(in_range(self.rotation, 0, 180), "augment.rotation", self.rotation, "degrees in [0, 180]")
+        check(in_range(self.translate, 0, 1, high_open=True), "augment.translate", self.translate,
+              "a fraction of the side in [0, 1)")
+        for name in ("brightness", "contrast"):
+            check(in_range(getattr(self, name), 0, 1), f"augment.{name}", getattr(self, name), "a factor's half-width in [0, 1]")
+        check(self.interpolation in INTERPOLATIONS, "augment.interpolation", self.interpolation,
+              f"one of {', '.join(map(repr, INTERPOLATIONS))}")
+        check(in_range(self.elastic, 0, 28), "augment.elastic", self.elastic, "pixels in [0, 28]")
+        check(is_whole(self.until_epoch, 0, MAX_EPOCHS), "augment.until_epoch", self.until_epoch,
+              "a whole number of epochs ≥ 0 (0: every epoch)")
+
+    @property
+    def active(self) -> bool:
+        return any((self.rotation, self.translate, self.brightness, self.contrast, self.elastic))
+
+    @property
+    def warps(self) -> bool:
+        """Whether the images are resampled (a rotation, shift or distortion), not only re-toned."""
+        return any((self.rotation, self.translate, self.elastic))
+
+    def on_in(self, epoch: int) -> bool:
+        """Whether the images of `epoch` (1-based) are augmented."""
+        return self.active and (not self.until_epoch or epoch <= self.until_epoch)
+
+    def describe(self) -> str:
+        parts = [f"rot ±{self.rotation:g}°" if self.rotation else "",
+                 f"shift ±{self.translate:g}" if self.translate else "",
+                 f"bright ±{self.brightness:g}" if self.brightness else "",
+                 f"contrast ±{self.contrast:g}" if self.contrast else "",
+                 f"elastic ±{self.elastic:g} px" if self.elastic else ""]
+        text = ", ".join(p for p in parts if p) or "none"
+        return f"{text} (epochs 1-{self.until_epoch}, clean after)" if self.active and self.until_epoch else text
+
 
 
 @dataclass(frozen=True)
@@ -111,25 +145,6 @@ class Schedule:
             end = f", ends ep {self.final_epoch}" if self.final_epoch else ""
             return f"one-cycle (warm-up {self.warmup:.0%}{end})"
         return "constant"
-
-
-def learning_rate(step: Step, iteration: int, iters_per_epoch: int) -> float:
-    """The lr of `step`'s schedule at a global iteration (0-based): StepLR steps per epoch, one-cycle per
-    iteration. Here, beside Schedule, so that the report draws a schedule without importing the engine."""
-    s = step.schedule
-    epoch = iteration // iters_per_epoch
-    if s.kind == "constant":
-        return step.lr
-    if s.kind == "step":
-        return step.lr * s.gamma ** (epoch // s.step_epochs)
-    if s.kind == "onecycle":
-        total = (s.final_epoch or step.epochs) * iters_per_epoch
-        rise = max(1, round(s.warmup * total))
-        start, floor = step.lr / s.div, step.lr / s.final_div
-        if iteration < rise:
-            return start + (step.lr - start) * iteration / rise
-        return max(floor, step.lr + (floor - step.lr) * (iteration - rise) / max(1, total - rise))
-    raise ValueError(f"unknown schedule kind {s.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -245,7 +260,6 @@ class Step:
         for name, kind in (("schedule", Schedule), ("augment", Augment), ("goals", Goals), ("distill", Distill)):
             value = getattr(self, name)
             check(isinstance(value, kind), name, value, f"a {kind.__name__}; set one of its fields as {name}.FIELD=VALUE")
-        check_augment(self.augment)
         if self.augment.until_epoch and not (self.augment.active and self.augment.until_epoch < self.epochs):
             raise ValueError(f"augment.until_epoch={self.augment.until_epoch} must be before the last epoch "
                              f"({self.epochs}) of a step that augments, or 0")

@@ -54,15 +54,16 @@ from torch.optim.lr_scheduler import OneCycleLR, StepLR
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from . import augment as aug
-from . import records
-from .__main__ import QUICK, parse_seeds, parse_steps, positive_int
-from .data import data_root
-from .models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
-from .runner import Progress, Task, run_tasks
-from .steps import Step, get_step
-from .survival import compare_implementations, implementation_of
-from .train import STREAMS, RunResult, configure_threads, generator, initial_model, resolve_device
+from ..engine import augment as aug
+from ..runs import records
+from ..cli import QUICK, parse_seeds, parse_steps, positive_int
+from ..engine.data import data_root
+from ..engine.models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
+from ..runs.runner import Progress, Task, run_tasks
+from ..study.steps import Step, get_step
+from ..study.survival import compare_implementations, implementation_of
+from ..engine import RunResult
+from ..engine.train import STREAMS, configure_threads, generator, initial_model, resolve_device
 
 IMPLEMENTATION = "notebook"
 DEFAULT_OUT = Path("reports/notebook")

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from . import records
-from .analysis import lowest_of_last, meets
-from .steps import STEPS, changed_run_fields
+from ..study.analysis import lowest_of_last, meets
+from ..study.steps import STEPS, changed_run_fields
+from ..study.survival import setup_words
 
 # What has to agree, besides the engine itself, for a run to be promised bit-identical to another.
 SAME_SETUP_KEYS = ("torch", "torchvision", "device", "device_name", "threads", "seeds_per_pass",
@@ -100,7 +101,7 @@ def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,
             if only is not None and (name, fresh["seed"]) not in only:
                 continue
             final, lowest, met = _figures(fresh, last)
-            where = records.setup_words(fresh["provenance"])
+            where = setup_words(fresh["provenance"])
             committed = committed_by_seed.get(fresh["seed"])
             if committed is None or step is None or changed_run_fields(step, committed["config"]) \
                     or changed_run_fields(step, fresh["config"]) or committed["evaluated_on"] != fresh["evaluated_on"]:
@@ -145,8 +146,8 @@ def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> 
     """Per step and set-up of the fresh runs made elsewhere than the committed ones (OTHER_SETUP): whether the
     claim holds there, the floor held in each of the last N epochs on k of n seeds, the misses named, beside
     the committed seeds' figures. One line each."""
-    from .analysis import at_least
-    from .survival import named_misses
+    from ..study.analysis import at_least
+    from ..study.survival import named_misses
 
     committed_all, out = records.load_all(committed_dir), []
     groups: dict[tuple[str, str], list[Pair]] = {}

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import torch
 
-from .analysis import goal_verdicts
-from .data import TRAIN_LABEL_COUNTS
-from .models import evaluate, for_config
-from .steps import Step, changed_run_fields
+from ..study.analysis import goal_verdicts
+from ..engine import RunResult, git_state, source_hash
+from ..engine.data import TRAIN_LABEL_COUNTS, evaluation_label
+from ..engine.models import evaluate, for_config
+from ..study.screen import VALIDATION, fold_dir
+from ..study.steps import Step, changed_run_fields
 
 SCHEMA_VERSION = 1
 # The engine's numeric generation: what tests/golden/*.json were accepted under. A change that moves any
@@ -37,40 +39,10 @@ SCHEMA_VERSION = 1
 # made under an older one stale; a change that moves none leaves it, and every record stays current.
 GENERATION = 1
 DEFAULT_RUNS = Path("reports/runs")
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # ablation/
 # A record's files are made readable like any other file the user writes (mkstemp alone makes them 0600).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-# The code that turns a step's config (stored whole in every record) into numbers. Its hash is kept in
-# provenance to say which code made a record; whether a record is current is its GENERATION's, which the
-# goldens keep honest (they also cover steps.learning_rate, left out here because steps.py is mostly texts).
-# An uncommitted edit to these files marks a record made meanwhile dirty.
-ENGINE_FILES = ("augment.py", "data.py", "distill.py", "models.py", "train.py")
-
-
-@lru_cache(maxsize=1)
-def source_hash() -> str:
-    """SHA-256 (first 16 hex digits) over the engine's source files, in a fixed order."""
-    digest = hashlib.sha256()
-    for name in ENGINE_FILES:
-        digest.update(name.encode())
-        digest.update((PACKAGE / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@lru_cache(maxsize=1)
-def git_state() -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--", *ENGINE_FILES))
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", False
-    return {"commit": commit or None, "dirty": dirty if commit else None}
 
 
 def device_name(device: str) -> str:
@@ -121,37 +93,6 @@ def float_path() -> dict:
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn_isa": _onednn_isa(),
             "onednn_isa_cap": cap.upper() if cap else None}
-
-
-def setup_words(p: dict) -> str:
-    """A record's set-up as a user names it: "AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch
-    2.14.1+cu130, 1 thread". Records made before provenance held the float path say what they hold."""
-    where = p.get("device_name") or p.get("device") or "unknown device"
-    if str(p.get("device", "cpu")).startswith("cpu"):
-        isa = [p["cpu_capability"]] if p.get("cpu_capability") else []
-        if p.get("onednn_isa"):
-            isa.append(f"oneDNN: {p['onednn_isa']}" + (f", capped at {p['onednn_isa_cap']}" if p.get("onednn_isa_cap") else ""))
-        elif p.get("onednn_isa_cap"):
-            isa.append(f"oneDNN capped at {p['onednn_isa_cap']}")
-        where += f", {isa[0]}" + (f" ({isa[1]})" if len(isa) > 1 else "") if isa else ""
-    threads = p.get("threads")
-    return f"{where}, torch {p.get('torch')}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
-
-
-@dataclass
-class RunResult:
-    """One seed's run, as train.train_many returns it: what this module writes to disk."""
-
-    step: Step
-    seed: int
-    params: int
-    history: list[dict] = field(default_factory=list)  # one row per epoch
-    diverged_at: int | None = None  # the epoch whose training loss was not finite
-    state_dict: dict | None = None
-    evaluated_on: str = "test"
-    engine: dict = field(default_factory=dict)  # device, threads, seeds per pass, subset sizes
-    started: float = 0.0  # unix time
-    finished: float = 0.0
 
 
 def provenance(result: RunResult) -> dict:
@@ -380,13 +321,6 @@ def probe_output(out: Path, seed_digits: int = 10) -> Path:
     return out
 
 
-def evaluation_label(holdout: int = 0, fold: int = 0) -> str:
-    """What a run's `evaluated_on` says for a holdout of `holdout` images (0: the test set), fold `fold`."""
-    if not holdout:
-        return "test"
-    return f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
-
-
 def ran_for(record: dict, epochs: int) -> bool:
     """Whether `record` is a run of `epochs` epochs: that many in its history, or diverged within them."""
     diverged = record["diverged_at"]
@@ -519,3 +453,12 @@ def not_current_because(record: dict) -> list[str]:
     if p.get("dirty"):
         why.append("made from a tree with uncommitted engine changes")
     return why
+
+
+def load_folds(validation: Path = VALIDATION) -> dict[int, dict[str, list[dict]]]:
+    """{fold: {step name: records}} of every held-out fold found beside `validation`, fold 0 included."""
+    folds = {0: load_all(validation)}
+    for path in sorted(Path(validation).parent.glob("validation-folds/fold-*")):
+        if (k := path.name.removeprefix("fold-")).isdigit():
+            folds[int(k)] = load_all(path)
+    return dict(sorted(folds.items()))

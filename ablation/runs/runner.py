@@ -21,8 +21,8 @@ from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
-from .data import MNIST
-from .steps import Step
+from ..engine.data import MNIST
+from ..study.steps import Step
 
 @dataclass(frozen=True)
 class Task:
@@ -79,8 +79,8 @@ class Progress:
 def train_task(task: Task, data: MNIST | None = None, bar: bool = True) -> list[tuple[dict, bytes]]:
     """Train one task; return (record, weights' bytes) per seed, for the driver to write (records.write)."""
     from . import records
-    from .data import load_mnist
-    from .train import train_many
+    from ..engine.data import load_mnist
+    from ..engine.train import train_many
 
     data = data or load_mnist(task.data_dir)
     progress = Progress(task.images(data), task.step.name, bar=bar)

@@ -1,19 +1,6 @@
-"""The networks: a tiny layout language and the module it builds.
+"""The networks: the module a layout builds.
 
-A layout is a tuple of tokens, read left to right:
-
-    conv3:16    3x3 convolution to 16 channels, no padding ("conv3p:16" pads by 1)
-    conv1:8     1x1 convolution (a "transition" that mixes channels cheaply)
-    pool        2x2 max-pool, stride 2
-    gap         global average pooling to 1x1
-    conv6:10    any other kernel size, e.g. a 6x6 convolution that sees a whole 6x6 map
-    sep3:24     depthwise-separable 3x3: a 3x3 filter per input channel, then a 1x1 convolution to 24
-                channels, as one block ("sep3p:24" pads by 1); C_in * (9 + C_out) weights instead of
-                9 * C_in * C_out, so the same budget buys wider layers
-    tied3p:16   the kernel of the convolution before it applied again ("tied3:16" without padding): depth
-                and multiply-adds without new weights. That convolution must have the same kernel size and
-                map 16 channels to 16 (it may itself be tied); the BatchNorm after a tied one is its own,
-                since a second application's statistics are not the first's
+The layout language (conv3:16, pool, gap, sep3:24, tied3p:16, ...) is read by study/layout.py.
 
 Every convolution but the last is followed by BatchNorm (when the step has it), ReLU and dropout
 (when the step has it). 1x1 transitions get ReLU only: the seed's 9,752 counts BatchNorm after
@@ -34,69 +21,14 @@ in one pass (see train.py). K=1 is the plain network that `build_model` returns.
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..study.layout import IMAGE_SIZE, NUM_CLASSES, Layer, parse_layout, test_time_rotations, test_time_shifts
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-NUM_CLASSES = 10
-_TOKEN = re.compile(r"(?P<conv>conv|sep|tied)(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
-
-
-@dataclass(frozen=True)
-class Layer:
-    kind: str  # "conv", "pool" or "gap"
-    kernel: int = 1  # pixels; for pool the window (2)
-    padding: int = 0  # pixels
-    out_channels: int = 0  # for conv only
-    separable: bool = False  # conv only: depthwise kxk, then pointwise 1x1 to out_channels
-    tied: bool = False  # conv only: the kernel of the convolution before it, applied again
-
-
-def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
-    """Turn layout tokens into layers; raise ValueError naming the first bad token."""
-    layers = []
-    for token in layout:
-        m = _TOKEN.match(token)
-        if not m:
-            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, sepK:C, sepKp:C, tiedK:C, "
-                             f"tiedKp:C, pool or gap")
-        if m["pool"]:
-            layers.append(Layer("pool", kernel=2))
-        elif m["gap"]:
-            layers.append(Layer("gap"))
-        else:
-            k = int(m["k"])
-            layer = Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"]),
-                          separable=m["conv"] == "sep", tied=m["conv"] == "tied")
-            if layer.tied:
-                _check_tie(token, [l for l in layers if l.kind == "conv"], layer)
-            layers.append(layer)
-    convs = [l for l in layers if l.kind == "conv"]
-    if not convs or layers[-1] != convs[-1] or convs[-1].out_channels != NUM_CLASSES:
-        raise ValueError(f"layout {layout} must end with a convolution to {NUM_CLASSES} channels")
-    return layers
-
-
-def _check_tie(token: str, before: list[Layer], layer: Layer) -> None:
-    # A kernel can be applied again only where it fits: same size, and as many channels in as out, since
-    # its input is now the output of a convolution with its own output channels.
-    if not before:
-        raise ValueError(f"layout token {token!r} cannot tie: no convolution comes before it")
-    source, channels_in = before[-1], before[-2].out_channels if len(before) > 1 else 1
-    if source.separable or source.kernel != layer.kernel:
-        kind = "a depthwise-separable block" if source.separable else f"a {source.kernel}x{source.kernel} convolution"
-        raise ValueError(f"layout token {token!r} cannot tie to the convolution before it: that is {kind}, and only a "
-                         f"{layer.kernel}x{layer.kernel} convolution (plain or tied) has the kernel it needs")
-    if not channels_in == source.out_channels == layer.out_channels:
-        raise ValueError(f"layout token {token!r} cannot tie to the convolution before it, which maps {channels_in} "
-                         f"channel{'s' * (channels_in != 1)} to {source.out_channels}: a kernel is applied again only from C channels to the "
-                         f"same C, written as the tied token's C")
-
-
 class TiedConv(nn.Module):
     """The kernel of `source` (an nn.Conv2d elsewhere in the network) applied again, with its own padding.
 
@@ -270,46 +202,6 @@ def evaluate(model: Net, images: torch.Tensor, labels: torch.Tensor) -> tuple[to
     return loss, correct
 
 
-IMAGE_SIZE = 28
-
-
-def test_time_shifts(shifts) -> tuple[tuple[int, int], ...]:
-    """`shifts` as a tuple of (dx, dy) pairs of whole pixels (from tuples, or a record's JSON lists).
-
-    Checked when a step or network is made, so a bad value fails before any training, not at the first
-    evaluation: each shift must be a pair of integers smaller than the image in size."""
-    out = []
-    for item in shifts:
-        pair = tuple(item) if isinstance(item, (tuple, list)) else (item,)
-        if len(pair) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) for d in pair) \
-                or not all(abs(d) < IMAGE_SIZE for d in pair):
-            raise ValueError(f"test-time shift {item!r} is not a pair of whole pixels (dx, dy), each between "
-                             f"{1 - IMAGE_SIZE} and {IMAGE_SIZE - 1}; write several as ((1, 0), (0, 1))")
-        out.append(pair)
-    return _distinct_views(tuple(out), (0, 0), "shift")
-
-
-def test_time_rotations(angles) -> tuple[float, ...]:
-    """`angles` (degrees) as a tuple of floats, checked when a step or network is made."""
-    if not isinstance(angles, (tuple, list)):
-        raise ValueError(f"test-time rotations {angles!r} are not a tuple of angles; write one as (5.0,)")
-    out = []
-    for a in angles:
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not abs(a) <= 180:
-            raise ValueError(f"test-time rotation {a!r} is not an angle in degrees between -180 and 180; "
-                             f"write several as (5.0, -5.0)")
-        out.append(float(a))
-    return _distinct_views(tuple(out), 0.0, "rotation")
-
-
-def _distinct_views(views: tuple, identity, kind: str) -> tuple:
-    # The image itself is always a view; a view equal to it, or one listed twice, would weigh it twice.
-    if identity in views or len(set(views)) != len(views):
-        raise ValueError(f"test-time {kind}s {views} repeat a view or the image itself ({identity!r}); "
-                         f"each view must be distinct")
-    return views
-
-
 # A blank pixel after `normalize`: what an image moved or turned by test-time augmentation is filled with.
 BACKGROUND = -MNIST_MEAN / MNIST_STD
 
@@ -357,3 +249,94 @@ def unstack_seeds(stacked: Net) -> list[dict[str, torch.Tensor]]:
         for i in range(k):
             out[i][name] = tensor.clone() if tensor.dim() == 0 else tensor.chunk(k, dim=0)[i].clone()
     return out
+
+
+# --- the per-layer table and the receptive field -------------------------------------------------
+
+def layer_table(model: Net, image_size: int = 28) -> list[dict]:
+    """One row per layer of `model`: output shape, parameters, MACs, receptive field and jump.
+
+    MACs come from torch.utils.flop_counter on a one-image forward (FLOPs / 2); the receptive field
+    r and jump j follow r += (k - 1) * j, j *= stride, with global average pooling as a kernel the
+    size of its input map.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    x = torch.zeros(1, model.seeds, image_size, image_size)
+    r, j = 1, 1
+    model = model.eval()
+    for i, block in enumerate(model.features):
+        first = block[0] if isinstance(block, nn.Sequential) else block
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            y = block(x)
+        if isinstance(first, (nn.Conv2d, TiedConv)):
+            conv = first.source if isinstance(first, TiedConv) else first  # whose channels it maps
+            k, s = first.kernel_size[0], first.stride[0]
+            rest = list(block)[1:] if isinstance(block, nn.Sequential) else []
+            if conv.groups == conv.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
+                name, rest = f"sep{k}x{k} {conv.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
+            else:
+                kind = "tied" if first is not conv else "conv"
+                name = f"{kind}{k}x{k} {conv.in_channels // model.seeds}→{conv.out_channels // model.seeds}"
+            name += f" pad {first.padding[0]}" if first.padding[0] else ""
+            extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
+                      for m in rest]
+            name += "".join(f", {e}" for e in extras)
+        elif isinstance(first, nn.MaxPool2d):
+            k, s, name = 2, 2, "max-pool 2x2"
+        elif isinstance(first, GlobalAvgPool):
+            k, s, name = x.shape[-1], 1, "global average pool"
+        else:
+            raise TypeError(f"no receptive-field rule for {type(first).__name__}")
+        r, j = r + (k - 1) * j, j * s
+        rows.append({"layer": name, "output": tuple(y.shape[1:]), "params": sum(p.numel() for p in block.parameters()),
+                     "macs": counter.get_total_flops() // 2, "rf": r, "jump": j})
+        x = y
+    return rows
+
+
+def receptive_field(model: Net) -> int:
+    return layer_table(model)[-1]["rf"]
+
+
+def receptive_field_probe(model: Net, image_size: int = 28) -> int:
+    """The receptive field measured: the side of the input box whose pixels move one output unit.
+
+    A geometric copy of the trunk (every convolution with all-ones weights, max-pool as average pool
+    so that every pixel of a window passes gradient, BatchNorm, ReLU and dropout dropped: they do not
+    change geometry) is run on a blank input much larger than the field; the gradient of the centre
+    unit of its last map is non-zero exactly on the pixels that unit sees. For a GAP network the probe
+    stops before the pooling, and the pooled map's extent is added as the formula does.
+    """
+    probe: list[nn.Module] = []
+    pooled_side = None
+    x = torch.zeros(1, model.seeds, image_size, image_size)
+    for block in model.features:
+        if isinstance(block, GlobalAvgPool):
+            pooled_side = x.shape[-1]
+            break
+        for m in (block if isinstance(block, nn.Sequential) else [block]):
+            if isinstance(m, (nn.Conv2d, TiedConv)):
+                conv = nn.Conv2d(1, 1, m.kernel_size, stride=m.stride, padding=m.padding, bias=False)
+                nn.init.ones_(conv.weight)
+                probe.append(conv)
+            elif isinstance(m, nn.MaxPool2d):
+                probe.append(nn.AvgPool2d(m.kernel_size, m.stride))
+        with torch.no_grad():
+            x = block.eval()(x)
+    trunk = nn.Sequential(*probe)
+
+    def seen_columns(col_offset: int) -> torch.Tensor:
+        inp = torch.zeros(1, 1, image_size * 4, image_size * 4, requires_grad=True)
+        out = trunk(inp)
+        h, w = out.shape[-2:]
+        out[0, 0, h // 2, w // 2 + col_offset].backward()
+        return inp.grad[0, 0].abs().sum(0).nonzero()
+
+    cols, next_cols = seen_columns(0), seen_columns(1)
+    field = int(cols.max() - cols.min() + 1)
+    if pooled_side is not None:
+        jump = int(next_cols.min() - cols.min())  # how far the field moves per unit of the map, measured
+        field += (pooled_side - 1) * jump
+    return field

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from .data import MNIST
+from ..engine.data import MNIST
 from . import runner
 from .runner import Task, Tracker, train_task
 
@@ -170,7 +170,7 @@ def resources(task: Task, runs_per_gpu: int) -> dict:
 def submit(tasks: list[Task], data: MNIST | None, *, address: str | None = None, num_cpus: int | None = None,
            runs_per_gpu: int = 1, max_retries: int = DEFAULT_RETRIES) -> dict:
     """Submit every task at once (MNIST put in the object store once); {Ray object ref: task}."""
-    from .data import load_mnist
+    from ..engine.data import load_mnist
 
     ray = connect(address, num_cpus)
     data = data or load_mnist(tasks[0].data_dir)
@@ -223,7 +223,7 @@ def run_tasks(tasks: list[Task], data: MNIST | None = None, **options) -> list[s
     """runner.run_tasks with every wave on Ray (`options`: run_wave's keywords); the failed tasks' errors."""
     from functools import partial
 
-    from .data import load_mnist
+    from ..engine.data import load_mnist
 
     if tasks and data is None:  # read once for every wave (distillation's come in two)
         data = load_mnist(tasks[0].data_dir)

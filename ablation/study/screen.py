@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last
-from .steps import Goals, Step, changed_run_fields, check, in_range, is_whole
+from .steps import Goals, Step, changed_run_fields, check, config_diff, in_range, is_whole
 
 VALIDATION = Path("reports/validation")
 LAST_EPOCHS = Goals().last_epochs  # the mission's window, for the lowest accuracy of a run's last epochs
@@ -26,17 +26,6 @@ LAST_EPOCHS = Goals().last_epochs  # the mission's window, for the lowest accura
 def fold_dir(validation: Path, fold: int) -> Path:
     """The records folder of held-out fold `fold`: `validation` itself for fold 0."""
     return Path(validation) if fold == 0 else Path(validation).parent / "validation-folds" / f"fold-{fold}"
-
-
-def load_folds(validation: Path = VALIDATION) -> dict[int, dict[str, list[dict]]]:
-    """{fold: {step name: records}} of every held-out fold found beside `validation`, fold 0 included."""
-    from .records import load_all
-
-    folds = {0: load_all(validation)}
-    for path in sorted(Path(validation).parent.glob("validation-folds/fold-*")):
-        if (k := path.name.removeprefix("fold-")).isdigit():
-            folds[int(k)] = load_all(path)
-    return dict(sorted(folds.items()))
 
 
 def as_registered(step: Step, runs: dict[str, list[dict]]) -> list[dict]:
@@ -172,62 +161,7 @@ VIEW_FIELDS = frozenset({"tta", "tta_rotations"})
 
 def check_views_only(step: Step, variant: Step) -> None:
     """Raises ValueError unless `variant` changes `step` in VIEW_FIELDS and nowhere else."""
-    from .steps import config_diff
-
     changed = set(config_diff(step, variant))
     if not changed or changed - VIEW_FIELDS:
         raise ValueError(f"a preview measures other test-time views ({', '.join(sorted(VIEW_FIELDS))}) on the "
                          f"step's saved weights; this variant changes {', '.join(sorted(changed)) or 'nothing'}")
-
-
-def preview_views(step: Step, variant: Step, validation: Path, data, *, holdout: int, fold_ids: list[int],
-                  seeds: list[int], limit_test: int | None = None) -> tuple[list[Pair], list[str]]:
-    """(pairs, the (fold, seed)s left out and why) for a variant of `step` that changes only VIEW_FIELDS: each
-    (fold, seed) of the step's saved fold runs, its final held-out accuracy through its saved weights with its own
-    views and with the variant's. Only the final epoch can be measured so (the minima of the last epochs are nan):
-    a preview ranks views before a screen, it is not a screen's verdict.
-
-    A run is paired only if its saved weights, with the step's own views, give the record's last epoch exactly
-    (images right, and the loss within the record's rounding): weights and a record that do not belong together
-    would measure nothing."""
-    from .records import measure_weights, record_paths, why_not_remeasurable
-    from .steps import run_config
-
-    check_views_only(step, variant)
-    views = {f: v for f, v in run_config(variant).items() if f in VIEW_FIELDS}
-    folds, found, left_out = load_folds(validation), [], []
-    for k in fold_ids:
-        runs = {r["seed"]: r for r in as_registered(step, folds.get(k, {}))}
-        held = data.holdout(holdout, fold=k)
-        images, labels = held.test_images[:limit_test], held.test_labels[:limit_test]
-        n = len(labels)
-        for seed in seeds:
-            record, where = runs.get(seed), f"fold {k} seed {seed}"
-            if record is None:
-                quick = " --quick" if limit_test else ""
-                left_out.append(f"{where}: no run of {step.name} (python -m ablation run --steps {step.name} --seeds "
-                                f"{seed} --holdout {holdout} --fold {k}{quick} --out {fold_dir(validation, k)} trains it)")
-                continue
-            weights = record_paths(fold_dir(validation, k), record["step"], seed)[1]
-            why = why_not_remeasurable(record)
-            if not why and not weights.is_file():
-                why = f"no saved weights at {weights}"
-            if not why and record["provenance"].get("eval_images", n) != n:
-                why = (f"it was evaluated on {record['provenance']['eval_images']:,} held-out images, not {n:,} "
-                       f"(a --quick run, or another --holdout?)")
-            if why:
-                left_out.append(f"{where}: {why}")
-                continue
-            try:
-                right, loss = measure_weights(record, weights, images, labels)
-                right_with_views = measure_weights(record, weights, images, labels, **views)[0]
-            except Exception as e:  # a damaged file or a mismatched network: name it, measure the rest
-                left_out.append(f"{where}: could not evaluate {weights}: {type(e).__name__}: {e}")
-                continue
-            last = record["history"][-1]
-            if right != round(last["test_acc"] * n / 100) or abs(loss - last["test_loss"]) > 5.0001e-7:
-                left_out.append(f"{where}: {weights} gives {100 * right / n:.2f} % and loss {loss:.6f} on {n:,} "
-                                f"held-out images, its record {last['test_acc']:.2f} % and {last['test_loss']:.6f}")
-                continue
-            found.append(Pair(k, seed, 100 * right / n, 100 * right_with_views / n))
-    return found, left_out

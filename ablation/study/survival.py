@@ -129,12 +129,25 @@ def named_misses(seeds: list[int], lowest: dict[int, float | None]) -> str:
     return ", ".join(f"seed {s} ({'diverged' if lowest[s] is None else f'{lowest[s]:.2f} %'})" for s in seeds)
 
 
+def setup_words(p: dict) -> str:
+    """A record's set-up as a user names it: "AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch
+    2.14.1+cu130, 1 thread". Records made before provenance held the float path say what they hold."""
+    where = p.get("device_name") or p.get("device") or "unknown device"
+    if str(p.get("device", "cpu")).startswith("cpu"):
+        isa = [p["cpu_capability"]] if p.get("cpu_capability") else []
+        if p.get("onednn_isa"):
+            isa.append(f"oneDNN: {p['onednn_isa']}" + (f", capped at {p['onednn_isa_cap']}" if p.get("onednn_isa_cap") else ""))
+        elif p.get("onednn_isa_cap"):
+            isa.append(f"oneDNN capped at {p['onednn_isa_cap']}")
+        where += f", {isa[0]}" + (f" ({isa[1]})" if len(isa) > 1 else "") if isa else ""
+    threads = p.get("threads")
+    return f"{where}, torch {p.get('torch')}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
+
+
 def set_ups(step: Step, judged: list[dict], elsewhere: dict[str, list[dict]]) -> list[dict]:
     """The claim on each set-up it was measured on: the judged seeds' own first, then each folder of
     `elsewhere` ({folder: records of `step`}, e.g. reports/other-setups/intel-xeon-avx512) by the set-up its
     records name: the seeds that held the floor, k of n, and the misses with their lowest of the last N."""
-    from .records import setup_words
-
     out = []
     groups = [("the judged seeds", [r for r in judged if r["seed"] in step.seeds])]
     groups += [(folder, recs) for folder, recs in sorted(elsewhere.items())]
