@@ -1,6 +1,7 @@
 """A test-first reproducibility and ablation suite for tiny CNNs on MNIST."""
 from .engine.models import Net, count_parameters, for_step, normalize
-from .study.steps import FINAL_STEP, STEPS, Step, get_step
+from .study.registry import FINAL_STEP, STEPS, get_step
+from .study.step import Step
 from .engine.train import train, train_many
 
 

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from .study.screen import Rule
-from .study.steps import FINAL_STEP, MAX_EPOCHS, MAX_SEED, STEPS, Goals, Step, get_step, with_overrides
+from .study.registry import FINAL_STEP, STEPS, get_step, with_overrides
+from .study.step import MAX_EPOCHS, MAX_SEED, Goals, Step
 
 # What --quick trains on: a smoke test of the whole path in seconds, one epoch.
 QUICK = dict(limit_train=2048, limit_test=1000)

@@ -120,7 +120,7 @@ def test_augmentation_is_on_until_its_last_epoch_and_always_without_one():
 def test_an_end_of_augmentation_that_would_change_nothing_is_refused_by_the_step(augment):
     from dataclasses import replace
 
-    from ablation.study.steps import STEPS
+    from ablation.study.registry import STEPS
 
     with pytest.raises(ValueError, match="must be before the last epoch"):
         replace(STEPS["13-wide-end-6k"], augment=augment)

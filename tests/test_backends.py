@@ -20,7 +20,7 @@ from ablation.cli import main
 from ablation.runs import ray_backend
 from ablation.runs import runner
 from ablation.runs.runner import Task, run_tasks
-from ablation.study.steps import get_step
+from ablation.study.registry import get_step
 
 pytestmark = pytest.mark.fast
 TIMINGS = {"started", "finished", "wall_seconds"}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ablation.cli import main, parse_seeds
-from ablation.study.steps import STEPS
+from ablation.study.registry import STEPS
 
 pytestmark = pytest.mark.fast
 
@@ -149,7 +149,7 @@ def test_teachers_train_in_a_wave_before_their_students():
     from dataclasses import replace
 
     from ablation.runs.runner import Task, waves
-    from ablation.study.steps import Distill
+    from ablation.study.step import Distill
 
     student = replace(STEPS["10-narrow-6k"], name="student", distill=Distill("9-narrow-8k", 0.5, 4.0))
     grand = replace(STEPS["10-narrow-6k"], name="grand", distill=Distill("student", 0.5, 4.0))
@@ -174,7 +174,7 @@ def recorded(tmp_path, monkeypatch):
     import sys
 
     from ablation.runs import records
-    from ablation.study.steps import FINAL_STEP
+    from ablation.study.registry import FINAL_STEP
 
     out = tmp_path / "runs"
     (out / FINAL_STEP).mkdir(parents=True)
@@ -195,7 +195,7 @@ def recorded(tmp_path, monkeypatch):
 
 
 def test_resume_keeps_what_is_recorded_and_trains_the_rest(recorded, data_dir, capsys):
-    from ablation.study.steps import FINAL_STEP
+    from ablation.study.registry import FINAL_STEP
 
     out, trained = recorded
     argv = ["run", "--steps", "final", "--seeds", "0-2", "--out", str(out), "--data-dir", str(data_dir),

@@ -12,7 +12,7 @@ from ablation import train
 from ablation import STEPS
 from ablation.engine.distill import TeacherError, find_teachers, teacher_logits
 from ablation.engine.models import normalize
-from ablation.study.steps import Distill, run_config
+from ablation.study.step import Distill, run_config
 from ablation.engine.train import _distilled, initial_model
 
 pytestmark = pytest.mark.fast

@@ -19,7 +19,7 @@ import pytest
 
 from ablation.runs import records
 from ablation.study.analysis import GoalMiss, check_goals, check_run_goals, goal_verdicts
-from ablation.study.steps import STEPS
+from ablation.study.registry import STEPS
 
 pytestmark = pytest.mark.fast
 

@@ -40,7 +40,7 @@ from ablation.runs import records
 
 from ablation.runs import reproduce
 from ablation.study.analysis import GoalMiss, check_goals, check_run_goals
-from ablation.study.steps import changed_run_fields
+from ablation.study.step import changed_run_fields
 from conftest import reusable_record, selected_confirmation_seeds, selected_seeds, selected_steps, task_for
 
 pytestmark = pytest.mark.slow

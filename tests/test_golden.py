@@ -60,7 +60,7 @@ import torch
 
 from ablation.runs import records
 from ablation.engine.data import MNIST
-from ablation.study.steps import STEPS, with_overrides
+from ablation.study.registry import STEPS, with_overrides
 from ablation.study.survival import setup_words
 from ablation.engine.train import train_many
 

@@ -100,7 +100,7 @@ def reachable(graph: dict[str, set[str]], module: str) -> set[str]:
 
 def test_the_graph_reader_resolves_every_kind_of_import(tmp_path):
     graph = import_graph()
-    assert {"engine.augment", "engine.models", "engine.data", "engine", "study.steps"} <= graph["engine.train"]
+    assert {"engine.augment", "engine.models", "engine.data", "engine", "study.step"} <= graph["engine.train"]
     assert "runs.records" in graph["runs.measure"]  # from . import records
     assert "engine.models" in graph["cli"]  # imported inside a function
     assert set(graph["__main__"]) == {"cli"}

@@ -286,7 +286,7 @@ def test_a_view_that_repeats_the_image_or_another_view_is_refused(kw):
 
 def test_a_record_config_builds_the_network_its_step_builds():
     from ablation.engine.models import for_config
-    from ablation.study.steps import run_config
+    from ablation.study.step import run_config
 
     step = STEPS["19-views-6k"]
     net = for_config(run_config(step))

@@ -14,7 +14,8 @@ from ablation.cli import QUICK
 from ablation.reference.notebook import LRSchedule, train_notebook
 from ablation.study.survival import compare_implementations, welch_interval95
 from ablation.runs.records import without_timings
-from ablation.study.steps import STEPS, Goals, get_step, with_overrides
+from ablation.study.registry import STEPS, get_step, with_overrides
+from ablation.study.step import Goals
 from ablation.engine.schedule import learning_rate
 from ablation.engine.train import train
 

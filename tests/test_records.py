@@ -104,7 +104,7 @@ def test_a_record_without_a_generation_is_generation_1_only_from_a_source_the_le
 def committed(tmp_path):
     """A copy of the final step's committed seed-0 record (a full run on the test set) with its weights,
     and its step."""
-    from ablation.study.steps import FINAL_STEP
+    from ablation.study.registry import FINAL_STEP
 
     source, weights = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)
     path = tmp_path / "seed-0.json"
@@ -114,7 +114,7 @@ def committed(tmp_path):
 
 
 def test_a_committed_full_run_is_reusable_for_its_own_config_only(committed):
-    from ablation.study.steps import with_overrides
+    from ablation.study.registry import with_overrides
 
     path, step = committed
     assert records.reusable(path, step)["seed"] == 0

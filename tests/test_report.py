@@ -21,7 +21,7 @@ from ablation.runs import measure
 from ablation import report
 from ablation.study.analysis import confidence_interval95
 from ablation.runs.records import load_all, load_folds, to_record
-from ablation.study.steps import FINAL_STEP, STEPS
+from ablation.study.registry import FINAL_STEP, STEPS
 from ablation.engine import RunResult
 from ablation.engine.schedule import learning_rate
 

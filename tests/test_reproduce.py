@@ -7,7 +7,7 @@ from ablation.runs import records
 
 from ablation.runs import reproduce
 from ablation.runs.runner import Task, train_task
-from ablation.study.steps import get_step
+from ablation.study.registry import get_step
 
 pytestmark = pytest.mark.fast
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ablation.runs import records
 from ablation.cli import main
-from ablation.study.steps import FINAL_STEP, STEPS, with_overrides
+from ablation.study.registry import FINAL_STEP, STEPS, with_overrides
 from ablation.engine import RunResult
 
 pytestmark = pytest.mark.fast

@@ -17,7 +17,7 @@ from ablation.runs.measure import preview_views
 from ablation.runs.records import load_folds
 from ablation.study.screen import Pair, Rule, fold_dir, pairs, to_train, verdict
 from ablation.engine.models import for_config
-from ablation.study.steps import STEPS, with_overrides
+from ablation.study.registry import STEPS, with_overrides
 from test_report import make_record, write_records
 
 pytestmark = pytest.mark.fast

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from ablation.study.steps import (FINAL_STEP, SEED_STEPS, STEPS, Goals, changed_run_fields, config_diff, get_step, run_config,
-                            with_overrides)
+from ablation.study.registry import FINAL_STEP, SEED_STEPS, STEPS, get_step, with_overrides
+
+from ablation.study.step import Goals, changed_run_fields, config_diff, run_config
 
 pytestmark = pytest.mark.fast
 CHILDREN = [pytest.param(s, id=s.name) for s in STEPS.values() if s.parent]
@@ -89,7 +90,7 @@ def test_a_record_made_before_a_field_of_a_part_existed_compares_at_that_fields_
     """Augment.elastic came after most records: a config without it was made at its default, 0."""
     import json
 
-    from ablation.study.steps import changed_run_fields, run_config
+    from ablation.study.step import changed_run_fields, run_config
 
     step = STEPS["12-wide-end"]
     config = json.loads(json.dumps(run_config(step)))

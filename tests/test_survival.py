@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from ablation.study.steps import FINAL_STEP, STEPS
+from ablation.study.registry import FINAL_STEP, STEPS
 from ablation.study.survival import clopper_pearson, confirmation, predicted_miss, step_prediction, t_cdf
 
 pytestmark = pytest.mark.fast

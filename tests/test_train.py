@@ -9,7 +9,8 @@ from ablation import train
 
 from ablation import STEPS, build_model, train_many
 from ablation.runs.records import without_timings
-from ablation.study.steps import Schedule, with_overrides
+from ablation.study.registry import with_overrides
+from ablation.study.step import Schedule
 from ablation.engine.models import Net, for_step, normalize, stack_seeds
 from ablation.engine.schedule import learning_rate
 from ablation.engine.train import _average_pairs, _batch, _sharpness_aware, _update_average, generator

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..study.steps import Step
+from ..study.step import Step
 
 ENGINE = Path(__file__).resolve().parent
 

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..study.steps import Augment
+from ..study.step import Augment
 
 
 NONE = Augment()

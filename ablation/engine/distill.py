@@ -15,7 +15,8 @@ import torch
 
 from .data import MNIST
 from .models import for_step, normalize
-from ..study.steps import Step, changed_run_fields, get_step
+from ..study.registry import get_step
+from ..study.step import Step, changed_run_fields
 
 CHUNK = 2000  # images per teacher forward pass
 

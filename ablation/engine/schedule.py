@@ -1,7 +1,7 @@
 """The learning rate of a step's Schedule at each iteration: the numbers behind the recipe."""
 from __future__ import annotations
 
-from ..study.steps import Step
+from ..study.step import Step
 
 
 def learning_rate(step: Step, iteration: int, iters_per_epoch: int) -> float:

@@ -26,7 +26,8 @@ from .data import MNIST, evaluation_label, load_mnist
 from .models import Net, count_parameters, evaluate, for_step, normalize, stack_seeds, unstack_seeds
 from . import RunResult, git_state, source_hash
 from .schedule import learning_rate
-from ..study.steps import Step, get_step
+from ..study.registry import get_step
+from ..study.step import Step
 
 DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
 STREAMS = ("init", "order", "augment", "dropout")

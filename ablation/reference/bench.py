@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.data import DataError, MNIST, data_root, load_mnist
 from ..engine.models import count_parameters
-from ..study.steps import STEPS, Step
+from ..study.registry import STEPS
+from ..study.step import Step
 from ..engine.train import configure_threads, initial_model, resolve_device, train_many
 
 BATCH_SIZE = 128

@@ -60,7 +60,8 @@ from ..cli import QUICK, parse_seeds, parse_steps, positive_int
 from ..engine.data import data_root
 from ..engine.models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
 from ..runs.runner import Progress, Task, run_tasks
-from ..study.steps import Step, get_step
+from ..study.registry import get_step
+from ..study.step import Step
 from ..study.survival import compare_implementations, implementation_of
 from ..engine import RunResult
 from ..engine.train import STREAMS, configure_threads, generator, initial_model, resolve_device

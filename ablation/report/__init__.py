@@ -28,7 +28,8 @@ from markupsafe import Markup
 from ..study.analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, holds_floor, lowest_of_last, meets_mission,
                        paired_delta, step_summary)
 from ..study.screen import Rule, as_registered, pairs, verdict
-from ..study.steps import FINAL_STEP, MISSION, STEPS, Goals, Step, changed_run_fields, config_diff
+from ..study.registry import FINAL_STEP, STEPS
+from ..study.step import MISSION, Goals, Step, changed_run_fields, config_diff
 from ..study.survival import FRESH, THIN, compare_implementations, confirmation, holding, set_ups, step_prediction
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -435,7 +436,7 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
 
 
 def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
-    """The schedule as configured (from steps.learning_rate, per iteration) and the lr the runs logged."""
+    """The schedule as configured (from engine.schedule.learning_rate, per iteration) and the lr the runs logged."""
     from ..engine.schedule import learning_rate
 
     images = records[0]["provenance"].get("train_images", 60_000) if records else 60_000

@@ -17,7 +17,8 @@ from .records import load_folds, measure_weights, record_paths, why_not_remeasur
 from ..engine import data
 from ..engine.models import Net, layer_table, normalize
 from ..study.screen import VIEW_FIELDS, Pair, as_registered, check_views_only, fold_dir
-from ..study.steps import FINAL_STEP, STEPS, Step, run_config
+from ..study.registry import FINAL_STEP, STEPS
+from ..study.step import Step, run_config
 
 MAX_MISTAKES_KEPT = 60  # the report shows these; the count and the confusion matrix cover all of them
 

@@ -31,7 +31,7 @@ from ..engine import RunResult, git_state, source_hash
 from ..engine.data import TRAIN_LABEL_COUNTS, evaluation_label
 from ..engine.models import evaluate, for_config
 from ..study.screen import VALIDATION, fold_dir
-from ..study.steps import Step, changed_run_fields
+from ..study.step import Step, changed_run_fields
 
 SCHEMA_VERSION = 1
 # The engine's numeric generation: what tests/golden/*.json were accepted under. A change that moves any

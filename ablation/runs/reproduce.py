@@ -20,7 +20,8 @@ import torch
 
 from . import records
 from ..study.analysis import lowest_of_last, meets
-from ..study.steps import STEPS, changed_run_fields
+from ..study.registry import STEPS
+from ..study.step import changed_run_fields
 from ..study.survival import setup_words
 
 # What has to agree, besides the engine itself, for a run to be promised bit-identical to another.

@@ -22,7 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from ..engine.data import MNIST
-from ..study.steps import Step
+from ..study.step import Step
 
 @dataclass(frozen=True)
 class Task:

@@ -6,7 +6,7 @@ import itertools
 import math
 import statistics
 
-from .steps import Goals, Step
+from .step import Goals, Step
 
 # Accuracies are counts over at least 1,000 images (steps of 0.01-0.1 %), stored as float32 percentages:
 # 99.24 % is 99.239998. A bar is met when a value is within float noise of it, far below that resolution,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last
-from .steps import Goals, Step, changed_run_fields, check, config_diff, in_range, is_whole
+from .step import Goals, Step, changed_run_fields, check, config_diff, in_range, is_whole
 
 VALIDATION = Path("reports/validation")
 LAST_EPOCHS = Goals().last_epochs  # the mission's window, for the lowest accuracy of a run's last epochs

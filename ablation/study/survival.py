@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from .analysis import at_least, final_accuracies, holds_floor, lowest_of_last, mean_std, t95
-from .steps import Goals, Step
+from .step import Goals, Step
 
 RESOLUTION = 0.01  # percent: one test image in 10,000
 THIN = 0.05  # a predicted miss rate from this up makes a pass "narrow" in the verdict
