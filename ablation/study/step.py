@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 from .layout import parse_layout, test_time_rotations, test_time_shifts
 
@@ -205,17 +206,38 @@ class SeedReport:
     epochs_run: int | None = None  # how long the seed trained, when it can be told
 
 
+# A step's words (its Target, Result, Analysis, Notes and, where it misses a goal, why) live in
+# words/<name>.md beside the registry: prose is not configuration. The seed's steps quote the seed study's
+# text as it is; the figures in ours are checked against the records (tests/test_words.py).
+WORDS = Path(__file__).resolve().with_name("words")
+SECTIONS = {"Target": "target", "Result": "result", "Analysis": "analysis", "Notes": "notes", "Known miss": "known_miss"}
+
+
+@lru_cache(maxsize=None)
+def words(name: str) -> dict[str, str | None]:
+    """{target, result, analysis, notes, known_miss} of the step called `name`, read from words/<name>.md;
+    a paragraph's lines are joined by spaces. No file (a step made in a test): empty texts, no known miss."""
+    out: dict[str, str | None] = {"target": "", "result": "", "analysis": "", "notes": "", "known_miss": None}
+    path = WORDS / f"{name}.md"
+    if Path(name).name != name or not path.is_file():
+        return out
+    section, lines = None, {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            if line[3:] not in SECTIONS:
+                raise ValueError(f"{path}: unknown section {line!r}; the sections are {', '.join(SECTIONS)}")
+            section = SECTIONS[line[3:]]
+            lines[section] = []
+        elif section and line.strip():
+            lines[section].append(line.strip())
+    return out | {key: " ".join(text) for key, text in lines.items()}
+
+
 @dataclass(frozen=True)
 class Step:
     name: str  # "<n>-<what>", the test id and the records folder
     parent: str | None  # the step this one changes
     changes: tuple[str, ...]  # the fields of the parent this step's target changes
-    target: str  # the seed's (or our) Target, as written
-    # The seed's Result, as written; for our steps only what the records cannot say: the report writes the
-    # measured part (report.measured_result), so no figure here can drift from the records.
-    result: str
-    analysis: str  # the seed's (or our) Analysis, as written
-    notes: str  # what we had to decide where the text is silent or contradicts itself
     params: int  # parameters of the model; a fast test checks it against the built network
     layout: tuple[str, ...]  # the network, in models.py's layout language
     batchnorm: bool  # BatchNorm after every 3x3 convolution
@@ -231,7 +253,6 @@ class Step:
     epochs: int  # epochs trained
     seeds: tuple[int, ...]  # the seeds its results are reported over
     goals: Goals
-    known_miss: str | None  # why the goals are not met on every seed, from our runs (a strict xfail)
     seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
     floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
     distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
@@ -268,9 +289,6 @@ class Step:
         check(is_text(self.parent, none=True), "parent", self.parent, "a step's name or None")
         check(isinstance(self.changes, tuple) and all(is_text(c) for c in self.changes), "changes", self.changes,
               "a tuple of field names")
-        for name in ("target", "result", "analysis", "notes"):
-            check(is_text(getattr(self, name)), name, getattr(self, name), "a text")
-        check(is_text(self.known_miss, none=True), "known_miss", self.known_miss, "a text or None")
         check(self.seed_report is None or isinstance(self.seed_report, SeedReport), "seed_report", self.seed_report,
               "None or a SeedReport")
         check(is_whole(self.params, 0, 10**9), "params", self.params, "a whole number of parameters ≥ 0")
@@ -302,6 +320,16 @@ class Step:
         check(in_range(self.ema, 0, 1, high_open=True), "ema", self.ema, "a decay in [0, 1) (0: off)")
         check(is_real(self.sam) and self.sam >= 0, "sam", self.sam, "a finite radius ρ ≥ 0 (0: off)")
 
+    # The words of a variant made with --set ('12-wide-end[lr=0.1]') are its step's.
+    words = property(lambda self: words(self.name.partition("[")[0]))
+    target = property(lambda self: self.words["target"])  # the seed's (or our) Target, as written
+    # The seed's Result, as written; for our steps only what the records cannot say: the report writes the
+    # measured part (report.measured_result), so no figure here can drift from the records.
+    result = property(lambda self: self.words["result"])
+    analysis = property(lambda self: self.words["analysis"])  # the seed's (or our) Analysis, as written
+    notes = property(lambda self: self.words["notes"])  # what we decided where the text is silent or contradicts itself
+    known_miss = property(lambda self: self.words["known_miss"])  # why a goal is missed (the strict xfails' reason)
+
     def describe_augment(self) -> str:
         copies = [f"{len(self.tta)} shifted" if self.tta else "",
                   f"{len(self.tta_rotations)} rotated ({', '.join(f'{a:+g}°' for a in self.tta_rotations)})"
@@ -317,7 +345,7 @@ class Step:
 
 
 # Fields that describe or judge a step but do not change what its run computes.
-NON_RUN_FIELDS = frozenset({"name", "parent", "changes", "target", "result", "analysis", "notes", "known_miss",
+NON_RUN_FIELDS = frozenset({"name", "parent", "changes",
                             "seed_report", "params", "goals", "seeds", "floor_misses",
                             "confirmation_seeds", "confirmation_misses"})
 
