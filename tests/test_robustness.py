@@ -14,6 +14,7 @@ import os
 import shutil
 import string
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_1_a_quick_screen_beside_full_fold_runs_is_refused(data_dir, tmp_path, c
 # 2. A --set value is never a path; a long variant has a short folder.
 
 def test_2_a_variant_name_never_reaches_the_filesystem(tmp_path):
-    escaping = with_overrides(STEPS["1-basic"], ["notes=/../../../esc"])
+    escaping = replace(STEPS["1-basic"], name="1-basic[/../../../esc]")  # no --set field takes free text now
     layout = ("conv3:8",) * 40 + ("gap", "conv1:10")
     long = with_overrides(STEPS["1-basic"], [f"layout={layout!r}", "tta=((1,0),)", "tta_rotations=(5.0,)",
                                              "augment.rotation=7.0", "lr=0.05"])
