@@ -58,14 +58,6 @@ def initial_model(step: Step, seed: int) -> Net:
         return for_step(step)
 
 
-def _optimizer(step: Step, params) -> torch.optim.Optimizer:
-    if step.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
-    if step.optimizer == "adam":
-        return torch.optim.Adam(params, lr=step.lr, weight_decay=step.weight_decay)
-    raise ValueError(f"unknown optimizer {step.optimizer!r}")
-
-
 def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step, aug_gens,
            epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seed k's images (N, K, 28, 28), augmented with seed k's generator in the epochs that augment, and
@@ -218,7 +210,7 @@ def train_many(
     averaged = copy.deepcopy(model) if step.ema else None
     shown = model if averaged is None else averaged  # evaluated each epoch and saved at the end
     pairs = _average_pairs(averaged, model) if averaged is not None else []
-    opt = _optimizer(step, model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
     gens = {name: [generator(s, name, device) for s in seeds] for name in STREAMS if name != "init"}
     model.set_dropout_generators(gens["dropout"])
 

@@ -32,15 +32,15 @@ floating-point summation order between this loop and the engine (tests/test_note
 On the CPU only: the engine draws its order and augmentation on the training device.
 
 From the command line (records under reports/notebook/<step>/seed-<k>.json, one process per --jobs):
-    python -m ablation.notebook --steps final --seeds 0-4 --runs reports/notebook --jobs 2
-    python -m ablation.notebook --steps final --compare reports/runs --runs reports/notebook
+    python -m ablation notebook --steps final --seeds 0-4 --runs reports/notebook --jobs 2
+    python -m ablation notebook --steps final --compare reports/runs --runs reports/notebook
+The bench (bench.py) times this loop's data pipeline: `transforms_for`, `mnist` and `train_loader` serve both.
 
 Not implemented here, and refused: label smoothing, a weight average (EMA), SAM, distillation, and the
 augmentations torchvision's RandomRotation/ColorJitter do not express (translation, elastic distortion).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import sys
@@ -56,7 +56,6 @@ from torchvision import datasets, transforms
 
 from ..engine import augment as aug
 from ..runs import records
-from ..cli import QUICK, parse_seeds, parse_steps, positive_int
 from ..engine.data import data_root
 from ..engine.models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
 from ..runs.runner import Progress, Task, run_tasks
@@ -83,8 +82,6 @@ def refuse_unsupported(step: Step) -> None:
         ("label smoothing", step.label_smoothing), ("a weight average (ema)", step.ema), ("SAM", step.sam),
         ("distillation", step.distill.active), ("translation", step.augment.translate),
         ("elastic distortion", step.augment.elastic)) if on]
-    if step.optimizer != "sgd":
-        missing.append(f"optimizer {step.optimizer!r}")
     if missing:
         raise ValueError(f"the notebook trainer does not implement {', '.join(missing)} (step {step.name}); "
                          f"only the engine trains it")
@@ -97,19 +94,39 @@ def check_like_engine(like_engine) -> tuple[str, ...]:
     return details
 
 
-def transforms_for(step: Step, augmented: bool):
-    """The PIL pipeline of one epoch: ColorJitter, then RandomRotation (the engine's order), ToTensor, Normalize."""
+def transforms_for(step: Step, augmented: bool, *, saturation: float = 0.0, hue: float = 0.0):
+    """The PIL pipeline of one epoch: ColorJitter, then RandomRotation (the engine's order), ToTensor, Normalize.
+
+    saturation, hue: ColorJitter's other two factors, which change nothing in a grey image but still cost their
+    time; the public notebooks set them, so the bench times them, and the step leaves them off."""
     a = step.augment
     chain = []
-    if augmented and (a.brightness or a.contrast):
+    if augmented and (a.brightness or a.contrast or saturation or hue):
         # On the PIL image, before Normalize: the engine, too, jitters the unnormalised pixels.
-        chain.append(transforms.ColorJitter(brightness=a.brightness, contrast=a.contrast))
+        chain.append(transforms.ColorJitter(brightness=a.brightness, contrast=a.contrast, saturation=saturation, hue=hue))
     if augmented and a.rotation:
         mode = {"nearest": transforms.InterpolationMode.NEAREST,
                 "bilinear": transforms.InterpolationMode.BILINEAR}[a.interpolation]
         chain.append(transforms.RandomRotation(a.rotation, interpolation=mode, fill=0))
     chain += [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
     return transforms.Compose(chain)
+
+
+def mnist(root, train: bool, transform) -> datasets.MNIST:
+    """torchvision's MNIST under the data root `root` (never downloaded here: the engine's data.py fetches)."""
+    return datasets.MNIST(str(root), train=train, download=False, transform=transform)
+
+
+def train_loader(data, step: Step, seed: int, device: torch.device, *, order=None, workers: int = 0) -> DataLoader:
+    """The notebook's training DataLoader: batches of step.batch_size, shuffled by a generator seeded with `seed`
+    (or drawn by the sampler `order`), `workers` loader processes, pinned memory on CUDA as the notebooks set it."""
+    # The loader's own generator also seeds its iterator each epoch: given here, the global stream is not drawn.
+    return DataLoader(data, batch_size=step.batch_size, shuffle=order is None, sampler=order, num_workers=workers,
+                      generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda")
+
+
+def optimizer(step: Step, model: torch.nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
 
 
 class EngineOrder(torch.utils.data.Sampler):
@@ -201,14 +218,13 @@ def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: in
     # As the engine: on the CPU every op here has a deterministic kernel; on CUDA a few have none.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
 
-    root = str(data_root(data_dir))
+    root = data_root(data_dir)
     # The engine's augmentation works on a batch of float pixels, normalised after it: the dataset then only
     # turns each image into a tensor.
     batch_augment = "augment" in like_engine
     augmented, clean = transforms_for(step, True), transforms_for(step, False)
-    train_set = datasets.MNIST(root, train=True, download=False,
-                               transform=transforms.ToTensor() if batch_augment else augmented)
-    test_set = datasets.MNIST(root, train=False, download=False, transform=clean)
+    train_set = mnist(root, True, transforms.ToTensor() if batch_augment else augmented)
+    test_set = mnist(root, False, clean)
     train_data = Subset(train_set, range(limit_train)) if limit_train else train_set
     test_data = Subset(test_set, range(limit_test)) if limit_test else test_set
 
@@ -220,12 +236,9 @@ def train_notebook(step: Step | str, seed: int = 0, *, data_dir=None, epochs: in
         augment_generator = generator(seed, "augment", device) if batch_augment else None
         params = count_parameters(model)
         order = EngineOrder(len(train_data), seed) if "order" in like_engine else None
-        # The loader's own generator also seeds its iterator each epoch: given here, the global stream is not drawn.
-        loader = DataLoader(train_data, batch_size=step.batch_size, shuffle=order is None, sampler=order,
-                            num_workers=0, generator=torch.Generator().manual_seed(seed),
-                            pin_memory=device.type == "cuda")
+        loader = train_loader(train_data, step, seed, device, order=order)
         test_loader = DataLoader(test_data, batch_size=TEST_BATCH, shuffle=False, num_workers=0)
-        opt = torch.optim.SGD(model.parameters(), lr=step.lr, momentum=step.momentum, weight_decay=step.weight_decay)
+        opt = optimizer(step, model)
         schedule = LRSchedule(step, opt, len(loader))
 
         n_train, started = len(train_data), time.time()
@@ -289,7 +302,7 @@ def format_comparison(c: dict) -> str:
     return "\n".join(lines)
 
 
-# --- the command line: python -m ablation.notebook --steps final --seeds 0-4 --runs reports/notebook --------
+# --- many runs: python -m ablation notebook --steps final --seeds 0-4 --runs reports/notebook -------------
 
 def _run_one(task) -> tuple[str, object]:
     """What a pool worker runs (a fresh interpreter, one thread): ("ok", [encoded record]) or ("error", message)."""
@@ -302,6 +315,15 @@ def _run_one(task) -> tuple[str, object]:
         return "ok", [records.encode(result)]
     except Exception as e:  # noqa: BLE001 - named and reported by the driver, not swallowed
         return "error", f"{type(e).__name__}: {e}"
+
+
+def tasks_for(steps: list[Step], seeds: list[int] | None, *, device: str, epochs: int | None, data_dir, out: Path,
+              quick: dict | None = None, like_engine: tuple[str, ...] = ()) -> list[Task]:
+    """One Task per step and seed (each step's own seeds unless `seeds`), one thread each. Task.quick carries
+    train_notebook's keywords: `quick`'s subset sizes, and like_engine where asked."""
+    keywords = {**(quick or {}), **({"like_engine": check_like_engine(like_engine)} if like_engine else {})}
+    return [Task(step, [seed], device, epochs, data_dir, 0, 1, keywords, out)
+            for step in steps for seed in (seeds or step.seeds)]
 
 
 def run_all(tasks: list, jobs: int) -> list[str]:
@@ -326,59 +348,3 @@ def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step],
         print(f"{step.name}: engine seeds {[r['seed'] for r in engine]}, notebook seeds {[r['seed'] for r in notes]}")
         print(format_comparison(compare_implementations(engine, notes, step.goals)) + "\n")
     return status
-
-
-def engine_details(text: str) -> tuple[str, ...]:
-    """--like-engine's 'augment,order' as check_like_engine's tuple."""
-    try:
-        return check_like_engine(text.split(","))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ablation.notebook",
-                                description="Train steps the notebook way (torchvision transforms, DataLoader, "
-                                            "torch.optim) and write records marked implementation: notebook.")
-    p.add_argument("--steps", type=parse_steps, default=parse_steps("final"), help="comma-separated steps (default: final)")
-    p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,2 (default: each step's own)")
-    p.add_argument("--runs", type=Path, default=DEFAULT_OUT, help=f"where records go (default {DEFAULT_OUT})")
-    p.add_argument("--jobs", type=positive_int, default=1, help="processes, one run and one thread each")
-    p.add_argument("--epochs", type=positive_int, default=None, help="default: the step's own")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
-    p.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
-    p.add_argument("--like-engine", type=engine_details, default=(),
-                   metavar="DETAILS", help=f"a one-change check: take these details from the engine "
-                                           f"({','.join(ENGINE_DETAILS)}); give such runs their own --runs folder")
-    p.add_argument("--compare", type=Path, default=None, metavar="ENGINE_RUNS",
-                   help="train nothing: set the records under --runs beside the engine's under ENGINE_RUNS "
-                        "(e.g. reports/runs), step by step, over --seeds if given, else every seed found")
-    args = p.parse_args(argv)
-    if args.compare:
-        return print_comparisons(args.compare, args.runs, args.steps, args.seeds)
-    if args.quick and args.runs == DEFAULT_OUT:
-        p.error("--quick runs are smoke tests: give them their own --runs folder, not the notebook records")
-    if args.like_engine and args.runs == DEFAULT_OUT:
-        p.error("--like-engine runs are one-change checks: give them their own --runs folder, not the notebook records")
-    try:
-        for step in args.steps:
-            refuse_unsupported(step)
-        device = str(resolve_device(args.device))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    epochs = 1 if args.quick and args.epochs is None else args.epochs
-    quick = QUICK if args.quick else {}
-    quick = {**quick, **({"like_engine": args.like_engine} if args.like_engine else {})}
-    tasks = [Task(step, [seed], device, epochs, args.data_dir, 0, 1, quick, args.runs)
-             for step in args.steps for seed in (args.seeds or step.seeds)]
-    errors = run_all(tasks, args.jobs)
-    return 1 if errors else 0
-
-
-if __name__ == "__main__":
-    # Through the imported module, so the pool's workers find _indexed as ablation.notebook._indexed.
-    from ablation.notebook import main as _main
-
-    sys.exit(_main())

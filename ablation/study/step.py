@@ -62,7 +62,6 @@ def as_tuple(x):
 
 
 SCHEDULE_KINDS = ("constant", "step", "onecycle")
-OPTIMIZERS = ("sgd", "adam")
 INTERPOLATIONS = ("nearest", "bilinear")  # grid_sample's modes that augment.py's rotation is meant for
 
 
@@ -243,9 +242,8 @@ class Step:
     batchnorm: bool  # BatchNorm after every 3x3 convolution
     dropout: float  # probability, after every 3x3 convolution block
     batch_size: int  # images per step
-    optimizer: str  # "sgd" or "adam"
     lr: float  # peak learning rate
-    momentum: float  # sgd only
+    momentum: float  # SGD's (every step trains with SGD)
     weight_decay: float  # L2 coefficient
     schedule: Schedule
     augment: Augment
@@ -309,7 +307,6 @@ class Step:
     def _check_training(self):
         check(is_whole(self.batch_size, 1, MAX_BATCH), "batch_size", self.batch_size,
               f"a whole number of images from 1 to {MAX_BATCH:,}")
-        check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(map(repr, OPTIMIZERS))}")
         check(is_real(self.lr) and self.lr > 0, "lr", self.lr, "a finite learning rate > 0")
         check(in_range(self.momentum, 0, 1, high_open=True), "momentum", self.momentum, "a number in [0, 1)")
         check(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
@@ -341,7 +338,7 @@ class Step:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
         average = f", weights averaged (EMA {self.ema:g})" if self.ema else ""
         sam = f", SAM ρ {self.sam:g}" if self.sam else ""
-        return f"{self.optimizer} {self.lr:g}{decay}{sam}, {self.schedule.describe()}{average}"
+        return f"sgd {self.lr:g}{decay}{sam}, {self.schedule.describe()}{average}"
 
 
 # Fields that describe or judge a step but do not change what its run computes.
@@ -371,6 +368,11 @@ def run_config(step: Step) -> dict:
 # made with the field's default, which is what the engine does when a step leaves it at the default.
 _DEFAULTS = {f.name: _as_json(f.default) for f in fields(Step) if f.default is not MISSING}
 
+# Knobs removed from the engine (issue 28; reports/STUDY.md says what their screens found), each at the value
+# with which it changed nothing. Records made before still carry them: at that value a record is a run of
+# today's engine; at any other, one it can no longer make, which differs from every step in that field.
+RETIRED = {"optimizer": "sgd"}
+
 
 @lru_cache(maxsize=None)
 def _run_config_to_compare(step: Step) -> dict:
@@ -390,9 +392,23 @@ def _as_recorded(step: Step, key: str, config: dict):
     if key not in config:
         return _DEFAULTS.get(key, MISSING)
     value, part = config[key], getattr(step, key)
-    return {**_class_defaults(type(part)), **value} if is_dataclass(part) and isinstance(value, dict) else value
+    if not (is_dataclass(part) and isinstance(value, dict)):
+        return value
+    return {**_class_defaults(type(part)), **{k: v for k, v in value.items() if f"{key}.{k}" not in RETIRED}}
+
+
+def _retired_in(config: dict) -> set[str]:
+    """The run fields in which a record's `config` used a knob the engine no longer has (RETIRED)."""
+    used = set()
+    for path, idle in RETIRED.items():
+        head, _, sub = path.partition(".")
+        holder = config.get(head) if sub else config
+        if isinstance(holder, dict) and holder.get(sub or head, idle) != idle:
+            used.add(head)
+    return used
 
 
 def changed_run_fields(step: Step, config: dict) -> list[str]:
     """The run-defining fields in which a record's `config` differs from `step` (texts and goals may differ)."""
-    return sorted(k for k, v in _run_config_to_compare(step).items() if _as_recorded(step, k, config) != v)
+    changed = {k for k, v in _run_config_to_compare(step).items() if _as_recorded(step, k, config) != v}
+    return sorted(changed | _retired_in(config))
