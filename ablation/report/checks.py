@@ -1,6 +1,11 @@
 """The runs that check the study from outside its judged seeds: the validation runs every choice was made on
 (held-out training images), the folds and the screens across them, a second implementation of the same
-recipe, and a reproduction of the study by fresh runs."""
+recipe, and a reproduction of the study by fresh runs.
+
+A row of the first three tables holds each cell as the page shows it, and under "sort" the number each
+sortable column is ordered by (its data-sort, read by the page's sorting script). The two are kept apart
+because a cell is often more than one number formatted ("3/4" ahead; a difference with its interval and
+seed count; "—"), so its number is never read back from the text."""
 from __future__ import annotations
 
 import math
@@ -10,15 +15,14 @@ from pathlib import Path
 from ..study.analysis import final_accuracies, lowest_of_last, paired_delta
 from ..study.registry import STEPS
 from ..study.screen import Rule, as_registered, pairs, verdict
-from ..study.step import Step
 from ..study.survival import compare_implementations
 from .format import count, num, signed, signed_interval
 from .mission import MISSION_GOALS
 
 
-def vs_registered_text(step: Step, records: list[dict], runs: dict[str, list[dict]]) -> str:
-    """A variant's final held-out accuracy minus its step's as registered, on the seeds both ran."""
-    paired = paired_delta(records, as_registered(step, runs))
+def vs_registered_text(paired: dict | None) -> str:
+    """A variant's final held-out accuracy minus its step's as registered, on the seeds both ran (paired_delta's
+    answer), with its interval and the number of seeds."""
     if not paired:
         return "no shared seed"
     ci = f" {interval}" if (interval := signed_interval(paired["ci95"])) else ""
@@ -38,13 +42,13 @@ def fold_view(folds: dict[int, dict[str, list[dict]]], records_by_step: dict[str
         # The seeds every fold ran, so that no fold's figure rests on other seeds than the rest.
         per_fold = {k: statistics.fmean(f[s] for s in seeds) for k, f in finals.items()}
         test = list(final_accuracies(records_by_step.get(name, [])).values())
-        rows.append({"name": name, "params": count(step.params), "params_v": step.params, "n_folds": len(per_fold),
+        mean, test_mean = statistics.fmean(per_fold.values()), statistics.fmean(test) if test else None
+        rows.append({"name": name, "params": count(step.params), "n_folds": len(per_fold),
                      "folds": ", ".join(map(str, per_fold)),
                      "seeds": ", ".join(map(str, seeds)),
                      "per_fold": ", ".join(num(v) for v in per_fold.values()),
-                     "mean": num(statistics.fmean(per_fold.values())), "mean_v": statistics.fmean(per_fold.values()),
-                     "test": num(statistics.fmean(test)) if test else "—", "n_test": len(test),
-                     "test_v": statistics.fmean(test) if test else None})
+                     "mean": num(mean), "test": num(test_mean), "n_test": len(test),
+                     "sort": {"params": step.params, "mean": mean, "test": test_mean}})
     return rows
 
 
@@ -61,13 +65,13 @@ def screen_view(folds: dict[int, dict[str, list[dict]]], rule: Rule = Rule()) ->
         label = (lambda p: f"{p.fold}") if len({p.seed for p in found}) == 1 else (lambda p: f"{p.fold}/s{p.seed}")
         params = next(r["params"] for runs in folds.values() for r in runs.get(name, []))
         rows.append({"name": name, "base": base, "overrides": name[len(base) + 1:-1], "params": count(params),
-                     "params_v": params, "n": v["n"], "ahead_v": v["ahead"] / v["n"] if v["n"] else None,
-                     "min_delta_v": v["floor_change"],
-                     "folds": ", ".join(map(str, v["folds"])),
+                     "n": v["n"], "folds": ", ".join(map(str, v["folds"])),
                      "deltas": ", ".join(f"{label(p)}: {'diverged' if math.isnan(p.variant) else signed(p.delta)}" for p in found),
-                     "mean": signed(v["mean"]), "mean_v": v["mean"], "ci": signed_interval(v["ci95"]) or "",
+                     "mean": signed(v["mean"]), "ci": signed_interval(v["ci95"]) or "",
                      "ahead": f"{v['ahead']}/{v['n']}", "passed": v["passed"], "verdict": v["text"],
-                     "min_delta": signed(v["floor_change"])})
+                     "min_delta": signed(v["floor_change"]),
+                     "sort": {"params": params, "mean": v["mean"], "ahead": v["ahead"] / v["n"] if v["n"] else None,
+                              "min_delta": v["floor_change"]}})
     return rows
 
 
@@ -82,20 +86,21 @@ def validation_view(runs: dict[str, list[dict]]) -> list[dict]:
         # A diverged run keeps its column, so the seeds, finals and minima stay aligned.
         cell = lambda r, value: f"diverged @ {r['diverged_at']}" if r["seed"] not in finals else num(value(r))
         base, _, overrides = name.partition("[")
-        paired = paired_delta(records, as_registered(STEPS[base], runs)) if base in STEPS and overrides else None
+        compared = base in STEPS and overrides  # a variant of a registry step, set beside the step as registered
+        paired = paired_delta(records, as_registered(STEPS[base], runs)) if compared else None
         mins = [lowest_of_last(r["history"], last) for r in records if r["seed"] in finals]
+        mean, lowest = statistics.fmean(finals.values()) if finals else None, min(mins) if mins else None
         rows.append({"name": name, "base": base, "in_registry": base in STEPS, "overrides": overrides[:-1] or "as registered",
-                     "params": count(records[0]["params"]), "params_v": records[0]["params"], "n": len(records),
-                     "mean_v": statistics.fmean(finals.values()) if finals else None,
-                     "vs_base_v": paired["mean"] if paired else None,
-                     "min_v": min(mins) if mins else None,
+                     "params": count(records[0]["params"]), "n": len(records),
                      "seeds": ", ".join(str(r["seed"]) for r in records),
                      "finals": ", ".join(cell(r, lambda r: finals[r["seed"]]) for r in records),
-                     "mean": num(statistics.fmean(finals.values())) if finals else "—",
+                     "mean": num(mean), "min": num(lowest),
                      "mins": ", ".join(cell(r, lambda r: lowest_of_last(r["history"], last)) for r in records),
-                     "vs_base": vs_registered_text(STEPS[base], records, runs) if base in STEPS and overrides else "—",
+                     "vs_base": vs_registered_text(paired) if compared else "—",
                      "evaluated_on": sorted({str(r.get("evaluated_on")) for r in records}),
-                     "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records)})
+                     "held_out": all(str(r.get("evaluated_on")).startswith("validation") for r in records),
+                     "sort": {"params": records[0]["params"], "mean": mean, "vs_base": paired["mean"] if paired else None,
+                              "min": lowest}})
     return rows
 
 

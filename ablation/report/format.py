@@ -45,7 +45,7 @@ def breakable(text: str) -> Markup:
 
 
 def describe_value(value) -> str:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a part of a step: Schedule, Augment, Distill
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a part of a step: Schedule, Augment
         return value.describe()
     if isinstance(value, Goals):
         return value.describe()

@@ -18,6 +18,7 @@ from .mission import MISSION_GOALS, STRICTER_BAR, mission_verdict
 from .mistakes import confusion_view, mistakes_view
 from .provenance import bench_view, load_bench, provenance_view
 from .steps import layer_rows, step_view
+from .study import update_study
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = {"html": Path("reports/ablation.html"), "md": Path("reports/ablation.md")}
@@ -72,7 +73,7 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
         view["layers"] = layer_rows((layers or {}).get(view["name"]))
     ctx["ablation_chart"] = Markup(ablation_chart(
-        [{"name": v["name"], "lowests": v["lowests"], "seed_best": v["seed_best"], "params": v["params_v"],
+        [{"name": v["name"], "lowests": v["lowests"], "seed_best": v["seed_best"], "params": v["params"],
           "max_params": v["step"].goals.max_params} for v in ctx["steps"]]))
     mistakes = mistakes or {"missing": "not computed"}
     if "confusion" in mistakes:
@@ -133,4 +134,5 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not
 
     atomic_write(out, write)
-    return [out]
+    # The screens' table in STUDY.md beside the records follows them (report/study.py)
+    return [out] + ([runs.parent / "STUDY.md"] if fmt == "html" and update_study(runs.parent / "STUDY.md", folds) else [])

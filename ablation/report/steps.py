@@ -1,5 +1,9 @@
 """Each step's view: the numbers of its section and its row in the summary table, its goals judged on its
-seeds, its Result written from the records, and the chance that a new seed misses the floor."""
+seeds, its Result written from the records, and the chance that a new seed misses the floor.
+
+A view holds its numbers as numbers: the templates format them with format.py's filters (`s.params | count`)
+and give a sortable cell the same number, unformatted, as its data-sort. Only a text of several numbers
+("final": mean ± sd; "ci_text") is written here."""
 from __future__ import annotations
 
 import math
@@ -139,10 +143,8 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "target": step.target, "result": step.result, "analysis": step.analysis,
         "measured_result": None if step.seed_report else measured_result(step, records), "notes": step.notes,
         "known_miss": step.known_miss, "goals": step.goals.describe(),
-        "params": count(records[0]["params"] if records else step.params),
-        "params_v": records[0]["params"] if records else step.params,
+        "params": records[0]["params"] if records else step.params,
         "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.describe_augment(),
-        "distill": step.distill.describe() if step.distill.active else None,
         "n": len(records), "planned": len(step.seeds), "finals": finals,
         "final_mean": summary["final_mean"] if summary else None,
         "final": (f"{num(summary['final_mean'])} ± {num(summary['final_std'])}" if finals else "—"),
