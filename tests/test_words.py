@@ -104,3 +104,15 @@ def test_a_known_miss_says_what_the_records_say(step):
     known = [*lowest.values(), min(lowest.values()), final_mean, *step.goals.__dict__.values(), *seed_says]
     stray = [w for w, _ in figures(text) if not any(isinstance(v, float) and as_written(v, w) for v in known)]
     assert not stray, f"{step.name}: {stray} are no figure of its records"
+
+
+def test_studys_table_of_screens_is_what_the_committed_records_give():
+    from ablation.report.study import BEGIN, END, with_screens
+
+    study = (RUNS.parent / "STUDY.md").read_text(encoding="utf-8")
+    assert study.count(BEGIN) == 1 and study.count(END) == 1
+    folds = records.load_folds(RUNS.parent / "validation")
+    assert with_screens(study, folds) == study, "STUDY.md's screens are stale: python -m ablation report rewrites them"
+    assert with_screens("no markers", folds) == "no markers"
+    stale = study.replace("| **passes** |", "| fails |", 1)
+    assert stale != study and with_screens(stale, folds) == study
