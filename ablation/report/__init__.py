@@ -12,7 +12,8 @@ same records (and bench.json) give the same bytes, so a report diff shows only w
 The report reads records and never trains. Its modules: format.py (numbers and text), mission.py (the
 verdict), steps.py (each step's view), charts.py (the SVG charts), checks.py (validation, folds, screens, a
 second implementation, a reproduction), mistakes.py (the final model's mistakes, drawn as PNGs),
-provenance.py (where the numbers came from) and render.py (the templates' context and the files written).
+provenance.py (where the numbers came from), render.py (the templates' context and the files written) and
+study.py (the table of screens in STUDY.md).
 This package re-exports the names the command line and the tests use.
 """
 from .charts import ZOOM, Series, line_chart
