@@ -352,7 +352,7 @@ def test_ctrl_c_stops_the_process_pool_keeps_what_was_written_and_names_what_was
 def test_ctrl_c_under_ray_cancels_every_unfinished_task_keeps_what_was_written_and_names_what_was_lost(
         ray_local, mnist, tmp_path, monkeypatch, capsys):
     """A Ctrl-C lands while the driver waits on Ray (here: raised as the first record is written, where the real
-    signal would be taken, inside run_wave's wait loop). A real SIGINT to `run --backend ray` was checked by hand:
+    signal would be taken, inside run_on_ray's wait loop). A real SIGINT to `run --backend ray` was checked by hand:
     exit 130, one record, no Ray process left."""
     finished, cancelled = runner.Tracker.finished, []
 

@@ -131,35 +131,6 @@ def test_seed_syntax(text, seeds):
     assert parse_seeds(text) == seeds
 
 
-def test_a_missing_teacher_is_named_the_other_runs_finish_and_the_exit_code_is_2(data_dir, tmp_path, monkeypatch, capsys):
-    from ablation.runs import records
-
-    monkeypatch.setattr(records, "DEFAULT_RUNS", tmp_path / "no-committed-runs")
-    argv = ["run", "--quick", "--steps", "1-basic", "--seeds", "0", "--set", "distill.teacher=8-no-dropout",
-            "--set", "distill.weight=0.5", "--data-dir", str(data_dir), "--out", str(tmp_path), "--jobs", "1",
-            "--no-report"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "error: 1-basic[distill.teacher=8-no-dropout,distill.weight=0.5] seed 0 failed: TeacherError: " in err
-    assert "is taught by 8-no-dropout" in err
-    assert "train it first" in err
-
-
-def test_teachers_train_in_a_wave_before_their_students():
-    from dataclasses import replace
-
-    from ablation.runs.runner import Task, waves
-    from ablation.study.step import Distill
-
-    student = replace(STEPS["10-narrow-6k"], name="student", distill=Distill("9-narrow-8k", 0.5, 4.0))
-    grand = replace(STEPS["10-narrow-6k"], name="grand", distill=Distill("student", 0.5, 4.0))
-    task = lambda step, seed: Task(step, [seed], "cpu", None, None, 0, None, {}, None)
-    tasks = [task(grand, 0), task(student, 0), task(STEPS["9-narrow-8k"], 0), task(STEPS["1-basic"], 0),
-             task(STEPS["9-narrow-8k"], 1)]
-    assert [[(t.step.name, t.seeds[0]) for t in wave] for wave in waves(tasks)] == [
-        [("9-narrow-8k", 0), ("1-basic", 0), ("9-narrow-8k", 1)], [("student", 0)], [("grand", 0)]]
-
-
 def test_a_fold_beyond_the_training_set_is_refused(data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--holdout", "10000", "--fold", "6", "--quick", "--data-dir", str(data_dir), "--out", str(tmp_path / "x")])

@@ -40,10 +40,8 @@ by tolerance: CI runs the goldens so under a oneDNN cap, so that the cross-set-u
 
 Options that no registered step turns on but committed validation records use (SAM, the elastic
 distortion, an early end of the augmentation, bilinear rotation with shifts, label smoothing,
-depthwise-separable and tied layouts, distillation) have goldens of their own, VARIANTS: a registered step
-with the overrides `python -m ablation screen ... --set` gives. The distilling one is taught by its
-teacher's seeds trained for one epoch on the same images into a temporary folder, in one pass: a fixture
-as deterministic as the run it teaches.
+depthwise-separable and tied layouts) have goldens of their own, VARIANTS: a registered step with the
+overrides `python -m ablation screen ... --set` gives.
 """
 from __future__ import annotations
 
@@ -83,7 +81,6 @@ VARIANTS = {
     "variant-sam": ("13-wide-end-6k", ["sam=0.05"]),
     "variant-separable-tied": ("19-views-6k", ["layout=('conv3:8','conv3:10','conv1:8','pool','conv3:10','conv3:16',"
                                                "'conv3:16','tied3p:16','sep3p:14','gap','conv1:10')"]),
-    "variant-distill": ("12-wide-end", ["distill.teacher=8-no-dropout", "distill.weight=0.5", "distill.temperature=4.0"]),
 }
 CASES = [pytest.param(step.name, step, id=step.name) for step in STEPS.values()] + [
     pytest.param(name, with_overrides(STEPS[base], overrides), id=name) for name, (base, overrides) in VARIANTS.items()]
@@ -99,19 +96,12 @@ def weights_digest(state_dict: dict) -> str:
     return digest.hexdigest()
 
 
-def golden_run(step, mnist, tmp_path: Path, epochs: int | None = None) -> dict:
+def golden_run(step, mnist, epochs: int | None = None) -> dict:
     """The numbers a short run of `step` computes: its golden, without the generation it was accepted in. With
     `epochs`, only the first epochs of it (the schedule is still the step's: the same numbers as far as they go)."""
-    # Cut here rather than with train_many's limit_train (the same images): a teacher must have been
-    # trained on all of the images its student is.
     data = MNIST(mnist.train_images[:TRAIN_IMAGES], mnist.train_labels[:TRAIN_IMAGES],
                  mnist.test_images[:TEST_IMAGES], mnist.test_labels[:TEST_IMAGES])
-    teachers = None
-    if step.distill.active:
-        teacher, teachers = STEPS[step.distill.teacher], [tmp_path / "teachers"]
-        for r in train_many(teacher, teacher.seeds, device="cpu", threads=THREADS, data=data, epochs=1):
-            records.save(r, teachers[0])
-    result = train_many(step, [SEED], device="cpu", threads=THREADS, data=data, teacher_dirs=teachers, epochs=epochs)[0]
+    result = train_many(step, [SEED], device="cpu", threads=THREADS, data=data, epochs=epochs)[0]
     return {"step": step.name, "seed": SEED, "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES,
             "threads": THREADS, "device": "cpu", "params": result.params, "diverged_at": result.diverged_at,
             "history": records.without_timings(result.history), "weights_sha256": weights_digest(result.state_dict)}
@@ -221,13 +211,13 @@ def accept(path: Path, name: str, golden: dict | None, fresh: dict, here: dict) 
 
 
 @pytest.mark.parametrize("name, step", CASES)
-def test_golden_run(name, step, mnist, tmp_path):
+def test_golden_run(name, step, mnist):
     """The step's short run computes exactly its golden's numbers on a set-up the golden was recorded on, and
     agrees within TOLERANCE with every recorded set-up's elsewhere; accepted under today's records.GENERATION."""
     path, here = GOLDEN_DIR / f"{name}.json", setup()
     golden = json.loads(path.read_text()) if path.exists() else None
     if os.environ.get(ACCEPT_VAR) == "1":
-        return accept(path, name, golden, golden_run(step, mnist, tmp_path), here)
+        return accept(path, name, golden, golden_run(step, mnist), here)
     if golden is None:
         pytest.fail(f"{step.name}: no golden at {path}; to accept what this engine computes, run\n    {ACCEPT_COMMAND}")
     if golden.get("generation") != records.GENERATION:
@@ -236,7 +226,7 @@ def test_golden_run(name, step, mnist, tmp_path):
     cross = os.environ.get(CROSS_VAR) == "1"
     mine = [e for e in recorded(golden) if e["setup"] == here]
     if mine and not cross:
-        fresh = golden_run(step, mnist, tmp_path)
+        fresh = golden_run(step, mnist)
         if changes := moved(as_run(golden, mine[0]), fresh):
             pytest.fail(f"{step.name}: numbers moved on the set-up it was recorded on ({setup_text(here)}; "
                         f"{path.name}):\n  " + "\n  ".join(changes) +
@@ -245,7 +235,7 @@ def test_golden_run(name, step, mnist, tmp_path):
     others = [e for e in recorded(golden) if e["setup"] != here]
     if not others:  # e.g. a CPU where the oneDNN cap changes nothing, whose own goldens were accepted
         pytest.skip(f"{CROSS_VAR}=1: {path.name} was recorded on this set-up only ({setup_text(here)})")
-    fresh = golden_run(step, mnist, tmp_path, epochs=len(TOLERANCE))  # all that is compared on another set-up
+    fresh = golden_run(step, mnist, epochs=len(TOLERANCE))  # all that is compared on another set-up
     for other in others:
         if changes := beyond_tolerance(as_run(golden, other), fresh):
             pytest.fail(f"{step.name}: outside the tolerance (learning rates exact; relative, the losses of epochs "
@@ -283,13 +273,13 @@ def warmup_one_iteration_longer(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("change", [rotation_times_0_9, warmup_one_iteration_longer], ids=lambda f: f.__name__)
-def test_a_one_line_change_of_code_is_beyond_tolerance_of_every_recorded_set_up(change, monkeypatch, mnist, tmp_path):
+def test_a_one_line_change_of_code_is_beyond_tolerance_of_every_recorded_set_up(change, monkeypatch, mnist):
     """The cross-set-up check is not blind: each of the two one-line changes the tolerance was measured against,
     run here (whatever this set-up is), falls outside TOLERANCE of every set-up 7-onecycle's golden holds."""
     name = "7-onecycle"
     golden = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
     change(monkeypatch)
-    fresh = golden_run(STEPS[name], mnist, tmp_path, epochs=len(TOLERANCE))
+    fresh = golden_run(STEPS[name], mnist, epochs=len(TOLERANCE))
     for other in recorded(golden):
         assert beyond_tolerance(as_run(golden, other), fresh), f"{change.__name__} passed as rounding"
 
@@ -377,8 +367,6 @@ def measure(change: str = "") -> None:
     """How far this float path (and, with `change`, one of the one-line changes) moves every golden's losses from
     the set-ups recorded, epoch by epoch: how TOLERANCE was measured. `python tests/test_golden.py [rotation|warmup]`
     with $ABLATION_DATA set, under ONEDNN_MAX_CPU_ISA=AVX2 or SSE41 for another float path."""
-    import tempfile
-
     from ablation.engine.data import load_mnist
 
     torch.set_num_threads(THREADS)
@@ -389,8 +377,7 @@ def measure(change: str = "") -> None:
     for case in CASES:
         name, step = case.values
         golden = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
-        with tempfile.TemporaryDirectory() as folder:
-            fresh = golden_run(step, mnist, Path(folder))
+        fresh = golden_run(step, mnist)
         for other in recorded(golden):
             if beyond_tolerance(as_run(golden, other), fresh):
                 beyond.append(name)

@@ -284,7 +284,7 @@ BAD_SETS = [
     ("optimizer=adam", "override 'optimizer=adam': 'optimizer' is not a step field"),  # removed (issue 28)
     ("schedule.kind=foo", "schedule.kind='foo' is not allowed: one of 'constant', 'step', 'onecycle'"),
     ("label_smoothing=2", "label_smoothing=2 is not allowed: a share in [0, 1)"),
-    ("distill.teacher=nope", None),  # off without a weight: allowed
+    ("distill.weight=0.5", "override 'distill.weight=0.5': 'distill' is not a step field"),  # removed (issue 28)
     ("augment.interpolation=bicubic", "augment.interpolation='bicubic' is not allowed: one of 'nearest', 'bilinear'"),
 ]
 

@@ -14,14 +14,12 @@ import copy
 import math
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import augment as aug
-from . import distill
 from .data import MNIST, evaluation_label, load_mnist
 from .models import Net, count_parameters, evaluate, for_step, normalize, stack_seeds, unstack_seeds
 from . import RunResult, git_state, source_hash
@@ -72,17 +70,6 @@ def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: 
     x = normalize(x).view(k, n, 28, 28).transpose(0, 1)
     y = torch.stack([data.train_labels[i] for i in idx], dim=1)
     return x, y
-
-
-def _distilled(hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor, step: Step) -> torch.Tensor:
-    """Per seed: (1 - w) * the labels' loss + w * T^2 * KL(teacher || student), both softened by T.
-
-    `soft` holds the teacher's log-probabilities. The T^2 keeps the soft term's gradient on the scale
-    of the hard one's as T changes (Hinton et al., 2015).
-    """
-    w, t = step.distill.weight, step.distill.temperature
-    kl = F.kl_div(F.log_softmax(logits / t, dim=-1), soft, log_target=True, reduction="none").sum(-1).mean(0)
-    return (1 - w) * hard + w * t * t * kl
 
 
 def _average_pairs(averaged: Net, model: Net) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -161,7 +148,6 @@ def train_many(
     fold: int = 0,
     limit_train: int | None = None,
     limit_test: int | None = None,
-    teacher_dirs: list | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[RunResult]:
@@ -170,8 +156,7 @@ def train_many(
     holdout: hold this many training images out as the evaluation set (design choices are made
     there, never on the test set); fold: which block of that size (k-fold validation).
     limit_train / limit_test: use only the first N images (the quick smoke run).
-    teacher_dirs: where to look for the records of a distilling step's teacher, in order (default:
-    reports/runs). on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
+    on_epoch(seed, epoch, row) is called after each epoch; on_batch(n_images) per batch.
     """
     step = get_step(step) if isinstance(step, str) else step
     epochs = step.epochs if epochs is None else epochs
@@ -191,16 +176,9 @@ def train_many(
     evaluated_on = evaluation_label(holdout, fold)
     if holdout:
         data = data.holdout(holdout, fold=fold)
-    full_train = len(data.train_labels)  # a teacher must have trained on all of these (smoke runs use fewer)
     if limit_train or limit_test:
         data = MNIST(data.train_images[:limit_train], data.train_labels[:limit_train],
                      data.test_images[:limit_test], data.test_labels[:limit_test])
-
-    soft, teachers = None, None
-    if step.distill.active:
-        paths = distill.find_teachers(step, evaluated_on, full_train, teacher_dirs or [Path("reports/runs")])
-        logits, teachers = distill.teacher_logits(step, data, paths)
-        soft = torch.log_softmax(logits / step.distill.temperature, dim=-1)
 
     k = len(seeds)
     singles = [initial_model(step, s) for s in seeds]
@@ -219,8 +197,7 @@ def train_many(
     started = time.time()
     results = [RunResult(step, s, params, evaluated_on=evaluated_on, started=started,
                          engine={"device": device.type, "threads": n_threads, "seeds_per_pass": k,
-                                 "train_images": n_train, "eval_images": len(data.test_labels),
-                                 **({"teachers": teachers} if teachers else {})}) for s in seeds]
+                                 "train_images": n_train, "eval_images": len(data.test_labels)}) for s in seeds]
     alive = torch.ones(k, dtype=torch.bool)
     iteration = 0
     for epoch in range(1, epochs + 1):
@@ -234,12 +211,10 @@ def train_many(
             for group in opt.param_groups:
                 group["lr"] = lr
             x, y = _batch(data, perms, start, stop, step, gens["augment"], epoch)
-            targets = torch.stack([soft[p[start:stop]] for p in perms], dim=1) if soft is not None else None
 
             def loss_of(logits: torch.Tensor) -> torch.Tensor:
-                per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
-                                           label_smoothing=step.label_smoothing).mean(0)
-                return per_seed if targets is None else _distilled(per_seed, logits, targets, step)
+                return F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
+                                       label_smoothing=step.label_smoothing).mean(0)
 
             logits = model(x).view(stop - start, k, -1)
             per_seed = loss_of(logits)

@@ -36,7 +36,7 @@ From the command line (records under reports/notebook/<step>/seed-<k>.json, one 
     python -m ablation notebook --steps final --compare reports/runs --runs reports/notebook
 The bench (bench.py) times this loop's data pipeline: `transforms_for`, `mnist` and `train_loader` serve both.
 
-Not implemented here, and refused: label smoothing, a weight average (EMA), SAM, distillation, and the
+Not implemented here, and refused: label smoothing, a weight average (EMA), SAM, and the
 augmentations torchvision's RandomRotation/ColorJitter do not express (translation, elastic distortion).
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def refuse_unsupported(step: Step) -> None:
     """Raise ValueError naming every part of `step` this loop does not implement."""
     missing = [name for name, on in (
         ("label smoothing", step.label_smoothing), ("a weight average (ema)", step.ema), ("SAM", step.sam),
-        ("distillation", step.distill.active), ("translation", step.augment.translate),
+        ("translation", step.augment.translate),
         ("elastic distortion", step.augment.elastic)) if on]
     if missing:
         raise ValueError(f"the notebook trainer does not implement {', '.join(missing)} (step {step.name}); "

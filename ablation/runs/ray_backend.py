@@ -187,7 +187,7 @@ def submit(tasks: list[Task], data: MNIST | None, *, address: str | None = None,
 
 def result(ref, max_retries: int = DEFAULT_RETRIES) -> tuple[list[tuple[dict, bytes]], dict]:
     """A submitted task's (records and weights, where it ran: where_am_i), waiting for it; its failure as an exception:
-    the task's own (e.g. a missing teacher), or a RuntimeError when its worker died more often than allowed."""
+    the task's own (e.g. bad arguments), or a RuntimeError when its worker died more often than allowed."""
     ray = import_ray()
     try:
         return ray.get(ref)
@@ -197,10 +197,10 @@ def result(ref, max_retries: int = DEFAULT_RETRIES) -> tuple[list[tuple[dict, by
         raise RuntimeError(f"{type(e).__name__} after {max_retries} retries: {str(e).splitlines()[0]}") from None
 
 
-def run_wave(wave: list[Task], tracker: Tracker, data: MNIST | None, *, max_retries: int = DEFAULT_RETRIES,
-             **options) -> None:
-    """Submit every task of the wave, then write each one's records as it finishes (runner.Tracker)."""
-    refs = submit(wave, data, max_retries=max_retries, **options)
+def run_on_ray(tasks: list[Task], tracker: Tracker, data: MNIST | None, *, max_retries: int = DEFAULT_RETRIES,
+               **options) -> None:
+    """Submit every task, then write each one's records as it finishes (runner.Tracker)."""
+    refs = submit(tasks, data, max_retries=max_retries, **options)
     ray = import_ray()
     pending = list(refs)
     try:
@@ -220,11 +220,8 @@ def run_wave(wave: list[Task], tracker: Tracker, data: MNIST | None, *, max_retr
 
 
 def run_tasks(tasks: list[Task], data: MNIST | None = None, **options) -> list[str]:
-    """runner.run_tasks with every wave on Ray (`options`: run_wave's keywords); the failed tasks' errors."""
+    """runner.run_tasks with the tasks on Ray (`options`: run_on_ray's keywords); the failed tasks' errors."""
     from functools import partial
 
-    from ..engine.data import load_mnist
-
-    if tasks and data is None:  # read once for every wave (distillation's come in two)
-        data = load_mnist(tasks[0].data_dir)
-    return runner.run_tasks(tasks, 0, data, run_wave=partial(run_wave, **options))
+    # Ray is started only when there is something to train; submit reads MNIST once, for all the tasks.
+    return runner.run_tasks(tasks, 0, data, run_elsewhere=partial(run_on_ray, **options) if tasks else None)

@@ -86,32 +86,11 @@ def train_task(task: Task, data: MNIST | None = None, bar: bool = True) -> list[
     progress = Progress(task.images(data), task.step.name, bar=bar)
     try:
         results = train_many(task.step, task.seeds, device=task.device, epochs=task.epochs, data=data,
-                             holdout=task.holdout, fold=task.fold, threads=task.threads,
-                             teacher_dirs=[task.out, records.DEFAULT_RUNS], on_epoch=progress.epoch,
+                             holdout=task.holdout, fold=task.fold, threads=task.threads, on_epoch=progress.epoch,
                              on_batch=progress.batch, **task.quick)
     finally:
         progress.close()
     return [records.encode(r) for r in results]
-
-
-def waves(tasks: list[Task]) -> list[list[Task]]:
-    """The tasks in waves that run one after another: a step distilled from a teacher among the tasks runs
-    in a wave after all of its teacher's runs, whose records it reads when it starts."""
-    names = {task.step.name for task in tasks}
-    depth: dict[str, int] = {}
-
-    def level(step: Step) -> int:
-        if step.name not in depth:
-            teacher = step.distill.teacher if step.distill.active else None
-            depth[step.name] = 0
-            if teacher in names:
-                depth[step.name] = 1 + level(next(t.step for t in tasks if t.step.name == teacher))
-        return depth[step.name]
-
-    out: dict[int, list[Task]] = {}
-    for task in tasks:
-        out.setdefault(level(task.step), []).append(task)
-    return [out[k] for k in sorted(out)]
 
 
 @dataclass
@@ -186,8 +165,8 @@ class Tracker:
 
 
 def _pool_entry(task: Task) -> tuple[str, object]:
-    """What a pool worker runs: ("ok", encoded records) or ("error", message): a task's own failure (a missing
-    teacher, bad arguments) is reported by the driver while the other tasks go on."""
+    """What a pool worker runs: ("ok", encoded records) or ("error", message): a task's own failure (bad
+    arguments, say) is reported by the driver while the other tasks go on."""
     try:
         return "ok", train_task(task, None, False)
     except Exception as e:  # noqa: BLE001 - named and reported by the driver, not swallowed
@@ -204,18 +183,18 @@ def _indexed(entry, item: tuple[int, Task]) -> tuple[int, str, object]:
     return (index, *entry(task))
 
 
-def run_pool(wave: list[Task], jobs: int, tracker: Tracker, entry=_pool_entry) -> None:
-    """The wave in `jobs` worker processes, each task through `entry` (a module-level function returning ("ok",
+def run_pool(tasks: list[Task], jobs: int, tracker: Tracker, entry=_pool_entry) -> None:
+    """The tasks in `jobs` worker processes, each task through `entry` (a module-level function returning ("ok",
     encoded records) or ("error", message); notebook.py passes its trainer's); on Ctrl-C the queued tasks are
     dropped and the running ones stopped."""
-    print(f"training {len(wave)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
+    print(f"training {len(tasks)} runs in {jobs} processes; one line per epoch", file=sys.stderr, flush=True)
     pool = get_context("spawn").Pool(jobs, initializer=_ignore_interrupts)
     try:
-        for index, status, value in pool.imap_unordered(partial(_indexed, entry), list(enumerate(wave))):
+        for index, status, value in pool.imap_unordered(partial(_indexed, entry), list(enumerate(tasks))):
             if status == "ok":
-                tracker.finished(wave[index], value)
+                tracker.finished(tasks[index], value)
             else:
-                tracker.failed(wave[index], value)
+                tracker.failed(tasks[index], value)
         pool.close()
     except BaseException:
         pool.terminate()  # the workers are stopped, not waited for: what they were training is lost, nothing half-written
@@ -224,9 +203,9 @@ def run_pool(wave: list[Task], jobs: int, tracker: Tracker, entry=_pool_entry) -
         pool.join()
 
 
-def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None, entry=None) -> None:
-    """The wave in this process: the engine on `data` (with a progress bar), or each task through `entry`."""
-    for task in wave:
+def run_here(tasks: list[Task], tracker: Tracker, data: MNIST | None, entry=None) -> None:
+    """The tasks in this process: the engine on `data` (with a progress bar), or each task through `entry`."""
+    for task in tasks:
         if entry is not None:
             status, value = entry(task)
             tracker.finished(task, value) if status == "ok" else tracker.failed(task, value)
@@ -239,25 +218,24 @@ def run_here(wave: list[Task], tracker: Tracker, data: MNIST | None, entry=None)
         tracker.finished(task, encoded)
 
 
-def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_wave=None, entry=None) -> list[str]:
-    """Run every task, wave by wave, and write their records as they finish; return the failed tasks' errors
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsewhere=None, entry=None) -> list[str]:
+    """Run every task and write their records as they finish; return the failed tasks' errors
     (each names its step and seeds; the other tasks still run).
 
     By default `jobs` worker processes at a time (or here, when jobs is 1). On a CPU, one single-thread
     process per core beats one process using every core (small convolutions scale poorly across threads), and
-    the thread count, hence every result, stays the same whatever the job count. `run_wave(wave, tracker,
-    data)` runs each wave elsewhere instead (ray_backend.run_tasks passes Ray's); `entry` trains each task
+    the thread count, hence every result, stays the same whatever the job count. `run_elsewhere(tasks,
+    tracker, data)` runs them elsewhere instead (ray_backend.run_tasks passes Ray's); `entry` trains each task
     with another trainer (run_pool's; notebook.py passes its own).
     """
     tracker = Tracker(tasks)
     try:
-        for wave in waves(tasks):
-            if run_wave is not None:
-                run_wave(wave, tracker, data)
-            elif max(1, min(jobs, len(wave))) == 1:
-                run_here(wave, tracker, data, entry)
-            else:
-                run_pool(wave, min(jobs, len(wave)), tracker, entry or _pool_entry)
+        if run_elsewhere is not None:
+            run_elsewhere(tasks, tracker, data)
+        elif max(1, min(jobs, len(tasks))) == 1:
+            run_here(tasks, tracker, data, entry)
+        else:
+            run_pool(tasks, min(jobs, len(tasks)), tracker, entry or _pool_entry)
     except KeyboardInterrupt:
         tracker.interrupted()
         raise

@@ -176,9 +176,6 @@ def with_overrides(step: Step, assignments: list[str]) -> Step:
                 raise ValueError(f"override {text!r}: {type(inner).__name__} has no field {sub!r}")
             value = replace(inner, **{sub: value})
         step = replace(step, **{head: value})
-    if step.distill.active and step.distill.teacher not in STEPS:
-        raise ValueError(f"distill.teacher={step.distill.teacher!r} is not allowed: a registered step's name "
-                         f"(its records teach)")
     return replace(step, name=f"{step.name}[{','.join(assignments)}]")
 
 

@@ -143,34 +143,6 @@ class Schedule:
 
 
 @dataclass(frozen=True)
-class Distill:
-    """Knowledge distillation: part of the loss is the KL divergence to a teacher's softened outputs.
-
-    The teacher is the ensemble of the records of all of the step `teacher`'s seeds trained on the same
-    training images (distill.py); its logits are averaged and computed once, on the clean images.
-    """
-
-    teacher: str = ""  # the step whose records teach; "" turns distillation off
-    weight: float = 0.0  # the soft targets' share of the loss; the labels keep 1 - weight
-    temperature: float = 1.0  # both teacher and student logits are divided by it (the loss is scaled by its square)
-
-    def __post_init__(self):
-        check(is_text(self.teacher), "distill.teacher", self.teacher, "a step's name, or '' for none")
-        check(in_range(self.weight, 0, 1), "distill.weight", self.weight, "a share of the loss in [0, 1]")
-        check(is_real(self.temperature) and self.temperature > 0, "distill.temperature", self.temperature,
-              "a finite temperature > 0")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.teacher) and self.weight > 0
-
-    def describe(self) -> str:
-        if not self.active:
-            return "none"
-        return f"from {self.teacher} (weight {self.weight:g}, T {self.temperature:g})"
-
-
-@dataclass(frozen=True)
 class Goals:
     max_params: int = 9_999  # parameters; the mission's "fewer than 10,000"
     accuracy_floor: float = 99.4  # percent test accuracy ...
@@ -253,7 +225,6 @@ class Step:
     goals: Goals
     seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
     floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
-    distill: Distill = Distill()  # a teacher's soft targets in the loss (off unless a step sets one)
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
     tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
     tta_rotations: tuple[float, ...] = ()  # test-time rotations (degrees): more views for the average, as tta
@@ -271,7 +242,7 @@ class Step:
         self._check_texts()
         self._check_network()
         self._check_training()
-        for name, kind in (("schedule", Schedule), ("augment", Augment), ("goals", Goals), ("distill", Distill)):
+        for name, kind in (("schedule", Schedule), ("augment", Augment), ("goals", Goals)):
             value = getattr(self, name)
             check(isinstance(value, kind), name, value, f"a {kind.__name__}; set one of its fields as {name}.FIELD=VALUE")
         if self.augment.until_epoch and not (self.augment.active and self.augment.until_epoch < self.epochs):
@@ -371,7 +342,7 @@ _DEFAULTS = {f.name: _as_json(f.default) for f in fields(Step) if f.default is n
 # Knobs removed from the engine (issue 28; reports/STUDY.md says what their screens found), each at the value
 # with which it changed nothing. Records made before still carry them: at that value a record is a run of
 # today's engine; at any other, one it can no longer make, which differs from every step in that field.
-RETIRED = {"optimizer": "sgd"}
+RETIRED = {"optimizer": "sgd", "distill": {"teacher": "", "weight": 0.0, "temperature": 1.0}}
 
 
 @lru_cache(maxsize=None)
