@@ -189,7 +189,7 @@ def pytest_terminal_summary(terminalreporter, config):
     """After slow tests, the reproduction table: the fresh runs of this session against the committed study."""
     if hasattr(config, "workerinput") or not getattr(pytest_runtest_logreport, "slow_ran", False):
         return
-    from ablation.cli import reproduction
+    from ablation.runs.reproduce import reproduction
 
     if found := reproduction(Path(config.getoption("--runs-dir")), selected_runs(config)):
         title, text = found

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from ablation.reference import bench
+from ablation.reference import bench, notebook
 from ablation.cli import main
 
 pytestmark = pytest.mark.fast
@@ -42,6 +42,16 @@ def test_ratios_are_the_quotients_of_the_rates(figures):
 def test_flops_per_image_are_a_few_mflop():
     # A 9,752-parameter convnet on 28x28 costs a few MFLOP per image forward and backward.
     assert 1e6 < bench.flops_per_sample(bench.bench_step(), torch.device("cpu")) < 1e8
+
+
+def test_the_reference_loop_times_the_notebook_pipeline_with_the_public_notebooks_jitter():
+    from torchvision import transforms
+
+    jitter, rotate, to_tensor, norm = notebook.transforms_for(bench.bench_step(), True, **bench.PUBLIC_JITTER).transforms
+    assert jitter.brightness == jitter.contrast == jitter.saturation == (0.9, 1.1) and jitter.hue == (-0.1, 0.1)
+    assert rotate.degrees == [-7.0, 7.0] and rotate.fill == 0
+    assert rotate.interpolation == transforms.InterpolationMode.NEAREST and isinstance(to_tensor, transforms.ToTensor)
+    assert (tuple(norm.mean), tuple(norm.std)) == ((0.1307,), (0.3081,))
 
 
 def test_table_shows_every_rate_and_ratio(figures):

@@ -10,7 +10,7 @@ import torch
 from ablation.reference import notebook
 
 from ablation.runs import records
-from ablation.cli import QUICK
+from ablation.cli import QUICK, main
 from ablation.reference.notebook import LRSchedule, train_notebook
 from ablation.study.survival import compare_implementations, welch_interval95
 from ablation.runs.records import without_timings
@@ -119,9 +119,6 @@ def test_each_engine_detail_alone_changes_the_run_and_an_unknown_one_is_refused(
 
 @pytest.mark.parametrize("step, named", [
     pytest.param(STEPS["16-weight-average"], "ema", id="16-weight-average"),
-    pytest.param(with_overrides(get_step("final"), ["label_smoothing=0.1"]), "label smoothing", id="label-smoothing"),
-    pytest.param(with_overrides(get_step("final"), ["sam=0.05"]), "SAM", id="sam"),
-    pytest.param(with_overrides(get_step("final"), ["augment.translate=0.1"]), "translation", id="translate"),
 ])
 def test_what_the_notebook_does_not_implement_is_refused(step, named, data_dir):
     with pytest.raises(ValueError, match=named):
@@ -139,26 +136,32 @@ def test_the_pipeline_is_the_steps_augmentation_then_the_normalisation():
     assert rotate.interpolation == transforms.InterpolationMode.NEAREST and rotate.fill == 0
     clean = notebook.transforms_for(step, False).transforms
     assert [type(t) for t in rest] == [type(t) for t in clean] == [transforms.ToTensor, transforms.Normalize]
-    bilinear = replace(step, augment=replace(step.augment, interpolation="bilinear"))
-    assert notebook.transforms_for(bilinear, True).transforms[1].interpolation == transforms.InterpolationMode.BILINEAR
 
 
 def test_cli_quick_run_writes_marked_records_and_keeps_quick_runs_out_of_the_default_folder(data_dir, tmp_path,
                                                                                               monkeypatch, capsys):
     monkeypatch.setitem(QUICK, "limit_train", 128)
     monkeypatch.setitem(QUICK, "limit_test", 100)
-    argv = ["--steps", "final", "--seeds", "0,1", "--runs", str(tmp_path), "--quick", "--data-dir", str(data_dir)]
-    assert notebook.main(argv) == 0
+    argv = ["notebook", "--steps", "final", "--seeds", "0,1", "--runs", str(tmp_path), "--quick", "--data-dir",
+            str(data_dir)]
+    assert main(argv) == 0
     found = records.load_all(tmp_path)[get_step("final").name]
     assert [r["seed"] for r in found] == [0, 1] and all(len(r["history"]) == 1 for r in found)
     assert {notebook.implementation_of(r) for r in found} == {"notebook"}
     err = capsys.readouterr().err
     assert "seed 0 epoch  1" in err and "[2/2]" in err
-    with pytest.raises(SystemExit):
-        notebook.main(["--quick", "--seeds", "0"])
-    assert notebook.main(["--steps", "16-weight-average", "--seeds", "0", "--runs", str(tmp_path)]) == 2
-    with pytest.raises(SystemExit):
-        notebook.main(["--like-engine", "augment", "--seeds", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebook", "--quick", "--seeds", "0"])
+    assert exit_info.value.code == 2 and "--quick runs are smoke tests" in capsys.readouterr().err
+    assert main(["notebook", "--steps", "16-weight-average", "--seeds", "0", "--runs", str(tmp_path)]) == 2
+    assert "does not implement a weight average (ema)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebook", "--like-engine", "augment", "--seeds", "0"])
+    assert exit_info.value.code == 2 and "--like-engine runs are one-change checks" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebook", "--like-engine", "augment,weights", "--runs", str(tmp_path)])
+    assert exit_info.value.code == 2 and "like_engine takes init, order, augment, dropout; got 'weights'" in \
+        capsys.readouterr().err
 
 
 # --- compare_implementations on hand-made records ---------------------------------------------------
@@ -214,12 +217,12 @@ def test_cli_compare_sets_each_implementations_records_side_by_side(tmp_path, ca
             path.write_text(json.dumps({"schema": records.SCHEMA_VERSION, "step": step.name, "params": step.params,
                                         "evaluated_on": "test", "config": {},
                                         **record(seed, [acc] * 5, implementation)}))
-    argv = ["--steps", "final", "--compare", str(tmp_path / "engine"), "--runs", str(tmp_path / "notes")]
-    assert notebook.main(argv) == 0
+    argv = ["notebook", "--steps", "final", "--compare", str(tmp_path / "engine"), "--runs", str(tmp_path / "notes")]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "engine seeds [0, 1, 2], notebook seeds [0, 1]" in out and "notebook - engine, final accuracy: -0.133 %" in out
-    assert notebook.main(argv + ["--seeds", "0"]) == 0 and "engine seeds [0], notebook seeds [0]" in capsys.readouterr().out
-    assert notebook.main(argv[:-1] + [str(tmp_path / "none")]) == 1
+    assert main(argv + ["--seeds", "0"]) == 0 and "engine seeds [0], notebook seeds [0]" in capsys.readouterr().out
+    assert main(argv[:-1] + [str(tmp_path / "none")]) == 1
 
 
 def pil_images(images):

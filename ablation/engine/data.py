@@ -131,3 +131,31 @@ def evaluation_label(holdout: int = 0, fold: int = 0) -> str:
     if not holdout:
         return "test"
     return f"validation ({holdout} held out of train{f', fold {fold}' if fold else ''})"
+
+
+def misplaced_data(root: Path) -> None:
+    """DataError when MNIST's four files sit in `root` itself or in `root`/raw: the data root was given a
+    level or two too deep, and a download there would fail after making empty MNIST/raw folders."""
+    for found, meant in ((root, root.parent.parent if root.name == "raw" and root.parent.name == "MNIST" else None),
+                         (root / "raw", root.parent if root.name == "MNIST" else None)):
+        if all((found / name).is_file() for name in SHA256):
+            where = f"--data-dir {meant} (or ${ENV_VAR}={meant})" if meant else f"the files moved into {root}/MNIST/raw"
+            raise DataError(f"MNIST's files are in {found}, but the data root is the folder that holds MNIST/raw: "
+                            f"give {where}")
+
+
+def load_mnist_checked(data_dir: str | os.PathLike | None = None) -> MNIST:
+    """load_mnist for a command that is about to train: a data root given too deep is refused with the one meant
+    (misplaced_data), and a download that fails leaves none of the empty folders it made behind."""
+    root = data_root(data_dir)
+    made = [d for d in (root, root / "MNIST", root / "MNIST" / "raw") if not d.exists()]
+    try:
+        misplaced_data(root)
+        return load_mnist(data_dir)
+    except DataError:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()  # only if the failed download left it empty
+            except OSError:
+                pass
+        raise

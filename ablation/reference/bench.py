@@ -3,7 +3,8 @@
 In one process, on the same network (the seed's 9,752-parameter "5-lr-schedule" model), batch size
 (128) and augmentation (±7° rotation, brightness/contrast jitter 0.1), it times
   (a) the loop every public solution uses: torchvision's MNIST with PIL transforms, a DataLoader
-      with 0 and with 2 workers, SGD with momentum and cross-entropy;
+      with 0 and with 2 workers, SGD with momentum and cross-entropy (the notebook implementation's
+      own pipeline, notebook.py, with the saturation and hue jitter the public notebooks add);
   (b) the engine, one seed (train.train_many);
   (c) the engine, K seeds in one pass;
 and reports images/s per model, the ratio of each to the best reference setting, the achieved
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import sys
 import time
@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.data import DataError, MNIST, data_root, load_mnist
+from ..engine.data import MNIST, data_root, load_mnist
 from ..engine.models import count_parameters
 from ..study.registry import STEPS
 from ..study.step import Step
 from ..engine.train import configure_threads, initial_model, resolve_device, train_many
+from . import notebook
 
 BATCH_SIZE = 128
 WARMUP_BATCHES = 2
@@ -36,6 +37,7 @@ WORKERS = (0, 2)
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 3
 MAX_BATCHES = 60_000 // BATCH_SIZE - WARMUP_BATCHES  # the reference loop draws warm-up + timed batches from one epoch
+PUBLIC_JITTER = dict(saturation=0.1, hue=0.1)  # what the public notebooks' ColorJitter adds to the step's
 
 
 def bench_step() -> Step:
@@ -53,22 +55,12 @@ def _sync(device: torch.device) -> None:
 
 
 def reference_loop(step: Step, device: torch.device, root, workers: int, batches: int) -> float:
-    """Images/s of the notebook loop: PIL transforms in a DataLoader, then a plain training step."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose([
-        transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1),
-        transforms.RandomRotation((-7, 7), fill=0),
-        transforms.ToTensor(),
-        transforms.Normalize((0.1307,), (0.3081,)),
-    ])
-    dataset = datasets.MNIST(root=str(root), train=True, transform=transform, download=False)
-    # pin_memory on CUDA as the notebooks set it; no per-batch loss.item(), which would only slow this side.
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    """Images/s of the notebook loop: PIL transforms in a DataLoader, then a plain training step (no per-batch
+    loss.item(), which would only slow this side)."""
+    dataset = notebook.mnist(root, True, notebook.transforms_for(step, True, **PUBLIC_JITTER))
+    loader = notebook.train_loader(dataset, step, 0, device, workers=workers)
     model = initial_model(step, 0).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=step.lr, momentum=0.9)
+    opt = notebook.optimizer(step, model)
     # The warm-up batches absorb worker start-up; workers keep prefetching meanwhile, which if anything
     # flatters the reference.
     for i, (x, y) in enumerate(itertools.islice(loader, WARMUP_BATCHES + batches)):
@@ -222,23 +214,3 @@ def format_table(f: dict) -> str:
         f"device {f['device']} ({f['device_name']}), {f['threads']} thread(s), torch {f['torch']}",
     ]
     return "\n".join(lines)
-
-
-def main(args) -> int:
-    """The CLI's `bench` command: exit code 0, or 2 with a message on bad input or missing data."""
-    try:
-        device = resolve_device(args.device)
-        check_batches(args.batches)
-        data = load_mnist(args.data_dir)
-    except (ValueError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    figures = run(device, args.batches, args.seeds, args.data_dir, data=data)
-    text = json.dumps(figures, indent=1)
-    if args.save:
-        from ..runs.records import atomic_write
-
-        atomic_write(args.save, lambda f: f.write((text + "\n").encode()))
-        print(f"wrote {args.save}", file=sys.stderr)
-    print(text if args.json else format_table(figures))
-    return 0

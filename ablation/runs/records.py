@@ -462,3 +462,28 @@ def load_folds(validation: Path = VALIDATION) -> dict[int, dict[str, list[dict]]
         if (k := path.name.removeprefix("fold-")).isdigit():
             folds[int(k)] = load_all(path)
     return dict(sorted(folds.items()))
+
+
+def records_of(folder: Path, step) -> list[dict]:
+    """The readable records filed under `step`'s name in `folder` (a damaged one is named later, by load_all)."""
+    found = []
+    for path in sorted(record_folder(folder, step.name).glob("seed-*.json")):
+        try:
+            found.append(load(path))
+        except ValueError:
+            pass
+    return found
+
+
+def other_length_seeds(found: list[dict], images: int, epochs: int) -> list[int]:
+    """The seeds of `found` trained on all `images` of the training set (a --quick run trains on fewer) for
+    another number of epochs than `epochs`: runs a run of `epochs` would replace or mix with."""
+    return sorted({r["seed"] for r in found
+                   if r["provenance"].get("train_images") == images and not ran_for(r, epochs)})
+
+
+def is_study_folder(folder: Path, study: Path) -> bool:
+    """Whether `folder` is the study's committed `study` folder (relative to here or to the package's
+    checkout) however it is spelled: '..', an absolute path or a link."""
+    target = Path(folder).expanduser().resolve()
+    return any(target == Path(where, study).resolve() for where in (Path.cwd(), PACKAGE.parent))

@@ -165,3 +165,25 @@ def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> 
                    + f"; lowest of the last {goals.last_epochs} {spread([p.fresh_lowest for p in group if p.fresh_lowest is not None])}"
                    f", the committed seeds' {spread([x for x in judged if x is not None])}")
     return out
+
+
+def text_table(rows: list[list], header: list[str]) -> str:
+    """`rows` under `header` as left-aligned columns of plain text, a rule under the header (the CLI's tables too)."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def reproduction(out: Path, ran: set[tuple[str, int]]) -> tuple[str, str] | None:
+    """The reproduction table of the runs asked for, found under `out`, against the committed study: (its
+    title, the table and its tally); None when there is nothing fresh to compare (the slow tier prints it too)."""
+    if Path(out).resolve() == records.DEFAULT_RUNS.resolve():
+        return None  # these are the committed records themselves
+    pairs = compare(out, only=ran)
+    if not pairs:
+        return None
+    cells, header = rows(pairs)
+    return (f"reproduction: {out} against the committed study ({records.DEFAULT_RUNS})",
+            "\n".join([text_table(cells, header), tally(pairs), *elsewhere(pairs)]))
