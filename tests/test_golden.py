@@ -38,10 +38,9 @@ only the set-up that accepted it. On a set-up not yet recorded, the same command
 must first agree within TOLERANCE). ABLATION_GOLDEN_CROSS=1 compares with the other set-ups' goldens only,
 by tolerance: CI runs the goldens so under a oneDNN cap, so that the cross-set-up check runs on every landing.
 
-Options that no registered step turns on but committed validation records use (SAM, the elastic
-distortion, an early end of the augmentation, bilinear rotation with shifts, label smoothing,
-depthwise-separable and tied layouts) have goldens of their own, VARIANTS: a registered step with the
-overrides `python -m ablation screen ... --set` gives.
+Layouts that no registered step uses but committed validation records do (depthwise-separable and tied)
+have goldens of their own, VARIANTS: a registered step with the overrides `python -m ablation screen ... --set`
+gives.
 """
 from __future__ import annotations
 
@@ -76,9 +75,6 @@ SEED = 0
 THREADS = 1
 # name: (registered step, overrides as `--set` writes them).
 VARIANTS = {
-    "variant-augment-options": ("13-wide-end-6k", ["augment.elastic=2.0", "augment.until_epoch=7", "augment.translate=0.1",
-                                                   "augment.interpolation=bilinear", "label_smoothing=0.1"]),
-    "variant-sam": ("13-wide-end-6k", ["sam=0.05"]),
     "variant-separable-tied": ("19-views-6k", ["layout=('conv3:8','conv3:10','conv1:8','pool','conv3:10','conv3:16',"
                                                "'conv3:16','tied3p:16','sep3p:14','gap','conv1:10')"]),
 }

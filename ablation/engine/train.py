@@ -56,13 +56,13 @@ def initial_model(step: Step, seed: int) -> Net:
         return for_step(step)
 
 
-def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step, aug_gens,
-           epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed k's images (N, K, 28, 28), augmented with seed k's generator in the epochs that augment, and
-    labels (N, K)."""
+def _batch(data: MNIST, perms: list[torch.Tensor], start: int, stop: int, step: Step,
+           aug_gens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed k's images (N, K, 28, 28), augmented with seed k's generator when the step augments, and labels
+    (N, K)."""
     idx = [p[start:stop] for p in perms]
     x = torch.cat([data.train_images[i] for i in idx]).unsqueeze(1).float() / 255  # (K*N, 1, 28, 28)
-    if step.augment.on_in(epoch):
+    if step.augment.active:
         n = stop - start
         params = torch.cat([aug.sample_params(n, step.augment, g, x.device) for g in aug_gens])
         x = aug.apply(x, params, step.augment)
@@ -94,45 +94,6 @@ def _update_average(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float
             mine.lerp_(live, 1 - d)
         else:
             mine.copy_(live)
-
-
-@torch.no_grad()
-def _ascent(params: list[torch.Tensor], rho: float, seeds: int) -> list[torch.Tensor]:
-    """SAM's step uphill: ρ times each seed's own gradient over that seed's gradient norm.
-
-    Every tensor holds the K seeds one after another along dim 0 (models.stack_seeds), so each seed's
-    norm is taken over its own slices: the K networks stay independent, as the optimiser keeps them.
-    """
-    sq = sum(p.grad.reshape(seeds, -1).pow(2).sum(1) for p in params)
-    scale = rho / (sq.sqrt() + 1e-12)
-    return [(p.grad.reshape(seeds, -1) * scale[:, None]).view_as(p) for p in params]
-
-
-def _sharpness_aware(model: Net, loss: Callable[[], torch.Tensor], rho: float) -> None:
-    """Replace the gradients (already computed at w) by those at w + ε, ε = ρ g / |g|, then return to w.
-
-    Sharpness-aware minimisation (Foret et al., 2021): the update favours weights whose loss stays low
-    in a ρ-ball around them, which generalise better than sharp minima of equal loss. The second pass
-    leaves no trace but the gradients: the weights and BatchNorm's buffers (running statistics and batch
-    counter) are put back as the first pass left them, so the statistics follow the weights actually
-    trained, once per batch, as without SAM. A step with dropout draws a second set of masks for it.
-    """
-    params = [p for p in model.parameters() if p.grad is not None]
-    eps = _ascent(params, rho, model.seeds)
-    buffers = list(model.buffers())
-    kept = [b.clone() for b in buffers]
-    at_w = [p.detach().clone() for p in params]  # restored exactly: (w + ε) - ε need not round back to w
-    with torch.no_grad():
-        torch._foreach_add_(params, eps)
-    try:
-        for p in params:
-            p.grad = None
-        loss().sum().backward()
-    finally:
-        with torch.no_grad():
-            torch._foreach_copy_(params, at_w)
-            for b, saved in zip(buffers, kept):
-                b.copy_(saved)
 
 
 def train_many(
@@ -210,19 +171,12 @@ def train_many(
             lr = learning_rate(step, iteration, iters_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, y = _batch(data, perms, start, stop, step, gens["augment"], epoch)
-
-            def loss_of(logits: torch.Tensor) -> torch.Tensor:
-                return F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
-                                       label_smoothing=step.label_smoothing).mean(0)
-
+            x, y = _batch(data, perms, start, stop, step, gens["augment"])
             logits = model(x).view(stop - start, k, -1)
-            per_seed = loss_of(logits)
+            per_seed = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
             opt.zero_grad(set_to_none=True)
             # Summing the per-seed means gives each seed exactly the gradient of its own mean loss.
             per_seed.sum().backward()
-            if step.sam:
-                _sharpness_aware(model, lambda: loss_of(model(x).view(stop - start, k, -1)), step.sam)
             opt.step()
             iteration += 1
             if averaged is not None:

@@ -62,53 +62,28 @@ def as_tuple(x):
 
 
 SCHEDULE_KINDS = ("constant", "step", "onecycle")
-INTERPOLATIONS = ("nearest", "bilinear")  # grid_sample's modes that augment.py's rotation is meant for
 
 
 @dataclass(frozen=True)
 class Augment:
-    rotation: float = 0.0  # degrees; angle ~ U[-rotation, +rotation]
-    translate: float = 0.0  # fraction of the image side; shift ~ U[-t, +t] on each axis
+    rotation: float = 0.0  # degrees; angle ~ U[-rotation, +rotation], nearest-neighbour (RandomRotation's default)
     brightness: float = 0.0  # β: factor ~ U[1-β, 1+β]
     contrast: float = 0.0  # γ: factor ~ U[1-γ, 1+γ]
-    interpolation: str = "nearest"  # torchvision's RandomRotation default; "bilinear" is smoother
-    elastic: float = 0.0  # pixels: the largest displacement, per axis, at the points of the coarse grid
-    until_epoch: int = 0  # augment in epochs 1..until_epoch only, clean images after (0: in every epoch)
 
-    def __post_init__(self):  # its ranges; whether until_epoch fits the step's epochs, Step checks
+    def __post_init__(self):
         check(in_range(self.rotation, 0, 180), "augment.rotation", self.rotation, "degrees in [0, 180]")
-        check(in_range(self.translate, 0, 1, high_open=True), "augment.translate", self.translate,
-              "a fraction of the side in [0, 1)")
         for name in ("brightness", "contrast"):
             check(in_range(getattr(self, name), 0, 1), f"augment.{name}", getattr(self, name), "a factor's half-width in [0, 1]")
-        check(self.interpolation in INTERPOLATIONS, "augment.interpolation", self.interpolation,
-              f"one of {', '.join(map(repr, INTERPOLATIONS))}")
-        check(in_range(self.elastic, 0, 28), "augment.elastic", self.elastic, "pixels in [0, 28]")
-        check(is_whole(self.until_epoch, 0, MAX_EPOCHS), "augment.until_epoch", self.until_epoch,
-              "a whole number of epochs ≥ 0 (0: every epoch)")
 
     @property
     def active(self) -> bool:
-        return any((self.rotation, self.translate, self.brightness, self.contrast, self.elastic))
-
-    @property
-    def warps(self) -> bool:
-        """Whether the images are resampled (a rotation, shift or distortion), not only re-toned."""
-        return any((self.rotation, self.translate, self.elastic))
-
-    def on_in(self, epoch: int) -> bool:
-        """Whether the images of `epoch` (1-based) are augmented."""
-        return self.active and (not self.until_epoch or epoch <= self.until_epoch)
+        return any((self.rotation, self.brightness, self.contrast))
 
     def describe(self) -> str:
         parts = [f"rot ±{self.rotation:g}°" if self.rotation else "",
-                 f"shift ±{self.translate:g}" if self.translate else "",
                  f"bright ±{self.brightness:g}" if self.brightness else "",
-                 f"contrast ±{self.contrast:g}" if self.contrast else "",
-                 f"elastic ±{self.elastic:g} px" if self.elastic else ""]
-        text = ", ".join(p for p in parts if p) or "none"
-        return f"{text} (epochs 1-{self.until_epoch}, clean after)" if self.active and self.until_epoch else text
-
+                 f"contrast ±{self.contrast:g}" if self.contrast else ""]
+        return ", ".join(p for p in parts if p) or "none"
 
 
 @dataclass(frozen=True)
@@ -219,7 +194,6 @@ class Step:
     weight_decay: float  # L2 coefficient
     schedule: Schedule
     augment: Augment
-    label_smoothing: float  # cross-entropy label smoothing
     epochs: int  # epochs trained
     seeds: tuple[int, ...]  # the seeds its results are reported over
     goals: Goals
@@ -228,7 +202,6 @@ class Step:
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
     tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
     tta_rotations: tuple[float, ...] = ()  # test-time rotations (degrees): more views for the average, as tta
-    sam: float = 0.0  # ρ of sharpness-aware minimisation: each update takes the gradient at weights moved ρ uphill (0: off)
     # Fresh seeds, fixed here before any of them ran and never looked at by a choice: trained once into
     # reports/confirmation and reported apart from `seeds`, on which the step was judged.
     confirmation_seeds: tuple[int, ...] = ()
@@ -245,9 +218,6 @@ class Step:
         for name, kind in (("schedule", Schedule), ("augment", Augment), ("goals", Goals)):
             value = getattr(self, name)
             check(isinstance(value, kind), name, value, f"a {kind.__name__}; set one of its fields as {name}.FIELD=VALUE")
-        if self.augment.until_epoch and not (self.augment.active and self.augment.until_epoch < self.epochs):
-            raise ValueError(f"augment.until_epoch={self.augment.until_epoch} must be before the last epoch "
-                             f"({self.epochs}) of a step that augments, or 0")
         for name in ("seeds", "floor_misses", "confirmation_seeds"):
             value = getattr(self, name)
             check(is_seed_tuple(value, empty=name != "seeds"), name, value,
@@ -282,11 +252,8 @@ class Step:
         check(in_range(self.momentum, 0, 1, high_open=True), "momentum", self.momentum, "a number in [0, 1)")
         check(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
               "a finite coefficient ≥ 0")
-        check(in_range(self.label_smoothing, 0, 1, high_open=True), "label_smoothing", self.label_smoothing,
-              "a share in [0, 1)")
         check(is_whole(self.epochs, 1, MAX_EPOCHS), "epochs", self.epochs, f"a whole number from 1 to {MAX_EPOCHS:,}")
         check(in_range(self.ema, 0, 1, high_open=True), "ema", self.ema, "a decay in [0, 1) (0: off)")
-        check(is_real(self.sam) and self.sam >= 0, "sam", self.sam, "a finite radius ρ ≥ 0 (0: off)")
 
     # The words of a variant made with --set ('12-wide-end[lr=0.1]') are its step's.
     words = property(lambda self: words(self.name.partition("[")[0]))
@@ -308,8 +275,7 @@ class Step:
     def describe_lr(self) -> str:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
         average = f", weights averaged (EMA {self.ema:g})" if self.ema else ""
-        sam = f", SAM ρ {self.sam:g}" if self.sam else ""
-        return f"sgd {self.lr:g}{decay}{sam}, {self.schedule.describe()}{average}"
+        return f"sgd {self.lr:g}{decay}, {self.schedule.describe()}{average}"
 
 
 # Fields that describe or judge a step but do not change what its run computes.
@@ -342,7 +308,9 @@ _DEFAULTS = {f.name: _as_json(f.default) for f in fields(Step) if f.default is n
 # Knobs removed from the engine (issue 28; reports/STUDY.md says what their screens found), each at the value
 # with which it changed nothing. Records made before still carry them: at that value a record is a run of
 # today's engine; at any other, one it can no longer make, which differs from every step in that field.
-RETIRED = {"optimizer": "sgd", "distill": {"teacher": "", "weight": 0.0, "temperature": 1.0}}
+RETIRED = {"optimizer": "sgd", "distill": {"teacher": "", "weight": 0.0, "temperature": 1.0}, "label_smoothing": 0.0,
+           "sam": 0.0, "augment.translate": 0.0, "augment.interpolation": "nearest", "augment.elastic": 0.0,
+           "augment.until_epoch": 0}
 
 
 @lru_cache(maxsize=None)
