@@ -208,6 +208,20 @@ def test_default_output_paths_and_permissions(runs, tmp_path, monkeypatch):
         report.render_files(runs, None, fmt="pdf")
 
 
+def test_the_study_folder_is_known_however_it_is_spelled(tmp_path, monkeypatch):
+    """The study's own records, reports/runs, report to reports/ablation.html and compare with nothing, whether
+    named relatively, absolutely or through a link; any other folder gets its report inside it."""
+    monkeypatch.chdir(tmp_path)
+    study = Path("reports/runs")
+    study.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(study.resolve())
+    for spelled in (study, Path("./reports/../reports/runs/"), study.resolve(), tmp_path / "link"):
+        assert report.report_path(spelled) == Path("reports/ablation.html").resolve(), spelled
+        assert report.report_path(spelled, "md") == Path("reports/ablation.md").resolve(), spelled
+        assert report.reproduction_view(spelled) is None, spelled
+    assert report.report_path(tmp_path / "scratch") == tmp_path / "scratch" / "ablation.html"
+
+
 def test_bench_figures_shown_when_measured(runs, page, tmp_path):
     assert "not measured" in page
     bench = tmp_path / "bench.json"

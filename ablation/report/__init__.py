@@ -17,7 +17,7 @@ study.py (the table of screens in STUDY.md).
 This package re-exports the names the command line and the tests use.
 """
 from .charts import ZOOM, Series, line_chart
-from .checks import fold_view, screen_view, validation_view
+from .checks import fold_view, reproduction_view, screen_view, validation_view
 from .format import breakable, count, num, signed
 from .mission import margin
 from .mistakes import MAX_MISTAKES_SHOWN, png_gray
@@ -26,4 +26,4 @@ from .steps import measured_result, step_verdict
 
 __all__ = ["MAX_MISTAKES_SHOWN", "OTHER_SETUPS", "ZOOM", "Series", "breakable", "count", "fold_view", "line_chart",
            "margin", "measured_result", "num", "png_gray", "render_files", "render_html", "render_markdown",
-           "report_path", "screen_view", "signed", "step_verdict", "validation_view"]
+           "report_path", "reproduction_view", "screen_view", "signed", "step_verdict", "validation_view"]

@@ -124,7 +124,7 @@ def reproduction_view(runs: Path) -> dict | None:
     from ..runs import records
     from ..runs import reproduce
 
-    if Path(runs).resolve() == records.DEFAULT_RUNS.resolve():
+    if records.is_study_folder(runs, records.DEFAULT_RUNS):
         return None
     pairs = reproduce.compare(runs)
     cells, header = reproduce.rows(pairs)

@@ -91,12 +91,13 @@ def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[
 
 
 def report_path(runs: Path, fmt: str = "html") -> Path:
-    """Where the report of the records under `runs` goes: reports/ablation.html for the study's own folder,
-    reports/runs; inside the folder itself for any other, so a scratch folder never overwrites the study's."""
-    from ..runs.records import DEFAULT_RUNS
+    """Where the report of the records under `runs` goes: for the study's own folder, reports/runs (however it is
+    spelled: '..', an absolute path or a link), reports/ablation.html beside it; inside the folder itself for any
+    other, so a scratch folder never overwrites the study's."""
+    from ..runs.records import DEFAULT_RUNS, is_study_folder
 
-    if Path(runs).resolve() == DEFAULT_RUNS.resolve():
-        return DEFAULT_OUT[fmt]
+    if is_study_folder(runs, DEFAULT_RUNS):
+        return Path(runs).resolve().parent / DEFAULT_OUT[fmt].name
     return Path(runs) / DEFAULT_OUT[fmt].name
 
 
