@@ -8,6 +8,7 @@ alike wherever it is given. A refusal is one line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -100,21 +101,14 @@ def checked(convert):
         try:
             return convert(text)
         except (ValueError, KeyError) as e:
-            raise argparse.ArgumentTypeError(str(e.args[0])) from None
+            raise argparse.ArgumentTypeError(str(e.args[0] if e.args else e)) from None
     return argument
 
 
 step_name = checked(get_step)
 ray_address = checked(ray_backend.parse_address)  # its reachability is check_backend's
+retry_count = checked(ray_backend.parse_retries)
 engine_details = checked(lambda text: notebook.check_like_engine(text.split(",")))  # --like-engine augment,order
-
-
-def retry_count(text: str) -> int:
-    """--max-retries: a whole number from 0 to ray_backend.MAX_RETRIES (Ray reads -1 as forever)."""
-    text = text.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 6 and int(text) <= ray_backend.MAX_RETRIES):
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {ray_backend.MAX_RETRIES}, got {text!r}")
-    return int(text)
 
 
 # --- options that several commands take, each declared once (a command names them in parents=[...]) ------
@@ -273,10 +267,7 @@ def train_tasks(tasks: list, args, device, data) -> list[str]:
 def cmd_steps(args) -> int:
     rows = [{"name": s.name, "parent": s.parent, "params": count_parameters(build_model(s.name)), "epochs": s.epochs,
              "batch_size": s.batch_size, "lr": s.describe_lr(), "augment": s.describe_augment(),
-             "dropout": s.dropout, "seeds": list(s.seeds),
-             "goals": {"max_params": s.goals.max_params, "accuracy_floor": s.goals.accuracy_floor,
-                       "last_epochs": s.goals.last_epochs, "max_epochs": s.goals.max_epochs,
-                       "mean_final_floor": s.goals.mean_final_floor},
+             "dropout": s.dropout, "seeds": list(s.seeds), "goals": dataclasses.asdict(s.goals),
              "known_miss": s.known_miss} for s in STEPS.values()]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -358,16 +349,9 @@ def refuse_other_lengths(args, epochs: int | None) -> None:
 def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
     """The seeds of `step` still to train under --resume; says which records are kept, and why any other
     record found in their place is not."""
-    todo, kept = [], []
-    for seed in seeds:
-        record, why_not = records.reuse(records.record_paths(args.out, step.name, seed)[0], step,
-                                        holdout=args.holdout, fold=args.fold, epochs=epochs)
-        if record:
-            kept.append(seed)
-            continue
-        todo.append(seed)
-        if why_not != "no record":
-            print(f"{step.name} seed {seed}: the record under {args.out} is trained again: {why_not}", file=sys.stderr)
+    todo, kept, retrained = records.resume(args.out, step, seeds, holdout=args.holdout, fold=args.fold, epochs=epochs)
+    for seed, why_not in retrained.items():
+        print(f"{step.name} seed {seed}: the record under {args.out} is trained again: {why_not}", file=sys.stderr)
     if kept:
         print(f"{step.name}: seeds {', '.join(map(str, kept))} already recorded under {args.out} by this engine, "
               f"kept (--resume)", file=sys.stderr)

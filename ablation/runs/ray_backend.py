@@ -225,3 +225,11 @@ def run_tasks(tasks: list[Task], data: MNIST | None = None, **options) -> list[s
 
     # Ray is started only when there is something to train; submit reads MNIST once, for all the tasks.
     return runner.run_tasks(tasks, 0, data, run_elsewhere=partial(run_on_ray, **options) if tasks else None)
+
+
+def parse_retries(text: str) -> int:
+    """--max-retries: a whole number from 0 to MAX_RETRIES (Ray reads -1 as forever, which is not offered)."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and int(text) <= MAX_RETRIES):
+        raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {text!r}")
+    return int(text)

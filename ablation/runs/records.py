@@ -487,3 +487,15 @@ def is_study_folder(folder: Path, study: Path) -> bool:
     checkout) however it is spelled: '..', an absolute path or a link."""
     target = Path(folder).expanduser().resolve()
     return any(target == Path(where, study).resolve() for where in (Path.cwd(), PACKAGE.parent))
+
+
+def resume(out: Path, step, seeds: list[int], **reuse_options) -> tuple[list[int], list[int], dict[int, str]]:
+    """What --resume makes of `step`'s `seeds` under `out`: (the seeds still to train, the seeds whose record is
+    kept, why each other record found there is trained again). reuse_options: reuse's holdout, fold and epochs."""
+    todo, kept, retrained = [], [], {}
+    for seed in seeds:
+        record, why_not = reuse(record_paths(out, step.name, seed)[0], step, **reuse_options)
+        (kept if record else todo).append(seed)
+        if not record and why_not != "no record":
+            retrained[seed] = why_not
+    return todo, kept, retrained
