@@ -8,6 +8,7 @@ import html
 import math
 import statistics
 
+from ..engine.schedule import learning_rate
 from ..study.analysis import at_least
 from ..study.step import Step
 from .format import missing
@@ -361,8 +362,6 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
 
 def lr_chart(step: Step, records: list[dict], x_range, x_ticks) -> str:
     """The schedule as configured (from engine.schedule.learning_rate, per iteration) and the lr the runs logged."""
-    from ..engine.schedule import learning_rate
-
     images = records[0]["provenance"].get("train_images", 60_000) if records else 60_000
     per_epoch, total = math.ceil(images / step.batch_size), step.epochs * math.ceil(images / step.batch_size)
     samples = 40  # points per epoch: enough for the one-cycle ramp, few enough to keep the file small

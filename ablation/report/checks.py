@@ -12,6 +12,8 @@ import math
 import statistics
 from pathlib import Path
 
+from ..runs import reproduce
+from ..runs.records import DEFAULT_RUNS, is_study_folder
 from ..study.analysis import final_accuracies, lowest_of_last, paired_delta
 from ..study.registry import STEPS
 from ..study.screen import Rule, as_registered, pairs, verdict
@@ -121,13 +123,10 @@ def implementations_view(records_by_step: dict[str, list[dict]], notebook: dict[
 
 def reproduction_view(runs: Path) -> dict | None:
     """The reproduction table of a folder of fresh runs against the committed study; None for the study itself."""
-    from ..runs import records
-    from ..runs import reproduce
-
-    if records.is_study_folder(runs, records.DEFAULT_RUNS):
+    if is_study_folder(runs, DEFAULT_RUNS):
         return None
     pairs = reproduce.compare(runs)
     cells, header = reproduce.rows(pairs)
     return {"rows": [{"cells": c, "relation": p.relation} for c, p in zip(cells, pairs)], "header": header,
-            "tally": reproduce.tally(pairs), "committed": str(records.DEFAULT_RUNS), "fresh": str(runs),
+            "tally": reproduce.tally(pairs), "committed": str(DEFAULT_RUNS), "fresh": str(runs),
             "defect": reproduce.DIFFERENT}

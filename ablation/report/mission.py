@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..study.analysis import at_least, holds_floor, lowest_of_last, meets_mission
 from ..study.registry import FINAL_STEP, STEPS
 from ..study.step import Goals, Step
+from ..study.survival import setup_words
 from .format import num
 
 MISSION_GOALS = Goals()  # the mission's goals: Goals' defaults (study/step.py)
@@ -25,8 +26,6 @@ def mission_view(step: Step, records: list[dict]) -> dict:
 
 def mission_verdict(views: dict[str, dict], records_by_step: dict[str, list[dict]]) -> dict:
     """The mission's goals judged on FINAL_STEP's runs, each with its evidence."""
-    from ..study.survival import setup_words
-
     step, records = STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, [])
     g = MISSION_GOALS
     with_runs = sum(1 for name in STEPS if records_by_step.get(name))

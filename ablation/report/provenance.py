@@ -6,6 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ..runs.records import GENERATION, not_current_because, source_hash
 from ..study.registry import STEPS
 from ..study.step import Step, changed_run_fields
 from .format import num
@@ -16,8 +17,6 @@ ENV_KEYS = ("commit", "dirty", "source_hash", "python", "torch", "torchvision", 
 
 
 def record_flags(step: Step | None, record: dict) -> list[str]:
-    from ..runs.records import not_current_because
-
     p, flags = record["provenance"], not_current_because(record)
     if p.get("dirty") is None and not flags:
         flags.append("commit unknown (not made in a git checkout)")
@@ -42,8 +41,6 @@ def when(iso: str) -> str:
 
 
 def provenance_view(records_by_step: dict[str, list[dict]]) -> dict:
-    from ..runs.records import GENERATION, source_hash
-
     all_records = [r for name in sorted(records_by_step) for r in records_by_step[name]]
     envs: dict[tuple, dict] = {}
     for r in all_records:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jinja2
 from markupsafe import Markup
 
 from ..study.registry import FINAL_STEP, STEPS
 from ..study.screen import Rule
 from ..study.step import MISSION
+from ..runs.records import DEFAULT_RUNS, atomic_write, is_study_folder, load_all, load_folds, load_measured
 from ..study.survival import FRESH, THIN, confirmation, set_ups
 from .charts import ablation_chart, step_charts
 from .checks import fold_view, implementations_view, reproduction_view, screen_view, validation_view
@@ -26,8 +28,6 @@ OTHER_SETUPS = "other-setups"  # beside the records: a folder of records per oth
 
 
 def _env(autoescape: bool):
-    import jinja2
-
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters.update(num=num, signed=signed, count=count, epoch=epoch, sort_key=sort_key, breakable=breakable)
@@ -94,8 +94,6 @@ def report_path(runs: Path, fmt: str = "html") -> Path:
     """Where the report of the records under `runs` goes: for the study's own folder, reports/runs (however it is
     spelled: '..', an absolute path or a link), reports/ablation.html beside it; inside the folder itself for any
     other, so a scratch folder never overwrites the study's."""
-    from ..runs.records import DEFAULT_RUNS, is_study_folder
-
     if is_study_folder(runs, DEFAULT_RUNS):
         return Path(runs).resolve().parent / DEFAULT_OUT[fmt].name
     return Path(runs) / DEFAULT_OUT[fmt].name
@@ -108,8 +106,6 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     bench: the speed figures' JSON, by default bench.json beside the runs folder (reports/bench.json).
     validation: the validation runs' folder, by default validation/ beside the runs folder.
     """
-    from ..runs.records import atomic_write, load_all, load_folds, load_measured
-
     if fmt not in DEFAULT_OUT:
         raise ValueError(f"unknown report format {fmt!r}: html or md")
     runs = Path(runs)
