@@ -9,8 +9,6 @@ import math
 
 from markupsafe import Markup
 
-from ..study.step import Goals
-
 
 def missing(x) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
@@ -45,9 +43,8 @@ def breakable(text: str) -> Markup:
 
 
 def describe_value(value) -> str:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a part of a step: Schedule, Augment
-        return value.describe()
-    if isinstance(value, Goals):
+    """A step's field as a "Changed from" line writes it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a part of a step: Schedule, Augment, Goals
         return value.describe()
     if isinstance(value, tuple):
         return " ".join(map(str, value))

@@ -1,9 +1,10 @@
 """Each step's view: the numbers of its section and its row in the summary table, its goals judged on its
 seeds, its Result written from the records, and the chance that a new seed misses the floor.
 
-A view holds its numbers as numbers: the templates format them with format.py's filters (`s.params | count`)
-and give a sortable cell the same number, unformatted, as its data-sort. Only a text of several numbers
-("final": mean ± sd; "ci_text") is written here."""
+step_view holds its numbers as numbers: the templates format them with format.py's filters (`s.params | count`)
+and give a sortable cell the same number, unformatted, as its data-sort. What is written here is text made of
+several numbers: the sentences (the goals' verdict, the Result, the difference from the parent) and the
+cells "final" (mean ± sd) and "ci_text"."""
 from __future__ import annotations
 
 import math
