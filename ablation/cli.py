@@ -150,7 +150,7 @@ def variant_options() -> argparse.ArgumentParser:
     return one_option("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                       help="a variant: the step with a field changed (repeatable), e.g. --set lr=0.1 --set "
                            "schedule.final_epoch=12, or a network: --set \"layout=('conv3:8', 'conv3:10', 'conv1:8', "
-                           "'pool', 'conv3:10', 'conv3:16', 'conv3:16', 'tied3p:16', 'gap', 'conv1:10')\"")
+                           "'pool', 'conv3:10', 'conv3:16', 'conv3:16', 'conv3p:16', 'gap', 'conv1:10')\"")
 
 
 def training_options() -> argparse.ArgumentParser:

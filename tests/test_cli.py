@@ -40,15 +40,15 @@ def test_summary_counts_every_view_of_a_step_evaluated_with_shifts(capsys):
 
 
 def test_summary_prices_a_variant_network_before_it_is_trained(capsys):
-    tied = "('conv3:8','conv3:10','conv1:8','pool','conv3:10','conv3:16','conv3:16','tied3p:16','gap','conv1:10')"
-    assert main(["summary", "19-views-6k", "--set", f"layout={tied}"]) == 0
+    wide = "('conv3:8','conv3:10','conv1:8','pool','conv3:10','conv3:16','conv3:16','conv3p:16','gap','conv1:10')"
+    assert main(["summary", "19-views-6k", "--set", f"layout={wide}"]) == 0
     out = capsys.readouterr().out
-    assert "tied3x3 16→16 pad 1" in out and "5,648" in out and f"{7 * 839_680:,} MACs per test image" in out
+    assert "conv3x3 16→16 pad 1" in out and "7,952" in out and f"{7 * 839_680:,} MACs per test image" in out
 
 
 @pytest.mark.parametrize("argv, message", [
     (["summary", "nope"], "unknown step"),
-    (["summary", "12-wide-end", "--set", "layout=('conv3:8','tied3:8','gap','conv1:10')"], "cannot tie"),
+    (["summary", "12-wide-end", "--set", "layout=('conv3:8','tied3:8','gap','conv1:10')"], "bad layout token 'tied3:8'"),
     (["run", "--steps", "nope"], "unknown step"),
     (["run", "--seeds", "a-b"], "malformed seeds"),
     (["run", "--seeds", "1,1"], "malformed seeds"),

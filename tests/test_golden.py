@@ -19,11 +19,11 @@ agree bit for bit for an epoch or two, then part in the seventh digit and drift 
   epoch 2's by 7e-4 and 1e-2 (the chaotic 2-bn-dropout; any other by 2e-6 and 3e-4), and flipped no image;
   the two one-line changes kept as tests here (rotation angle x 0.9; a one-cycle warm-up one iteration
   longer) move epoch 1's training loss by 4e-5 or more, or a learning rate. From epoch 3 rounding alone
-  moves the losses by up to 40 %: a change of code that acts only there (an augmentation ending at epoch 7,
-  say) is caught on the set-ups recorded, bit for bit, and not on others (`python tests/test_golden.py
+  moves the losses by up to 40 %: a change of code that acts only there (a learning rate changed in the last
+  epochs only, say) is caught on the set-ups recorded, bit for bit, and not on others (`python tests/test_golden.py
   [rotation|warmup]` measures it again, on this machine's float path). So on another set-up a golden run
   trains only the compared epochs (the schedule is still the step's: those epochs come out bit for bit as in
-  the full run, checked on all 25 goldens).
+  the full run, checked on every golden).
 
 The goldens define the engine's numeric generation (records.GENERATION): each was accepted under one,
 and a record is current while it was made under today's. A change that moves no number needs nothing.
@@ -37,10 +37,6 @@ generation it was accepted in, so the bump cannot be forgotten; the bump makes e
 only the set-up that accepted it. On a set-up not yet recorded, the same command adds it (no bump: the run
 must first agree within TOLERANCE). ABLATION_GOLDEN_CROSS=1 compares with the other set-ups' goldens only,
 by tolerance: CI runs the goldens so under a oneDNN cap, so that the cross-set-up check runs on every landing.
-
-Layouts that no registered step uses but committed validation records do (depthwise-separable and tied)
-have goldens of their own, VARIANTS: a registered step with the overrides `python -m ablation screen ... --set`
-gives.
 """
 from __future__ import annotations
 
@@ -57,7 +53,7 @@ import torch
 
 from ablation.runs import records
 from ablation.engine.data import MNIST
-from ablation.study.registry import STEPS, with_overrides
+from ablation.study.registry import STEPS
 from ablation.study.survival import setup_words
 from ablation.engine.train import train_many
 
@@ -73,13 +69,7 @@ TRAIN_IMAGES = 136
 TEST_IMAGES = 64
 SEED = 0
 THREADS = 1
-# name: (registered step, overrides as `--set` writes them).
-VARIANTS = {
-    "variant-separable-tied": ("19-views-6k", ["layout=('conv3:8','conv3:10','conv1:8','pool','conv3:10','conv3:16',"
-                                               "'conv3:16','tied3p:16','sep3p:14','gap','conv1:10')"]),
-}
-CASES = [pytest.param(step.name, step, id=step.name) for step in STEPS.values()] + [
-    pytest.param(name, with_overrides(STEPS[base], overrides), id=name) for name, (base, overrides) in VARIANTS.items()]
+CASES = [pytest.param(step.name, step, id=step.name) for step in STEPS.values()]
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -353,10 +343,10 @@ def test_the_goldens_hold_on_a_second_float_path_and_the_one_line_changes_still_
     assert f"{len(CASES) + 2} passed" in proc.stdout, proc.stdout[-2000:]
 
 
-def test_every_golden_belongs_to_a_registered_step_or_variant():
+def test_every_golden_belongs_to_a_registered_step():
     """A golden left behind by a renamed or removed step is an error, not a silent extra file."""
     names = {p.stem for p in GOLDEN_DIR.glob("*.json")}
-    assert names <= set(STEPS) | set(VARIANTS), f"goldens without a step: {sorted(names - set(STEPS) - set(VARIANTS))}"
+    assert names <= set(STEPS), f"goldens without a step: {sorted(names - set(STEPS))}"
 
 
 def measure(change: str = "") -> None:

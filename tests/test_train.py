@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ablation import train
 
@@ -17,8 +16,6 @@ from ablation.engine.train import _average_pairs, _update_average, generator
 
 pytestmark = pytest.mark.fast
 QUICK = dict(limit_train=1024, limit_test=500, epochs=1)
-# Step 12's network with its last convolution tied to the one before (5,648 parameters).
-TIED = ("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:10", "conv3:16", "conv3:16", "tied3p:16", "gap", "conv1:10")
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +46,7 @@ def test_each_seed_has_distinct_generator_streams():
 
 
 @pytest.mark.parametrize("name, overrides", [("2-bn-dropout", []), ("5-lr-schedule", []), ("10-narrow-6k", []),
-                                             ("17-average-long-anneal", []),
-                                             ("12-wide-end", [f"layout={TIED}", "ema=0.9"])])
+                                             ("17-average-long-anneal", [])])
 def test_multi_seed_pass_matches_one_seed_runs(name, overrides, mnist):
     """Seed k of a K-seed pass draws exactly what a one-seed run of seed k draws (same init, order,
     augmentation and dropout masks); only the grouped convolution's float summation order differs.
@@ -109,20 +105,6 @@ def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step
     model = for_step(shifted_step)
     assert (model.shifts, model.rotations) == (shifted_step.tta, shifted_step.tta_rotations)
     assert accuracy_with(model, shifted.state_dict, mnist) == pytest.approx(shifted.history[-1]["test_acc"], abs=1e-4)
-
-
-def test_a_tied_network_trains_with_its_average_and_reloads_into_the_public_model(quick_step, mnist):
-    # The weight average evaluates a copy whose tied convolution follows the copy's own (averaged) kernel,
-    # and what is saved is that kernel once: the public model measures what the record says. Tied to the
-    # live kernel instead, the average was off by 1-5 images here and its loss by 0.7 % (measured, seeds 0-2).
-    step = with_overrides(quick_step, [f"layout={TIED}", "ema=0.9"])
-    result = train(step, seed=0, data=mnist, **QUICK)
-    assert "features.7.0.weight" not in result.state_dict
-    model = for_step(step)
-    assert accuracy_with(model, result.state_dict, mnist) == pytest.approx(result.history[-1]["test_acc"], abs=1e-4)
-    with torch.no_grad():
-        loss = F.cross_entropy(model(normalize(mnist.test_images[:500]).unsqueeze(1)), mnist.test_labels[:500])
-    assert loss.item() == pytest.approx(result.history[-1]["test_loss"], rel=1e-5)
 
 
 def test_weight_average_ramps_up_to_its_decay_and_copies_integer_buffers():

@@ -1,6 +1,6 @@
 """The networks: the module a layout builds.
 
-The layout language (conv3:16, pool, gap, sep3:24, tied3p:16, ...) is read by study/layout.py.
+The layout language (conv3:16, conv3p:16, pool, gap, ...) is read by study/layout.py.
 
 Every convolution but the last is followed by BatchNorm (when the step has it), ReLU and dropout
 (when the step has it). 1x1 transitions get ReLU only: the seed's 9,752 counts BatchNorm after
@@ -29,39 +29,6 @@ import torch.nn.functional as F
 from ..study.layout import IMAGE_SIZE, NUM_CLASSES, Layer, parse_layout, test_time_rotations, test_time_shifts
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-class TiedConv(nn.Module):
-    """The kernel of `source` (an nn.Conv2d elsewhere in the network) applied again, with its own padding.
-
-    The source is held outside the module tree, so the shared kernel is one parameter, counted, saved,
-    averaged and decayed once; its gradient is the sum over both applications. Its geometry reads as an
-    nn.Conv2d's does (kernel_size, stride and padding as pairs), so what measures a network's shapes and
-    receptive field treats it as any convolution."""
-
-    def __init__(self, source: nn.Conv2d, padding: int):
-        super().__init__()
-        self._source, self.padding = [source], (padding, padding)  # a list: not registered as a second submodule
-
-    @property
-    def source(self) -> nn.Conv2d:
-        return self._source[0]
-
-    @property
-    def kernel_size(self) -> tuple[int, ...]:
-        return self.source.kernel_size
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        return self.source.stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        src = self.source
-        return F.conv2d(x, src.weight, None, src.stride, self.padding, src.dilation, src.groups)
-
-    def extra_repr(self) -> str:
-        src = self.source
-        return f"tied to Conv2d({src.in_channels}, {src.out_channels}, kernel_size={src.kernel_size}), padding={self.padding}"
-
-
 class SeedDropout(nn.Module):
     """Dropout whose mask for seed k comes from generator k alone.
 
@@ -106,7 +73,7 @@ class Net(nn.Module):
         layers = parse_layout(layout)
         last_conv = max(i for i, l in enumerate(layers) if l.kind == "conv")
         blocks: list[nn.Module] = []
-        channels, last = 1, None  # `last`: the most recent plain convolution, what a tied one reuses
+        channels = 1
         for i, layer in enumerate(layers):
             if layer.kind == "pool":
                 blocks.append(nn.MaxPool2d(2))
@@ -114,16 +81,8 @@ class Net(nn.Module):
                 blocks.append(GlobalAvgPool())
             else:
                 out = layer.out_channels
-                if layer.separable:  # one filter per channel of every seed, then each seed's own 1x1 mixing
-                    block = [nn.Conv2d(channels * seeds, channels * seeds, layer.kernel, padding=layer.padding,
-                                       bias=False, groups=channels * seeds),
-                             nn.Conv2d(channels * seeds, out * seeds, 1, bias=False, groups=seeds)]
-                elif layer.tied:
-                    block = [TiedConv(last, layer.padding)]
-                else:
-                    last = nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False,
-                                     groups=seeds)
-                    block = [last]
+                block = [nn.Conv2d(channels * seeds, out * seeds, layer.kernel, padding=layer.padding, bias=False,
+                                   groups=seeds)]
                 if i != last_conv:
                     if batchnorm and layer.kernel > 1:
                         block.append(nn.BatchNorm2d(out * seeds))
@@ -270,15 +229,10 @@ def layer_table(model: Net, image_size: int = 28) -> list[dict]:
         first = block[0] if isinstance(block, nn.Sequential) else block
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             y = block(x)
-        if isinstance(first, (nn.Conv2d, TiedConv)):
-            conv = first.source if isinstance(first, TiedConv) else first  # whose channels it maps
+        if isinstance(first, nn.Conv2d):
             k, s = first.kernel_size[0], first.stride[0]
             rest = list(block)[1:] if isinstance(block, nn.Sequential) else []
-            if conv.groups == conv.in_channels > model.seeds:  # depthwise, then its pointwise 1x1
-                name, rest = f"sep{k}x{k} {conv.in_channels // model.seeds}→{rest[0].out_channels // model.seeds}", rest[1:]
-            else:
-                kind = "tied" if first is not conv else "conv"
-                name = f"{kind}{k}x{k} {conv.in_channels // model.seeds}→{conv.out_channels // model.seeds}"
+            name = f"conv{k}x{k} {first.in_channels // model.seeds}→{first.out_channels // model.seeds}"
             name += f" pad {first.padding[0]}" if first.padding[0] else ""
             extras = [f"Dropout({m.p:g})" if isinstance(m, SeedDropout) else type(m).__name__.replace("2d", "")
                       for m in rest]
@@ -317,7 +271,7 @@ def receptive_field_probe(model: Net, image_size: int = 28) -> int:
             pooled_side = x.shape[-1]
             break
         for m in (block if isinstance(block, nn.Sequential) else [block]):
-            if isinstance(m, (nn.Conv2d, TiedConv)):
+            if isinstance(m, nn.Conv2d):
                 conv = nn.Conv2d(1, 1, m.kernel_size, stride=m.stride, padding=m.padding, bias=False)
                 nn.init.ones_(conv.weight)
                 probe.append(conv)

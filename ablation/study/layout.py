@@ -8,13 +8,6 @@ A layout is a tuple of tokens, read left to right:
     pool        2x2 max-pool, stride 2
     gap         global average pooling to 1x1
     conv6:10    any other kernel size, e.g. a 6x6 convolution that sees a whole 6x6 map
-    sep3:24     depthwise-separable 3x3: a 3x3 filter per input channel, then a 1x1 convolution to 24
-                channels, as one block ("sep3p:24" pads by 1); C_in * (9 + C_out) weights instead of
-                9 * C_in * C_out, so the same budget buys wider layers
-    tied3p:16   the kernel of the convolution before it applied again ("tied3:16" without padding): depth
-                and multiply-adds without new weights. That convolution must have the same kernel size and
-                map 16 channels to 16 (it may itself be tied); the BatchNorm after a tied one is its own,
-                since a second application's statistics are not the first's
 """
 from __future__ import annotations
 
@@ -22,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 NUM_CLASSES = 10
-_TOKEN = re.compile(r"(?P<conv>conv|sep|tied)(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
+_TOKEN = re.compile(r"conv(?P<k>\d+)(?P<pad>p?):(?P<out>\d+)$|(?P<pool>pool)$|(?P<gap>gap)$")
 
 
 @dataclass(frozen=True)
@@ -31,8 +24,6 @@ class Layer:
     kernel: int = 1  # pixels; for pool the window (2)
     padding: int = 0  # pixels
     out_channels: int = 0  # for conv only
-    separable: bool = False  # conv only: depthwise kxk, then pointwise 1x1 to out_channels
-    tied: bool = False  # conv only: the kernel of the convolution before it, applied again
 
 
 def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
@@ -41,39 +32,18 @@ def parse_layout(layout: tuple[str, ...]) -> list[Layer]:
     for token in layout:
         m = _TOKEN.match(token)
         if not m:
-            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, sepK:C, sepKp:C, tiedK:C, "
-                             f"tiedKp:C, pool or gap")
+            raise ValueError(f"bad layout token {token!r}: expected convK:C, convKp:C, pool or gap")
         if m["pool"]:
             layers.append(Layer("pool", kernel=2))
         elif m["gap"]:
             layers.append(Layer("gap"))
         else:
             k = int(m["k"])
-            layer = Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"]),
-                          separable=m["conv"] == "sep", tied=m["conv"] == "tied")
-            if layer.tied:
-                _check_tie(token, [l for l in layers if l.kind == "conv"], layer)
-            layers.append(layer)
+            layers.append(Layer("conv", kernel=k, padding=(k // 2) if m["pad"] else 0, out_channels=int(m["out"])))
     convs = [l for l in layers if l.kind == "conv"]
     if not convs or layers[-1] != convs[-1] or convs[-1].out_channels != NUM_CLASSES:
         raise ValueError(f"layout {layout} must end with a convolution to {NUM_CLASSES} channels")
     return layers
-
-
-def _check_tie(token: str, before: list[Layer], layer: Layer) -> None:
-    # A kernel can be applied again only where it fits: same size, and as many channels in as out, since
-    # its input is now the output of a convolution with its own output channels.
-    if not before:
-        raise ValueError(f"layout token {token!r} cannot tie: no convolution comes before it")
-    source, channels_in = before[-1], before[-2].out_channels if len(before) > 1 else 1
-    if source.separable or source.kernel != layer.kernel:
-        kind = "a depthwise-separable block" if source.separable else f"a {source.kernel}x{source.kernel} convolution"
-        raise ValueError(f"layout token {token!r} cannot tie to the convolution before it: that is {kind}, and only a "
-                         f"{layer.kernel}x{layer.kernel} convolution (plain or tied) has the kernel it needs")
-    if not channels_in == source.out_channels == layer.out_channels:
-        raise ValueError(f"layout token {token!r} cannot tie to the convolution before it, which maps {channels_in} "
-                         f"channel{'s' * (channels_in != 1)} to {source.out_channels}: a kernel is applied again only from C channels to the "
-                         f"same C, written as the tied token's C")
 
 
 IMAGE_SIZE = 28
