@@ -39,14 +39,14 @@ def pytest_addoption(parser):
 # --- the slow tier's selection, shared by tests/test_goals.py and the hooks here ----------------------
 
 def selected_steps(config) -> list:
-    from ablation.cli import parse_steps
+    from ablation.study.registry import parse_steps
 
     return parse_steps(config.getoption("--steps") or "all")
 
 
 def selected_seeds(config, step) -> list[int]:
     """The seeds of `step` selected for its judged runs (--seeds, default its own); its confirmation seeds apart."""
-    from ablation.cli import parse_seeds
+    from ablation.study.registry import parse_seeds
 
     text = config.getoption("--seeds")
     return [s for s in parse_seeds(text) if s not in step.confirmation_seeds] if text else list(step.seeds)
@@ -54,7 +54,7 @@ def selected_seeds(config, step) -> list[int]:
 
 def selected_confirmation_seeds(config, step) -> list[int]:
     """The step's confirmation seeds selected (--seeds, default all of them)."""
-    from ablation.cli import parse_seeds
+    from ablation.study.registry import parse_seeds
 
     text = config.getoption("--seeds")
     return [s for s in parse_seeds(text) if s in step.confirmation_seeds] if text else list(step.confirmation_seeds)

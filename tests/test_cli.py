@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from ablation.cli import main, parse_seeds
+from ablation.cli import main
+from ablation.study.registry import parse_seeds
 from ablation.study.registry import STEPS
 
 pytestmark = pytest.mark.fast

@@ -26,7 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..study.layout import IMAGE_SIZE, NUM_CLASSES, Layer, parse_layout, test_time_rotations, test_time_shifts
+from ..study.analysis import text_table
+from ..study.layout import NUM_CLASSES, parse_layout, test_time_rotations, test_time_shifts
+from ..study.step import Step
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 class SeedDropout(nn.Module):
@@ -294,3 +296,31 @@ def receptive_field_probe(model: Net, image_size: int = 28) -> int:
         jump = int(next_cols.min() - cols.min())  # how far the field moves per unit of the map, measured
         field += (pooled_side - 1) * jump
     return field
+
+
+def check_network(step: Step) -> None:
+    """ValueError unless `step`'s network takes a 28x28 image to ten outputs (a layout can parse and still
+    not fit: a map left larger than 1x1, or shrunk below a kernel)."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            for_step(step).eval()(torch.zeros(1, 1, 28, 28))
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"layout={step.layout!r} is not allowed: {str(e).splitlines()[0]}") from None
+
+
+def layer_summary(step, model: Net) -> str:
+    """The layer table of `step`'s network as text, with the multiply-adds of its test-time views."""
+    rows = layer_table(model)
+    macs = sum(r["macs"] for r in rows)
+    lines = [f"{step.name}: {step.layout}",
+             text_table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"],
+                          r["jump"]] for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{macs:,}", "", ""]],
+                        ["layer", "output", "params", "MACs", "RF", "jump"])]
+    views = 1 + len(step.tta) + len(step.tta_rotations)
+    if views > 1:
+        # test-time views run the whole network once each: the MACs above, per view
+        copies = [f"shifts {list(step.tta)}" if step.tta else "",
+                  f"rotations {list(step.tta_rotations)}" if step.tta_rotations else ""]
+        lines.append(f"evaluated over {views} views (the image, {' and '.join(c for c in copies if c)}): "
+                     f"{views * macs:,} MACs per test image")
+    return "\n".join(lines)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from . import records
-from ..study.analysis import lowest_of_last, meets
+from . import machine, records
+from ..study.analysis import lowest_of_last, meets, text_table
 from ..study.registry import STEPS
 from ..study.step import changed_run_fields
 from ..study.survival import setup_words
@@ -51,7 +51,7 @@ def setup_differences(fresh: dict, committed: dict) -> list[str]:
     """The parts of the set-up in which two records differ; empty when bit-identity is promised."""
     a, b = fresh["provenance"], committed["provenance"]
     differ = [k for k in SAME_SETUP_KEYS if a.get(k) != b.get(k)]
-    differ += records.float_path_gap(a, b)
+    differ += machine.float_path_gap(a, b)
     made = records.record_generation(fresh), records.record_generation(committed)
     if None in made or made[0] != made[1]:  # unknown generations promise nothing
         differ.insert(0, "engine generation")
@@ -167,19 +167,10 @@ def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> 
     return out
 
 
-def text_table(rows: list[list], header: list[str]) -> str:
-    """`rows` under `header` as left-aligned columns of plain text, a rule under the header (the CLI's tables too)."""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def reproduction(out: Path, ran: set[tuple[str, int]]) -> tuple[str, str] | None:
     """The reproduction table of the runs asked for, found under `out`, against the committed study: (its
     title, the table and its tally); None when there is nothing fresh to compare (the slow tier prints it too)."""
-    if Path(out).resolve() == records.DEFAULT_RUNS.resolve():
+    if records.is_study_folder(out, records.DEFAULT_RUNS):
         return None  # these are the committed records themselves
     pairs = compare(out, only=ran)
     if not pairs:

@@ -202,3 +202,37 @@ def check_goals(step: Step, records: list[dict]) -> None:
         raise GoalMiss(f"goals met on {summary['seeds_meeting']}/{len(records)} seeds ({per_seed})")
     if goals.mean_final_floor is not None and not at_least(summary["final_mean"], goals.mean_final_floor):
         raise GoalMiss(f"mean final accuracy {summary['final_mean']:.2f}% < {goals.mean_final_floor}%")
+
+
+# --- text for the command line ---------------------------------------------------------------
+
+def text_table(rows: list[list], header: list[str]) -> str:
+    """`rows` under `header` as left-aligned columns of plain text, a rule under the header (the CLI's tables too)."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary_table(steps: list, found: dict[str, list[dict]], *, held_out: bool = False) -> str:
+    """Every record of `steps` among `found` ({step name: records}, earlier runs included): one row a step."""
+    rows = []
+    for step in steps:
+        if recs := found.get(step.name, []):
+            s = step_summary(recs, step.goals)
+            own = "the mission's" if step.goals == Goals() else "met" if s["every_seed"] else "not met"
+            lowest = f"{s['min_of_min_last']:.2f}" if math.isfinite(s["min_of_min_last"]) else "diverged"
+            rows.append([step.name, s["n"], f"{recs[0]['params']:,}", final_cell(s), lowest,
+                         f"{sum(map(meets_mission, recs))} of {s['n']}", own])
+    return text_table(rows, ["step", "seeds", "params", f"final {'held-out' if held_out else 'test'} acc %",
+                             "lowest of last 5 %", "meet the mission", "its own goals, all seeds"])
+
+
+def final_cell(summary: dict) -> str:
+    """The summary's final accuracy: mean ± std of the runs that finished, and which seeds diverged."""
+    diverged = f"seed{'s' * (len(summary['diverged']) > 1)} {', '.join(map(str, summary['diverged']))} diverged"
+    if not math.isfinite(summary["final_mean"]):
+        return "diverged" if len(summary["diverged"]) == summary["n"] else diverged
+    text = f"{summary['final_mean']:.2f} ± {summary['final_std']:.2f}"
+    return f"{text} ({diverged})" if summary["diverged"] else text

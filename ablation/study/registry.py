@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass, replace
 
-from .step import Augment, Goals, Schedule, SeedReport, Step
+from .step import MAX_SEED, Augment, Goals, Schedule, SeedReport, Step
 
 SEEDS = (0, 1, 2, 3, 4)  # every step is reported over these five
 # Confirmation seeds of the final step and of the best ≤ 6,000-parameter step, fixed on 2026-11-29 before any
@@ -185,3 +185,39 @@ def get_step(name: str) -> Step:
         return STEPS[FINAL_STEP if name == "final" else name]
     except KeyError:
         raise KeyError(f"unknown step {name!r}; known steps: {', '.join(STEPS)}") from None
+
+
+# Seeds in one selection: more is a typo, not a study.
+MAX_SEEDS = 1_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]; '3' -> [3]."""
+    seeds: list[int] = []
+    malformed = ValueError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7 "
+                                           f"of distinct whole numbers from 0 to {MAX_SEED:,}, at most {MAX_SEEDS:,}")
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not (lo.isdigit() and lo.isascii() and (not dash or hi.isdigit() and hi.isascii())):
+            raise malformed from None  # '0-', '-3', '1e3', '' or '٣' (isdigit alone takes other scripts' digits)
+        if len(lo) > 10 or len(hi) > 10:
+            raise malformed
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if not first <= last <= MAX_SEED or len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise malformed  # checked before the range is made: 0-99999999999 would fill the memory
+        seeds += range(first, last + 1)
+    if len(set(seeds)) != len(seeds):
+        raise malformed
+    return seeds
+
+
+def parse_steps(text: str) -> list[Step]:
+    """'all', or step names separated by commas ('final' names FINAL_STEP), each step once."""
+    if text == "all":
+        return list(STEPS.values())
+    try:
+        steps = [get_step(name.strip()) for name in text.split(",")]
+    except KeyError as e:
+        raise ValueError(f"{e.args[0]}; or 'final' (the step the mission is judged on, {FINAL_STEP}), "
+                         f"or 'all'") from None
+    return list({step.name: step for step in steps}.values())  # a step named twice trains once

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last
+from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last, text_table
 from .step import Goals, Step, changed_run_fields, check, config_diff, in_range, is_whole
 
 VALIDATION = Path("reports/validation")
@@ -165,3 +165,31 @@ def check_views_only(step: Step, variant: Step) -> None:
     if not changed or changed - VIEW_FIELDS:
         raise ValueError(f"a preview measures other test-time views ({', '.join(sorted(VIEW_FIELDS))}) on the "
                          f"step's saved weights; this variant changes {', '.join(sorted(changed)) or 'nothing'}")
+
+
+# --- text for the command line ---------------------------------------------------------------
+
+def screen_text(found: list[Pair], step_name: str, variant_name: str, rule: Rule = Rule()) -> str:
+    """The screen's pairs, fold by fold, and the rule's verdict on them."""
+    rows = [[p.fold, p.seed, f"{p.base:.2f}", *(["diverged", "", f"{p.base_min:.2f}", ""] if math.isnan(p.variant) else
+             [f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}", f"{p.variant_min:.2f}"])] for p in found]
+    lines = [text_table(rows, ["fold", "seed", step_name, "variant", "variant - step", "step min, last 5",
+                               "variant min, last 5"])]
+    v = verdict(found, rule)
+    if v["n"] and not math.isnan(v["mean"]):
+        lines.append(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} "
+                     f"of {v['n']}, lowest of the last 5 changed by {v['floor_change']:+.3f} % on average")
+    return "\n".join(lines + [f"{variant_name} {v['text']}"])
+
+
+def preview_text(found: list[Pair], step_name: str, variant_name: str) -> str:
+    """A preview's pairs (final epoch only, from saved weights) and their mean: no verdict."""
+    lines = [text_table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
+                        ["fold", "seed", step_name, "variant", "variant - step"])]
+    if found:
+        deltas = [p.delta for p in found]
+        low, high = confidence_interval95(deltas)
+        lines.append(f"mean {statistics.fmean(deltas):+.3f} % [95 % CI {low:+.3f}, {high:+.3f}], ahead in "
+                     f"{sum(d > 0 for d in deltas)} of {len(deltas)}")
+    return "\n".join(lines + [f"{variant_name}: a preview of the final epoch from saved weights, not a verdict; the rule "
+                              f"also judges each of the last {LAST_EPOCHS} epochs, which only the screen's runs measure"])

@@ -2,199 +2,38 @@
 measure, bench and notebook.
 
 Nothing imports this module: it parses, checks the arguments and calls the library. An option that several
-commands take is declared once, in a parent parser (the `*_options` functions), so it reads and is checked
-alike wherever it is given. A refusal is one line and exit status 2.
+commands take is declared once, in a parent parser (options.py), so it reads and is checked alike wherever it
+is given. A refusal is one line and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import os
-import statistics
 import sys
 from pathlib import Path
 
-import torch
-
-from . import build_model, count_parameters
-from .engine import train as training  # through the module: tests replace its functions
-from .engine.data import TRAIN_LABEL_COUNTS, DataError, check_holdout, load_mnist, load_mnist_checked
-from .engine.models import for_step, layer_table
-from .reference import bench, notebook
-from .report import render_files, report_path
-from .runs import ray_backend, records
-from .runs.measure import measure, preview_views
-from .runs.reproduce import reproduction, text_table as table
-from .runs.runner import Task, run_tasks
-from .study.analysis import confidence_interval95, meets_mission, step_summary
-from .study.registry import FINAL_STEP, STEPS, get_step, with_overrides
-from .study.screen import LAST_EPOCHS, Rule, as_registered, check_views_only, fold_dir, pairs, to_train, verdict
-from .study.step import MAX_EPOCHS, MAX_SEED, Goals, Step
-
-# What --quick trains on: a smoke test of the whole path in seconds, one epoch.
-QUICK = dict(limit_train=2048, limit_test=1000)
-MAX_SEEDS = 1_000  # seeds in one --seeds: more is a typo, not a study
-MAX_THREADS = 256
-VALIDATION = Path("reports/validation")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, refusing in one line (`python -m ablation run: error: ...`) and exit status 2: a script or
-    a log reads the refusal without the usage block (--help shows that)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
-
-
-# --- argument types: each refuses a bad value in one line that names it ------------------------------
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]; '3' -> [3]."""
-    seeds: list[int] = []
-    malformed = argparse.ArgumentTypeError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7 "
-                                           f"of distinct whole numbers from 0 to {MAX_SEED:,}, at most {MAX_SEEDS:,}")
-    for part in text.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        if not (lo.isdigit() and lo.isascii() and (not dash or hi.isdigit() and hi.isascii())):
-            raise malformed from None  # '0-', '-3', '1e3', '' or '٣' (isdigit alone takes other scripts' digits)
-        if len(lo) > 10 or len(hi) > 10:
-            raise malformed
-        first, last = int(lo), int(hi) if dash else int(lo)
-        if not first <= last <= MAX_SEED or len(seeds) + last - first + 1 > MAX_SEEDS:
-            raise malformed  # checked before the range is made: 0-99999999999 would fill the memory
-        seeds += range(first, last + 1)
-    if len(set(seeds)) != len(seeds):
-        raise malformed
-    return seeds
-
-
-def parse_steps(text: str) -> list[Step]:
-    if text == "all":
-        return list(STEPS.values())
-    try:
-        steps = [get_step(name.strip()) for name in text.split(",")]
-    except KeyError as e:
-        raise argparse.ArgumentTypeError(f"{e.args[0]}; or 'final' (the step the mission is judged on, "
-                                         f"{FINAL_STEP}), or 'all'") from None
-    return list({step.name: step for step in steps}.values())  # a step named twice trains once
-
-
-def bounded_int(most: int):
-    """An argparse type: a whole number from 1 to `most`."""
-    def positive_int(text: str) -> int:
-        text = text.strip()
-        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else 0
-        if not 0 < value <= most:
-            raise argparse.ArgumentTypeError(f"must be a positive integer up to {most:,}, got {text!r}")
-        return value
-    return positive_int
-
-
-positive_int = bounded_int(10**9)
-
-
-def checked(convert):
-    """An argparse type from a library function: its ValueError or KeyError, in argparse's one line."""
-    def argument(text: str):
-        try:
-            return convert(text)
-        except (ValueError, KeyError) as e:
-            raise argparse.ArgumentTypeError(str(e.args[0] if e.args else e)) from None
-    return argument
-
-
-step_name = checked(get_step)
-ray_address = checked(ray_backend.parse_address)  # its reachability is check_backend's
-retry_count = checked(ray_backend.parse_retries)
-engine_details = checked(lambda text: notebook.check_like_engine(text.split(",")))  # --like-engine augment,order
-
-
-# --- options that several commands take, each declared once (a command names them in parents=[...]) ------
-
-def parent(title: str | None = None):
-    """A parent parser and where its options go: a titled section of --help, or the command's own options."""
-    p = argparse.ArgumentParser(add_help=False)  # -h is the command's own
-    return p, (p.add_argument_group(title) if title else p)
-
-
-def one_option(*flags: str, **kwargs) -> argparse.ArgumentParser:
-    p, o = parent()
-    o.add_argument(*flags, **kwargs)
-    return p
-
-
-def data_options() -> argparse.ArgumentParser:
-    return one_option("--data-dir", default=None, help="folder holding MNIST/raw (default: $ABLATION_DATA, else ./data)")
-
-
-def device_options(default: str = "auto") -> argparse.ArgumentParser:
-    return one_option("--device", default=default, choices=["auto", "cpu", "cuda"],
-                      help=f"auto is cuda when present (default {default})")
-
-
-def selection_options(steps: str) -> argparse.ArgumentParser:
-    """What run and notebook train: --steps (default `steps`), --seeds, --epochs, --quick."""
-    p, o = parent("what trains")
-    o.add_argument("--steps", type=parse_steps, default=steps,
-                   help="comma-separated step names, 'final' for the step the mission is judged on, or 'all' "
-                        "(default %(default)s)")
-    o.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-4 or 0,3 (default: each step's own seeds)")
-    o.add_argument("--epochs", type=bounded_int(MAX_EPOCHS), default=None, help="override every step's epochs")
-    o.add_argument("--quick", action="store_true", help="smoke run: one epoch on 2,048 training and 1,000 test images")
-    return p
-
-
-def variant_options() -> argparse.ArgumentParser:
-    return one_option("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                      help="a variant: the step with a field changed (repeatable), e.g. --set lr=0.1 --set "
-                           "schedule.final_epoch=12, or a network: --set \"layout=('conv3:8', 'conv3:10', 'conv1:8', "
-                           "'pool', 'conv3:10', 'conv3:16', 'conv3:16', 'conv3p:16', 'gap', 'conv1:10')\"")
-
-
-def training_options() -> argparse.ArgumentParser:
-    """Where and how wide run and screen train: threads, processes, or Ray."""
-    p, o = parent("where runs train")
-    o.add_argument("--threads", type=bounded_int(MAX_THREADS), default=None,
-                   help="CPU threads per process (default $ABLATION_THREADS or 1)")
-    o.add_argument("--jobs", type=positive_int, default=None,
-                   help="runs trained in parallel processes (default: one per CPU core on cpu, 1 on cuda); with "
-                        "--backend ray and no --address, the CPUs of the local Ray")
-    o.add_argument("--backend", choices=["process", "ray"], default="process",
-                   help="process: a pool of worker processes on this machine (default); ray: Ray tasks on a local Ray "
-                        f"or a cluster, one CPU (or a share of a GPU) each (needs: {ray_backend.INSTALL})")
-    o.add_argument("--address", type=ray_address, default=None,
-                   help="with --backend ray: the cluster to use, HOST:PORT of its head or 'auto' (the one `ray start` "
-                        "made on this machine); checked before anything loads (default: start a local Ray for this "
-                        "command)")
-    o.add_argument("--runs-per-gpu", type=positive_int, default=1,
-                   help="with --backend ray --device cuda: runs that share one GPU (each asks for 1/N of it; default 1)")
-    o.add_argument("--max-retries", type=retry_count, default=ray_backend.DEFAULT_RETRIES,
-                   help=f"with --backend ray: times a run whose worker died is tried again, 0 to "
-                        f"{ray_backend.MAX_RETRIES} (default {ray_backend.DEFAULT_RETRIES})")
-    return p
-
-
-def records_options(default: Path) -> argparse.ArgumentParser:
-    return one_option("--runs", type=Path, default=default, help=f"records folder (default {default})")
-
-
-def json_options() -> argparse.ArgumentParser:
-    return one_option("--json", action="store_true", help="print JSON instead of a table")
+from .. import build_model, count_parameters
+from ..engine import train as training  # through the module: tests replace its functions
+from ..engine.data import TRAIN_LABEL_COUNTS, DataError, check_holdout, load_mnist, load_mnist_checked
+from ..engine.models import check_network, for_step, layer_summary
+from ..reference import bench, notebook
+from ..report import render_files, report_path
+from ..runs import ray_backend, records
+from ..runs.measure import measure, preview_views
+from ..runs.reproduce import reproduction
+from ..runs.runner import Task, run_tasks
+from ..study.analysis import summary_table, text_table as table
+from ..study.registry import STEPS, with_overrides
+from ..study.screen import Rule, as_registered, check_views_only, fold_dir, pairs, preview_text, screen_text, to_train
+from ..study.step import Step
+from .options import (MAX_THREADS, QUICK, VALIDATION, Parser, bounded_int, data_options, device_options, engine_details,
+                      json_options, positive_int, records_options, seed_list, selection_options, step_name,
+                      training_options, variant_options)
 
 
 # --- checks that several commands make before anything loads ----------------------------------------
-
-def check_network(step: Step) -> None:
-    """ValueError unless `step`'s network takes a 28x28 image to ten outputs (a layout can parse and still
-    not fit: a map left larger than 1x1, or shrunk below a kernel)."""
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            for_step(step).eval()(torch.zeros(1, 1, 28, 28))
-    except (ValueError, RuntimeError) as e:
-        raise ValueError(f"layout={step.layout!r} is not allowed: {str(e).splitlines()[0]}") from None
-
 
 def variants_and_device(args, steps: list[Step]):
     """`steps` with --set applied, each network checked to fit, and --device; then $ABLATION_THREADS, read now: a
@@ -284,19 +123,7 @@ def cmd_summary(args) -> int:
         model = for_step(step)
     except ValueError as e:
         args.parser.error(str(e))
-    rows = layer_table(model)
-    macs = sum(r["macs"] for r in rows)
-    print(f"{step.name}: {step.layout}")
-    print(table([[r["layer"], "x".join(map(str, r["output"])), f"{r['params']:,}", f"{r['macs']:,}", r["rf"], r["jump"]]
-                 for r in rows] + [["total", "", f"{sum(r['params'] for r in rows):,}", f"{macs:,}", "", ""]],
-                ["layer", "output", "params", "MACs", "RF", "jump"]))
-    views = 1 + len(step.tta) + len(step.tta_rotations)
-    if views > 1:
-        # test-time views run the whole network once each: the MACs above, per view
-        copies = [f"shifts {list(step.tta)}" if step.tta else "",
-                  f"rotations {list(step.tta_rotations)}" if step.tta_rotations else ""]
-        print(f"evaluated over {views} views (the image, {' and '.join(c for c in copies if c)}): "
-              f"{views * macs:,} MACs per test image")
+    print(layer_summary(step, model))
     return 0
 
 
@@ -321,7 +148,9 @@ def cmd_run(args) -> int:
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
                        QUICK if args.quick else {}, args.out, args.fold) for i in range(0, len(seeds), group)]
     errors = train_tasks(tasks, args, device, data)
-    print_run_summary(args)
+    print(summary_table(args.steps, records.load_all(args.out), held_out=bool(args.holdout)))
+    if args.quick:
+        print("(--quick: a smoke run of one epoch on 2,048 images; these numbers judge nothing)")
     if not args.holdout and not args.quick:
         if found := reproduction(args.out, {(step.name, seed) for step in args.steps for seed in (args.seeds or step.seeds)}):
             print("\n" + "\n".join(found))
@@ -356,32 +185,6 @@ def resumed(step, seeds: list[int], args, epochs: int | None) -> list[int]:
         print(f"{step.name}: seeds {', '.join(map(str, kept))} already recorded under {args.out} by this engine, "
               f"kept (--resume)", file=sys.stderr)
     return todo
-
-
-def print_run_summary(args) -> None:
-    """Every record of the steps asked for under --runs, earlier runs included: one row a step."""
-    found, rows = records.load_all(args.out), []
-    for step in args.steps:
-        if recs := found.get(step.name, []):
-            s = step_summary(recs, step.goals)
-            own = "the mission's" if step.goals == Goals() else "met" if s["every_seed"] else "not met"
-            lowest = f"{s['min_of_min_last']:.2f}" if math.isfinite(s["min_of_min_last"]) else "diverged"
-            rows.append([step.name, s["n"], f"{recs[0]['params']:,}", final_cell(s), lowest,
-                         f"{sum(map(meets_mission, recs))} of {s['n']}", own])
-    where = "held-out" if args.holdout else "test"
-    print(table(rows, ["step", "seeds", "params", f"final {where} acc %", "lowest of last 5 %", "meet the mission",
-                       "its own goals, all seeds"]))
-    if args.quick:
-        print("(--quick: a smoke run of one epoch on 2,048 images; these numbers judge nothing)")
-
-
-def final_cell(summary: dict) -> str:
-    """The summary's final accuracy: mean ± std of the runs that finished, and which seeds diverged."""
-    diverged = f"seed{'s' * (len(summary['diverged']) > 1)} {', '.join(map(str, summary['diverged']))} diverged"
-    if not math.isfinite(summary["final_mean"]):
-        return "diverged" if len(summary["diverged"]) == summary["n"] else diverged
-    text = f"{summary['final_mean']:.2f} ± {summary['final_std']:.2f}"
-    return f"{text} ({diverged})" if summary["diverged"] else text
 
 
 def measure_and_render(runs: Path, data_dir) -> None:
@@ -452,15 +255,8 @@ def refuse_quick_beside_full(args, variant: Step) -> None:
 def print_verdict(args, variant: Step, rule: Rule) -> None:
     """The pairs found now in the folds and seeds asked for, and the rule's verdict on them."""
     folds = {k: runs for k, runs in records.load_folds(args.validation).items() if k in args.folds}
-    found = [p for p in pairs(args.step, variant, folds) if p.seed in args.seeds]
-    print(table([[p.fold, p.seed, f"{p.base:.2f}", *(["diverged", "", f"{p.base_min:.2f}", ""] if math.isnan(p.variant) else
-                  [f"{p.variant:.2f}", f"{p.delta:+.2f}", f"{p.base_min:.2f}", f"{p.variant_min:.2f}"])] for p in found],
-                ["fold", "seed", args.step.name, "variant", "variant - step", "step min, last 5", "variant min, last 5"]))
-    v = verdict(found, rule)
-    if v["n"] and not math.isnan(v["mean"]):
-        print(f"mean {v['mean']:+.3f} % [95 % CI {v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], ahead in {v['ahead']} of {v['n']}, "
-              f"lowest of the last 5 changed by {v['floor_change']:+.3f} % on average")
-    print(f"{variant.name} {v['text']}")
+    print(screen_text([p for p in pairs(args.step, variant, folds) if p.seed in args.seeds], args.step.name,
+                      variant.name, rule))
 
 
 def preview(args, variant: Step, data) -> int:
@@ -471,15 +267,7 @@ def preview(args, variant: Step, data) -> int:
                                     limit_test=QUICK["limit_test"] if args.quick else None)
     for line in left_out:
         print(f"left out: {line}", file=sys.stderr)
-    print(table([[p.fold, p.seed, f"{p.base:.2f}", f"{p.variant:.2f}", f"{p.delta:+.2f}"] for p in found],
-                ["fold", "seed", args.step.name, "variant", "variant - step"]))
-    if found:
-        deltas = [p.delta for p in found]
-        low, high = confidence_interval95(deltas)
-        print(f"mean {statistics.fmean(deltas):+.3f} % [95 % CI {low:+.3f}, {high:+.3f}], ahead in "
-              f"{sum(d > 0 for d in deltas)} of {len(deltas)}")
-    print(f"{variant.name}: a preview of the final epoch from saved weights, not a verdict; the rule also judges "
-          f"each of the last {LAST_EPOCHS} epochs, which only the screen's runs measure")
+    print(preview_text(found, args.step.name, variant.name))
     return 2 if left_out or not found else 0
 
 
@@ -588,9 +376,9 @@ def build_parser() -> Parser:
                                    "judge the pairs by a rule fixed in advance: " + Rule().describe() + ". "
                                    "The test set is never touched.")
     p.add_argument("step", type=step_name, help=f"the step the variant changes, e.g. {list(STEPS)[-1]}")
-    p.add_argument("--folds", type=parse_seeds, default=list(range(6)),
+    p.add_argument("--folds", type=seed_list, default=list(range(6)),
                    help="held-out folds, e.g. 0-5 (default: all six disjoint folds of 10,000)")
-    p.add_argument("--seeds", type=parse_seeds, default=[0], help="seeds per fold (default 0)")
+    p.add_argument("--seeds", type=seed_list, default=[0], help="seeds per fold (default 0)")
     p.add_argument("--holdout", type=positive_int, default=10_000, help="images per fold (default 10000)")
     p.add_argument("--validation", type=Path, default=VALIDATION,
                    help=f"fold 0's records folder; fold K is validation-folds/fold-K beside it (default {VALIDATION})")
