@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import pytest
 
-from ablation.runs import records
+from ablation.runs import machine, records
 
 from ablation.runs import reproduce
 from ablation.study.analysis import GoalMiss, check_goals, check_run_goals
@@ -176,7 +176,7 @@ def test_saved_weights_measure_the_recorded_final_accuracy(repro_case, mnist, re
     record, weights = obtain(step, seed, request.config)
     if why := records.why_not_remeasurable(record):
         pytest.skip(why)
-    if differ := records.float_path_differences(record):
+    if differ := machine.float_path_differences(record):
         pytest.skip(f"made with another {', '.join(differ)}: exact agreement is promised on the same float path only")
     correct, loss = records.measure_weights(record, weights, mnist.test_images, mnist.test_labels)
     last, n = record["history"][-1], len(mnist.test_labels)

@@ -51,7 +51,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablation.runs import records
+from ablation.runs import machine, records
 from ablation.engine.data import MNIST
 from ablation.study.registry import STEPS
 from ablation.study.survival import setup_words
@@ -95,8 +95,8 @@ def golden_run(step, mnist, epochs: int | None = None) -> dict:
 
 def setup() -> dict:
     """The set-up this process computes goldens on: what, besides the code, decides how its floats round."""
-    path = records.float_path()
-    return {"torch": torch.__version__, "cpu": records.device_name("cpu"), "cpu_capability": path["cpu_capability"],
+    path = machine.float_path()
+    return {"torch": torch.__version__, "cpu": machine.device_name("cpu"), "cpu_capability": path["cpu_capability"],
             "onednn_isa": path["onednn_isa"]}
 
 

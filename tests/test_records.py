@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from ablation.runs import records
+from ablation.runs import machine, records
 
 from ablation import train
 
@@ -164,12 +164,12 @@ def test_an_unreadable_record_is_not_reused_and_says_why(committed):
 
 
 def test_a_record_from_another_float_path_is_named_as_such():
-    """records.float_path_differences: a record of another CPU or oneDNN cap is named; one made before provenance
+    """machine.float_path_differences: a record of another CPU or oneDNN cap is named; one made before provenance
     held the instruction sets is compared on what it holds."""
-    here = {"device_name": records.device_name("cpu"), **records.float_path()}
-    assert records.float_path_differences({"provenance": dict(here)}) == []
+    here = {"device_name": machine.device_name("cpu"), **machine.float_path()}
+    assert machine.float_path_differences({"provenance": dict(here)}) == []
     old = {k: v for k, v in here.items() if k not in ("cpu_capability", "onednn_isa", "onednn_isa_cap")}
-    assert records.float_path_differences({"provenance": old}) == ([] if here["onednn_isa_cap"] is None else ["onednn_isa_cap"])
-    assert records.float_path_differences({"provenance": {**here, "device_name": "Other CPU"}}) == ["device_name"]
-    assert records.float_path_differences({"provenance": {**here, "onednn_isa_cap": "ISA9", "onednn_isa": "Made-up ISA"}}) \
+    assert machine.float_path_differences({"provenance": old}) == ([] if here["onednn_isa_cap"] is None else ["onednn_isa_cap"])
+    assert machine.float_path_differences({"provenance": {**here, "device_name": "Other CPU"}}) == ["device_name"]
+    assert machine.float_path_differences({"provenance": {**here, "onednn_isa_cap": "ISA9", "onednn_isa": "Made-up ISA"}}) \
         == ["onednn_isa", "onednn_isa_cap"]

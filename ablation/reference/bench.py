@@ -127,7 +127,7 @@ def run(device: str | torch.device = "cpu", batches: int = 30, seeds: int = 4, d
         data: MNIST | None = None, threads: int | None = None, workers: tuple[int, ...] = WORKERS,
         matmul_size: int = MATMUL_SIZE, log: Callable[[str], None] = _stderr) -> dict:
     """Measure everything; return the figures as a JSON-ready dict (see the module docstring)."""
-    from ..runs.records import device_name
+    from ..runs.machine import device_name
 
     check_batches(batches)
     device = resolve_device(str(device))

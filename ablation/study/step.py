@@ -4,7 +4,7 @@ is made. The registry of the study's steps is registry.py.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 
