@@ -185,7 +185,7 @@ class Step:
     parent: str | None  # the step this one changes
     changes: tuple[str, ...]  # the fields of the parent this step's target changes
     params: int  # parameters of the model; a fast test checks it against the built network
-    layout: tuple[str, ...]  # the network, in models.py's layout language
+    layout: tuple[str, ...]  # the network, in layout.py's layout language
     batchnorm: bool  # BatchNorm after every 3x3 convolution
     dropout: float  # probability, after every 3x3 convolution block
     batch_size: int  # images per step
