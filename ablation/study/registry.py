@@ -40,7 +40,7 @@ def step(parent: Step, name: str, *, params: int, goals: Goals = Goals(), seeds:
 
 
 _basic = Step(
-    "1-basic", parent=None, changes=(), layout=BASIC_LAYOUT, batchnorm=False, dropout=0.0, batch_size=128,
+    name="1-basic", parent=None, changes=(), layout=BASIC_LAYOUT, batchnorm=False, dropout=0.0, batch_size=128,
     lr=0.1, momentum=0.0, weight_decay=0.0, schedule=Schedule(), augment=Augment(),
     epochs=15, params=13_160, seeds=SEEDS, goals=Goals(), floor_misses=SEEDS,
     seed_report=SeedReport(params=13_160, best_train_acc=99.17, best_test_acc=99.18))
@@ -166,7 +166,7 @@ def with_overrides(step: Step, assignments: list[str]) -> Step:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            value = raw  # a bare word such as sgd or bilinear: the field's check judges it as text
+            value = raw  # a bare word such as onecycle: the field's check judges it as text
         head, _, sub = key.partition(".")
         if head not in {f.name for f in fields(Step)} or head in {"name", "parent", "changes"}:
             raise ValueError(f"override {text!r}: {head!r} is not a step field")
@@ -194,8 +194,8 @@ MAX_SEEDS = 1_000
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]; '3' -> [3]."""
     seeds: list[int] = []
-    malformed = ValueError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7 "
-                                           f"of distinct whole numbers from 0 to {MAX_SEED:,}, at most {MAX_SEEDS:,}")
+    malformed = ValueError(f"malformed seeds {text!r}: use a range like 0-4 or a list like 0,2,7 of distinct whole "
+                           f"numbers from 0 to {MAX_SEED:,}, at most {MAX_SEEDS:,}")
     for part in text.split(","):
         lo, dash, hi = part.strip().partition("-")
         if not (lo.isdigit() and lo.isascii() and (not dash or hi.isdigit() and hi.isascii())):

@@ -179,12 +179,16 @@ def words(name: str) -> dict[str, str | None]:
     return out | {key: " ".join(text) for key, text in lines.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Step:
+    """A step of the study: its recipe, what its runs compute (a step takes its parent's and sets the fields in
+    `changes`), and its claim, what is asserted of those runs (each step its own: registry.step never takes it
+    from the parent). Its words are words/<name>.md (the properties below)."""
+
     name: str  # "<n>-<what>", the test id and the records folder
     parent: str | None  # the step this one changes
     changes: tuple[str, ...]  # the fields of the parent this step's target changes
-    params: int  # parameters of the model; a fast test checks it against the built network
+    # --- the recipe
     layout: tuple[str, ...]  # the network, in layout.py's layout language
     batchnorm: bool  # BatchNorm after every 3x3 convolution
     dropout: float  # probability, after every 3x3 convolution block
@@ -195,13 +199,15 @@ class Step:
     schedule: Schedule
     augment: Augment
     epochs: int  # epochs trained
-    seeds: tuple[int, ...]  # the seeds its results are reported over
-    goals: Goals
-    seed_report: SeedReport | None  # the seed's own figures, for the side-by-side comparison
-    floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
     ema: float = 0.0  # decay per iteration of a moving average of the weights, which is evaluated and saved (0: off)
     tta: tuple[tuple[int, int], ...] = ()  # test-time shifts (dx, dy): evaluation averages the softmax over these views
     tta_rotations: tuple[float, ...] = ()  # test-time rotations (degrees): more views for the average, as tta
+    # --- the claim
+    params: int  # parameters of the model; a fast test checks it against the built network
+    seeds: tuple[int, ...]  # the seeds its results are reported over
+    goals: Goals
+    seed_report: SeedReport | None = None  # the seed's own figures, for the side-by-side comparison
+    floor_misses: tuple[int, ...] = ()  # seeds whose runs miss the accuracy floor, as measured (strict xfails)
     # Fresh seeds, fixed here before any of them ran and never looked at by a choice: trained once into
     # reports/confirmation and reported apart from `seeds`, on which the step was judged.
     confirmation_seeds: tuple[int, ...] = ()
@@ -212,7 +218,7 @@ class Step:
         # the same step written with tuples, and a bad shift is refused before anything trains
         for name in ("changes", "layout", "seeds", "floor_misses", "confirmation_seeds", "tta", "tta_rotations"):
             object.__setattr__(self, name, as_tuple(getattr(self, name)))
-        self._check_texts()
+        self._check_claim()
         self._check_network()
         self._check_training()
         for name, kind in (("schedule", Schedule), ("augment", Augment), ("goals", Goals)):
@@ -223,7 +229,7 @@ class Step:
             check(is_seed_tuple(value, empty=name != "seeds"), name, value,
                   f"a tuple of distinct whole seeds from 0 to {MAX_SEED:,}" + (", at least one" * (name == "seeds")))
 
-    def _check_texts(self):
+    def _check_claim(self):
         check(is_text(self.name) and bool(self.name), "name", self.name, "a non-empty text")
         check(is_text(self.parent, none=True), "parent", self.parent, "a step's name or None")
         check(isinstance(self.changes, tuple) and all(is_text(c) for c in self.changes), "changes", self.changes,
@@ -279,8 +285,7 @@ class Step:
 
 
 # Fields that describe or judge a step but do not change what its run computes.
-NON_RUN_FIELDS = frozenset({"name", "parent", "changes",
-                            "seed_report", "params", "goals", "seeds", "floor_misses",
+NON_RUN_FIELDS = frozenset({"name", "parent", "changes", "params", "seeds", "goals", "seed_report", "floor_misses",
                             "confirmation_seeds", "confirmation_misses"})
 
 
