@@ -19,16 +19,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..study.registry import get_step
+from ..study.step import Step
+from . import RunResult, git_state, source_hash
 from . import augment as aug
 from .data import MNIST, evaluation_label, load_mnist
 from .models import Net, count_parameters, evaluate, for_step, normalize, stack_seeds, unstack_seeds
-from . import RunResult, git_state, source_hash
 from .schedule import learning_rate
-from ..study.registry import get_step
-from ..study.step import Step
 
 DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
 STREAMS = ("init", "order", "augment", "dropout")
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from . import records
-from .records import load_folds, measure_weights, record_paths, why_not_remeasurable
 from ..engine import data
 from ..engine.models import Net, layer_table, normalize
-from ..study.screen import VIEW_FIELDS, Pair, as_registered, check_views_only, fold_dir
 from ..study.registry import FINAL_STEP, STEPS
+from ..study.screen import VIEW_FIELDS, Pair, as_registered, check_views_only, fold_dir
 from ..study.step import Step, run_config
+from . import records
+from .records import load_folds, measure_weights, record_paths, why_not_remeasurable
 
 MAX_MISTAKES_KEPT = 60  # the report shows these; the count and the confusion matrix cover all of them
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from ..study.analysis import goal_verdicts
 from ..engine import RunResult, git_state, source_hash
-from .machine import device_name, float_path
 from ..engine.data import TRAIN_LABEL_COUNTS, evaluation_label
 from ..engine.models import evaluate, for_config
+from ..study.analysis import goal_verdicts
 from ..study.screen import VALIDATION
 from ..study.step import changed_run_fields
+from .machine import device_name, float_path
 
 SCHEMA_VERSION = 1
 # The engine's numeric generation: what tests/golden/*.json were accepted under. A change that moves any
