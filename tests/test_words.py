@@ -4,6 +4,8 @@ The words are prose, not configuration; what a reader would take for a measureme
 records hold. A known miss (the reason of a step's strict xfail) restates the records' figures: how many of
 the judged seeds held the floor, which missed and their lowest accuracies of the last epochs, the mean final
 accuracy, the parameter count. Each of them is checked here, so a retrained study cannot leave one stale.
+So is every parameter count and every multiply-add figure in any step's words. The other figures of our
+steps' Analysis and Notes (accuracies of other steps, of held-out folds and screens) are not checked yet.
 """
 from __future__ import annotations
 
@@ -116,3 +118,41 @@ def test_studys_table_of_screens_is_what_the_committed_records_give():
     assert with_screens("no markers", folds) == "no markers"
     stale = study.replace("| **passes** |", "| fails |", 1)
     assert stale != study and with_screens(stale, folds) == study
+
+
+# Parameter counts the words cite that no committed record holds: measured outside this project's records.
+OUTSIDE_RECORDS = {6_088: "a public 6k layout, trained by an independent trainer (10-narrow-6k's analysis)"}
+
+
+def every_words_text() -> dict[str, str]:
+    return {name: " ".join(str(v) for v in words(name).values() if v) for name in STEPS}
+
+
+def test_the_parameter_counts_in_the_words_are_networks_of_the_records_or_the_budgets():
+    """A count of parameters in any step's words is a registered step's, a committed record's (a screen's
+    variant, say), a goal's budget, or one of OUTSIDE_RECORDS, each written as it reads."""
+    counts = {s.params for s in STEPS.values()} | {s.seed_report.params for s in STEPS.values() if s.seed_report}
+    counts |= {g for s in STEPS.values() for g in (s.goals.max_params, s.goals.max_params + 1)}  # ≤ 8,000; < 10,000
+    for folder in ("runs", "confirmation", "notebook"):
+        counts |= {r["params"] for recs in records.load_all(RUNS.parent / folder).values() for r in recs}
+    counts |= {r["params"] for runs in records.load_folds(RUNS.parent / "validation").values()
+               for recs in runs.values() for r in recs}
+    stray = {name: found for name, text in every_words_text().items()
+             if (found := [n for n in re.findall(r"\b(\d{1,3}(?:,\d{3})+)[ -]parameter", text)
+                           if int(n.replace(",", "")) not in counts | set(OUTSIDE_RECORDS)])}
+    assert not stray, f"parameter counts that no network of the study has: {stray}"
+
+
+def test_the_multiply_adds_in_the_words_are_the_networks():
+    """'N million multiply-adds' is a registered step's network per image (measured.json's layer table,
+    written by `python -m ablation measure`), once or times that step's views."""
+    import json
+
+    layers = json.loads((RUNS / records.MEASURED).read_text())["layers"]
+    per_view = {name: sum(row["macs"] for row in rows) for name, rows in layers.items()}
+    values = [m * k for name, m in per_view.items() for k in {1, 1 + len(STEPS[name].tta) + len(STEPS[name].tta_rotations)}]
+    found = [(name, w) for name, text in every_words_text().items()
+             for hit in re.findall(r"(\d+\.\d+)(?: to (\d+\.\d+))? million|instead of (\d+\.\d+)\)", text) for w in hit if w]
+    assert len(found) >= 6, found  # the pattern still reads the words
+    stray = [(name, w) for name, w in found if not any(as_written(v / 1e6, w) for v in values)]
+    assert not stray, f"multiply-adds that no step's network costs: {stray}"

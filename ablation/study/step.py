@@ -154,7 +154,8 @@ class SeedReport:
 
 # A step's words (its Target, Result, Analysis, Notes and, where it misses a goal, why) live in
 # words/<name>.md beside the registry: prose is not configuration. The seed's steps quote the seed study's
-# text as it is; the figures in ours are checked against the records (tests/test_words.py).
+# text as it is. tests/test_words.py checks against the records every figure of a known miss, and every
+# parameter count and multiply-add figure in any step's words.
 WORDS = Path(__file__).resolve().with_name("words")
 SECTIONS = {"Target": "target", "Result": "result", "Analysis": "analysis", "Notes": "notes", "Known miss": "known_miss"}
 
