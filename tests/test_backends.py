@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +21,7 @@ from ablation.cli import main
 from ablation.runs import ray_backend
 from ablation.runs import runner
 from ablation.runs.runner import Task, run_tasks
-from ablation.study.registry import get_step
+from ablation.study.registry import STEPS, get_step
 
 pytestmark = pytest.mark.fast
 TIMINGS = {"started", "finished", "wall_seconds"}
@@ -289,11 +290,40 @@ def test_backend_ray_without_ray_exits_2_with_the_install_line(tmp_path, monkeyp
     assert not (tmp_path / "x").exists()
 
 
-def test_run_writes_fresh_runs_to_build_runs_by_default(mnist, data_dir, tmp_path, monkeypatch):
+def test_run_writes_fresh_runs_to_build_runs_by_default(mnist, data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--quick", "--steps", "1-basic", "--seeds", "0", "--data-dir", str(data_dir), "--jobs", "1",
                  "--no-report"]) == 0
+    assert capsys.readouterr().err.startswith("1 run: about 1 s of wall time, estimated from the committed records'")
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")) == ["build/runs/1-basic/seed-0.json"]
+
+
+
+def test_a_batch_says_up_front_how_long_it_will_take(capsys):
+    """From the records' seconds per epoch of each task's step (a variant's: its step's), scaled to the task's
+    images and epochs, the tasks dealt longest first to the least loaded of the processes."""
+    step, other = get_step("12-wide-end"), get_step("1-basic")
+    measured = {step.name: (10.0, 70_000, "Some CPU"), other.name: (5.0, 70_000, "Some CPU")}
+    full = lambda s, seed: Task(s, [seed], "cpu", None, None, 0, None, {}, Path("x"))
+    # 12-wide-end: 15 epochs of 10 s = 150 s a seed; 1-basic 75 s: on two processes 150 + 75 and 150 + 75
+    tasks = [full(step, 0), full(step, 1), full(other, 0), full(other, 1)]
+    assert runner.estimate(tasks, 2, measured).startswith("about 4 min of wall time, estimated from the committed "
+                                                          "records' seconds per epoch (Some CPU)")
+    assert runner.estimate(tasks, 1, measured).startswith("about 8 min")
+    quick = Task(step, [0], "cpu", 1, None, 0, None, {"limit_train": 2048, "limit_test": 1000}, Path("x"))
+    assert runner.estimate([quick], 2, measured).startswith("about 1 s")  # 10 s x 3,048 / 70,000 images, rounded up
+    variant = Task(replace(step, name=step.name + "[lr=0.1]"), [0], "cpu", None, None, 0, None, {}, Path("x"))
+    assert runner.estimate([variant], 2, measured).startswith("about 2 min")  # 150 s, as its step
+    unknown = full(get_step("3-gap"), 0)
+    assert runner.estimate([variant, unknown], 2, measured).endswith("; no estimate for 3-gap")
+    assert runner.estimate([unknown], 2, measured) == "no estimate of the time (no committed CPU records of these steps)"
+    assert "of training in all, spread over the CPUs Ray has" in runner.estimate(tasks, 0, measured)  # 450 s
+    # the committed study's records give every registered step its estimate
+    committed = runner.seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "runs"))
+    assert set(STEPS) <= set(committed)
+    everything = [full(s, seed) for s in STEPS.values() for seed in s.seeds]
+    assert runner.estimate(everything, 2, committed).startswith("about ") and "no estimate" not in runner.estimate(
+        everything, 2, committed)
 
 
 # `python -m ablation` in which every run but seed 0's waits until its worker is stopped, so that a Ctrl-C after the

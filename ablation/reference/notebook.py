@@ -57,7 +57,7 @@ from ..engine import augment as aug
 from ..runs import records
 from ..engine.data import data_root
 from ..engine.models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
-from ..runs.runner import Progress, Task, run_tasks
+from ..runs.runner import Progress, Task, run_tasks, seconds_per_epoch
 from ..study.registry import get_step
 from ..study.step import Step
 from ..study.survival import compare_implementations, implementation_of
@@ -323,7 +323,9 @@ def tasks_for(steps: list[Step], seeds: list[int] | None, *, device: str, epochs
 def run_all(tasks: list, jobs: int) -> list[str]:
     """Train every task (one seed each), here or in `jobs` spawned processes; write each record as it finishes
     (runner.Tracker: one line per run). Returns the failed runs' errors."""
-    return run_tasks(tasks, jobs, entry=_run_one)
+    # its own committed records say how long the notebook's loop takes (reports/notebook)
+    timed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "notebook"))
+    return run_tasks(tasks, jobs, entry=_run_one, committed=timed)
 
 
 def print_comparisons(engine_runs: Path, notebook_runs: Path, steps: list[Step], seeds: list[int] | None) -> int:

@@ -21,8 +21,11 @@ from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..engine.data import MNIST
+from ..engine.data import MNIST, TRAIN_LABEL_COUNTS
 from ..study.step import Step
+
+TEST_IMAGES = 10_000
+
 
 @dataclass(frozen=True)
 class Task:
@@ -46,6 +49,47 @@ class Task:
     def describe(self) -> str:
         fold = f" (fold {self.fold})" if self.holdout else ""
         return f"{self.step.name} seed{'s' if len(self.seeds) > 1 else ''} {','.join(map(str, self.seeds))}{fold}"
+
+    def images_per_epoch(self) -> int:
+        """Training plus evaluated images of one epoch (what an epoch's seconds grow with)."""
+        train = self.quick.get("limit_train") or sum(TRAIN_LABEL_COUNTS) - self.holdout
+        return train + (self.quick.get("limit_test") or self.holdout or TEST_IMAGES)
+
+
+def seconds_per_epoch(found: dict[str, list[dict]]) -> dict[str, tuple[float, int, str]]:
+    """{step: (mean seconds of an epoch, images per epoch, the CPU's name)} over the CPU records in `found`
+    (one seed a pass), to say up front how long a batch of tasks will take."""
+    out = {}
+    for name, recs in found.items():
+        rows = [(row["seconds"], r["provenance"]) for r in recs for row in r["history"]
+                if r["provenance"].get("device", "cpu") == "cpu" and r["provenance"].get("seeds_per_pass", 1) == 1
+                and "seconds" in row and "train_images" in r["provenance"]]
+        if rows:
+            p = rows[0][1]
+            out[name] = (sum(s for s, _ in rows) / len(rows), p["train_images"] + p["eval_images"], p.get("device_name", "?"))
+    return out
+
+
+def estimate(tasks: list[Task], processes: int, measured: dict[str, tuple[float, int, str]]) -> str:
+    """How long `tasks` will take on `processes` CPU processes (0: Ray's, of a number not known here), from the seconds per epoch of the records in
+    `measured` (seconds_per_epoch) of each task's step (a variant's: its step's), scaled to the task's images
+    per epoch; the tasks dealt out longest first to the least loaded process, as a pool roughly does."""
+    known, unknown = [], sorted({t.step.name for t in tasks if t.step.name.partition("[")[0] not in measured})
+    for t in tasks:
+        if (m := measured.get(t.step.name.partition("[")[0])) and t.device == "cpu":
+            seconds, images, _ = m
+            known.append(seconds * t.images_per_epoch() / images * (t.epochs or t.step.epochs) * len(t.seeds))
+    if not known:
+        return "no estimate of the time (no committed CPU records of these steps)"
+    loads = [0.0] * max(1, processes)
+    for seconds in sorted(known, reverse=True):
+        loads[loads.index(min(loads))] += seconds
+    wall = max(loads)
+    took = f"{wall / 3600:.1f} h" if wall >= 5400 else f"{wall / 60:.0f} min" if wall >= 90 else f"{max(1, round(wall))} s"
+    what = "of wall time" if processes > 0 else "of training in all, spread over the CPUs Ray has"
+    cpus = sorted({m[2] for m in measured.values()})
+    text = f"about {took} {what}, estimated from the committed records' seconds per epoch ({', '.join(cpus)})"
+    return text + (f"; no estimate for {', '.join(unknown)}" if unknown else "")
 
 
 class Progress:
@@ -218,7 +262,8 @@ def run_here(tasks: list[Task], tracker: Tracker, data: MNIST | None, entry=None
         tracker.finished(task, encoded)
 
 
-def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsewhere=None, entry=None) -> list[str]:
+def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsewhere=None, entry=None,
+              committed: dict[str, tuple[float, int, str]] | None = None) -> list[str]:
     """Run every task and write their records as they finish; return the failed tasks' errors
     (each names its step and seeds; the other tasks still run).
 
@@ -228,7 +273,13 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsew
     tracker, data)` runs them elsewhere instead (ray_backend.run_tasks passes Ray's); `entry` trains each task
     with another trainer (run_pool's; notebook.py passes its own).
     """
+    if committed is None:
+        from . import records
+
+        committed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "runs"))
     tracker = Tracker(tasks)
+    print(f"{tracker.total} run{'s' * (tracker.total != 1)}: {estimate(tasks, jobs, committed)}", file=sys.stderr,
+          flush=True)
     try:
         if run_elsewhere is not None:
             run_elsewhere(tasks, tracker, data)
