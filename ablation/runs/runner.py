@@ -71,9 +71,10 @@ def seconds_per_epoch(found: dict[str, list[dict]]) -> dict[str, tuple[float, in
 
 
 def estimate(tasks: list[Task], processes: int, measured: dict[str, tuple[float, int, str]]) -> str:
-    """How long `tasks` will take on `processes` CPU processes (0: Ray's, of a number not known here), from the seconds per epoch of the records in
-    `measured` (seconds_per_epoch) of each task's step (a variant's: its step's), scaled to the task's images
-    per epoch; the tasks dealt out longest first to the least loaded process, as a pool roughly does."""
+    """How long `tasks` will take on `processes` CPU processes (0: on Ray's, a number not known here), from the
+    seconds per epoch of the records in `measured` (seconds_per_epoch) of each task's step (a variant's: its
+    step's), scaled to the task's images per epoch; the tasks dealt out longest first to the least loaded
+    process, as a pool roughly does."""
     known, unknown = [], sorted({t.step.name for t in tasks if t.step.name.partition("[")[0] not in measured})
     for t in tasks:
         if (m := measured.get(t.step.name.partition("[")[0])) and t.device == "cpu":
