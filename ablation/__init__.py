@@ -1,8 +1,8 @@
 """A test-first reproducibility and ablation suite for tiny CNNs on MNIST."""
 from .engine.models import Net, count_parameters, for_step, normalize
+from .engine.train import train, train_many
 from .study.registry import FINAL_STEP, STEPS, get_step
 from .study.step import Step
-from .engine.train import train, train_many
 
 
 def build_model(step_name: str) -> Net:

@@ -26,9 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.data import MNIST, data_root, load_mnist
 from ..engine.models import count_parameters
+from ..engine.train import configure_threads, initial_model, resolve_device, train_many
 from ..study.registry import STEPS
 from ..study.step import Step
-from ..engine.train import configure_threads, initial_model, resolve_device, train_many
 from . import notebook
 
 BATCH_SIZE = 128

@@ -53,16 +53,16 @@ from torch.optim.lr_scheduler import OneCycleLR, StepLR
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
+from ..engine import RunResult
 from ..engine import augment as aug
-from ..runs import records
 from ..engine.data import data_root
 from ..engine.models import MNIST_MEAN, MNIST_STD, count_parameters, for_step, normalize
+from ..engine.train import STREAMS, configure_threads, generator, initial_model, resolve_device
+from ..runs import records
 from ..runs.runner import Progress, Task, run_tasks, seconds_per_epoch
 from ..study.registry import get_step
 from ..study.step import Step
 from ..study.survival import compare_implementations, implementation_of
-from ..engine import RunResult
-from ..engine.train import STREAMS, configure_threads, generator, initial_model, resolve_device
 
 IMPLEMENTATION = "notebook"
 DEFAULT_OUT = Path("reports/notebook")

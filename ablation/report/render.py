@@ -8,10 +8,10 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from ..runs.records import DEFAULT_RUNS, atomic_write, is_study_folder, load_all, load_folds, load_measured
 from ..study.registry import FINAL_STEP, STEPS
 from ..study.screen import Rule
 from ..study.step import MISSION
-from ..runs.records import DEFAULT_RUNS, atomic_write, is_study_folder, load_all, load_folds, load_measured
 from ..study.survival import FRESH, THIN, confirmation, set_ups
 from .charts import ablation_chart, step_charts
 from .checks import fold_view, implementations_view, reproduction_view, screen_view, validation_view

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from . import machine, records
 from ..study.analysis import lowest_of_last, meets, text_table
 from ..study.registry import STEPS
 from ..study.step import changed_run_fields
 from ..study.survival import setup_words
+from . import machine, records
 
 # What has to agree, besides the engine itself, for a run to be promised bit-identical to another.
 SAME_SETUP_KEYS = ("torch", "torchvision", "device", "device_name", "threads", "seeds_per_pass",
