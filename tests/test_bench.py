@@ -11,7 +11,7 @@ from ablation.cli import main
 pytestmark = pytest.mark.fast
 
 # Tiny settings: the 2-worker loader takes seconds to start and a 2048² matmul is slow on one core.
-TINY = dict(workers=(0,), matmul_size=256, log=lambda text: None)
+TINY = dict(workers=(0,), matmul_size=256, eval_images=256, log=lambda text: None)
 RATES = ("reference_samples_per_s", "engine_samples_per_s", "multi_seed_samples_per_s")
 
 
@@ -38,6 +38,23 @@ def test_ratios_are_the_quotients_of_the_rates(figures):
     assert figures["engine_gflops"] == pytest.approx(figures["engine_samples_per_s"] * figures["flops_per_sample"] / 1e9)
     assert figures["matmul_share"] == pytest.approx(figures["engine_gflops"] / figures["matmul_gflops"])
 
+
+
+def test_what_the_study_spends_is_measured_apart_for_the_seeds_network_and_the_final_steps(figures):
+    from ablation.study.registry import FINAL_STEP, STEPS
+
+    spent = figures["spending"]
+    assert list(spent) == [bench.bench_step().name, FINAL_STEP] and figures["eval_images"] == 256
+    seed_net, final = spent[bench.bench_step().name], spent[FINAL_STEP]
+    assert seed_net["train_samples_per_s"] == figures["engine_samples_per_s"]  # the same measurement
+    assert (seed_net["views"], final["views"]) == (1, 1 + len(STEPS[FINAL_STEP].tta))
+    assert (seed_net["params"], final["params"]) == (9_752, STEPS[FINAL_STEP].params)
+    for s in (seed_net, final):
+        assert s["train_samples_per_s"] > 0 and s["eval_samples_per_s"] > 0
+        assert s["train_seconds_per_epoch"] == pytest.approx(60_000 / s["train_samples_per_s"])
+        assert s["eval_seconds_per_epoch"] == pytest.approx(10_000 / s["eval_samples_per_s"])
+    text = bench.format_table(figures)
+    assert f"{FINAL_STEP} ({final['params']:,} params, 5 views): train step {final['train_samples_per_s']:,.0f}" in text
 
 def test_flops_per_image_are_a_few_mflop():
     # A 9,752-parameter convnet on 28x28 costs a few MFLOP per image forward and backward.

@@ -10,6 +10,10 @@ In one process, on the same network (the seed's 9,752-parameter "5-lr-schedule" 
 and reports images/s per model, the ratio of each to the best reference setting, the achieved
 GFLOP/s (FLOPs counted by torch's FlopCounterMode) and that as a share of the machine's own
 float32 matrix-multiply rate measured in the same run.
+
+Then what the study spends, apart, for the seed's network and the final step's: the engine's train step
+(images/s) and the evaluation that follows every epoch (images/s through the step's test-time views, on
+the test set), and the seconds of one epoch of each at those rates.
 """
 from __future__ import annotations
 
@@ -24,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.data import MNIST, data_root, load_mnist
-from ..engine.models import count_parameters
+from ..engine.data import MNIST, TRAIN_LABEL_COUNTS, data_root, load_mnist
+from ..engine.models import count_parameters, evaluate
 from ..engine.train import configure_threads, initial_model, resolve_device, train_many
-from ..study.registry import STEPS
+from ..study.registry import FINAL_STEP, STEPS
 from ..study.step import Step
 from . import notebook
 
@@ -36,6 +40,7 @@ WARMUP_BATCHES = 2
 WORKERS = (0, 2)
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 3
+EVAL_IMAGES = 10_000  # one epoch's evaluation: the test set
 MAX_BATCHES = 60_000 // BATCH_SIZE - WARMUP_BATCHES  # the reference loop draws warm-up + timed batches from one epoch
 PUBLIC_JITTER = dict(saturation=0.1, hue=0.1)  # what the public notebooks' ColorJitter adds to the step's
 
@@ -89,6 +94,27 @@ def engine(step: Step, device: torch.device, data: MNIST, seeds: int, batches: i
     return seeds * batches * BATCH_SIZE / (time.perf_counter() - t0)
 
 
+def evaluation(step: Step, device: torch.device, data: MNIST, images: int) -> float:
+    """Images/s of the evaluation train_many runs after every epoch: `step`'s network, through its test-time
+    views, over the first `images` test images (after one warm-up pass over a chunk of them)."""
+    model = initial_model(step, 0).to(device)
+    x, y = data.test_images[:images], data.test_labels[:images]
+    evaluate(model, x[:BATCH_SIZE], y[:BATCH_SIZE])
+    _sync(device)
+    t0 = time.perf_counter()
+    evaluate(model, x, y)
+    _sync(device)
+    return len(y) / (time.perf_counter() - t0)
+
+
+def spending(step: Step, train_rate: float, device: torch.device, data: MNIST, eval_images: int) -> dict:
+    """`step`'s train step rate (given), its evaluation rate (measured here) and one epoch of each in seconds."""
+    eval_rate = evaluation(step, device, data, eval_images)
+    return {"params": count_parameters(initial_model(step, 0)), "views": 1 + len(step.tta) + len(step.tta_rotations),
+            "train_samples_per_s": train_rate, "eval_samples_per_s": eval_rate,
+            "train_seconds_per_epoch": sum(TRAIN_LABEL_COUNTS) / train_rate, "eval_seconds_per_epoch": EVAL_IMAGES / eval_rate}
+
+
 def flops_per_sample(step: Step, device: torch.device) -> float:
     """FLOPs of one training image (forward + backward of the plain network), as torch counts them."""
     model = initial_model(step, 0).to(device).train()
@@ -125,7 +151,7 @@ def all_cores() -> int:
 
 def run(device: str | torch.device = "cpu", batches: int = 30, seeds: int = 4, data_dir=None, *,
         data: MNIST | None = None, threads: int | None = None, workers: tuple[int, ...] = WORKERS,
-        matmul_size: int = MATMUL_SIZE, log: Callable[[str], None] = _stderr) -> dict:
+        matmul_size: int = MATMUL_SIZE, eval_images: int = EVAL_IMAGES, log: Callable[[str], None] = _stderr) -> dict:
     """Measure everything; return the figures as a JSON-ready dict (see the module docstring)."""
     from ..runs.machine import device_name
 
@@ -144,6 +170,12 @@ def run(device: str | torch.device = "cpu", batches: int = 30, seeds: int = 4, d
     single = engine(step, device, data, 1, batches, n_threads)
     log(f"engine, {seeds} seeds in one pass, {batches} batches")
     multi = engine(step, device, data, seeds, batches, n_threads)
+
+    final = STEPS[FINAL_STEP]
+    log(f"what the study spends: the train step of {final.name}, {batches} batches; the evaluation of both "
+        f"networks, {eval_images:,} test images")
+    spent = {step.name: spending(step, single, device, data, eval_images),
+             final.name: spending(final, engine(final, device, data, 1, batches, n_threads), device, data, eval_images)}
 
     log(f"FLOP count and {matmul_size}x{matmul_size} matmul rate")
     flops = flops_per_sample(step, device)
@@ -176,6 +208,8 @@ def run(device: str | torch.device = "cpu", batches: int = 30, seeds: int = 4, d
         "reference_matmul_share": gflops["reference"] / mm,
         "matmul_share": gflops["engine"] / mm,
         "multi_seed_matmul_share": gflops["multi_seed"] / mm,
+        "spending": spent,
+        "eval_images": eval_images,
         "matmul_size": matmul_size,
         "model": step.name,
         "params": count_parameters(initial_model(step, 0)),
@@ -212,5 +246,11 @@ def format_table(f: dict) -> str:
         f"matmul {f['matmul_size']}x{f['matmul_size']} float32: {f['matmul_gflops']:.1f} GFLOP/s at {f['threads']} "
         f"thread(s){all_cores}",
         f"device {f['device']} ({f['device_name']}), {f['threads']} thread(s), torch {f['torch']}",
+        "",
+        "what the study spends (the engine, one seed):",
     ]
+    for name, s in f["spending"].items():
+        lines.append(f"  {name} ({s['params']:,} params, {s['views']} view{'s' * (s['views'] > 1)}): train step "
+                     f"{s['train_samples_per_s']:,.0f} images/s ({s['train_seconds_per_epoch']:.0f} s an epoch), "
+                     f"evaluation {s['eval_samples_per_s']:,.0f} images/s ({s['eval_seconds_per_epoch']:.1f} s an epoch)")
     return "\n".join(lines)
