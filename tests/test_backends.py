@@ -318,6 +318,10 @@ def test_a_batch_says_up_front_how_long_it_will_take(capsys):
     assert runner.estimate([variant, unknown], 2, measured).endswith("; no estimate for 3-gap")
     assert runner.estimate([unknown], 2, measured) == "no estimate of the time (no committed CPU records of these steps)"
     assert "of training in all, spread over the CPUs Ray has" in runner.estimate(tasks, 0, measured)  # 450 s
+    # a step evaluated on another's training adds what its own epochs took beyond that step's: (10 + 5) s x 15
+    with_views = Task(step, [0], "cpu", None, None, 0, None, {}, Path("x"), 0, (get_step("18-shifted-views"),))
+    assert runner.estimate([with_views], 2, measured | {"18-shifted-views": (15.0, 70_000, "Some CPU")}).startswith(
+        "about 4 min")
     # the committed study's records give every registered step its estimate
     committed = runner.seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "runs"))
     assert set(STEPS) <= set(committed)
@@ -325,6 +329,31 @@ def test_a_batch_says_up_front_how_long_it_will_take(capsys):
     assert runner.estimate(everything, 2, committed).startswith("about ") and "no estimate" not in runner.estimate(
         everything, 2, committed)
 
+
+
+def test_a_step_that_only_evaluates_differently_rides_on_its_parents_training():
+    from ablation.study.registry import with_overrides
+
+    twelve, eighteen, thirteen, nineteen = (get_step(n) for n in ("12-wide-end", "18-shifted-views", "13-wide-end-6k",
+                                                                 "19-views-6k"))
+    units = runner.training_units([(eighteen, [0, 1, 2]), (twelve, [0, 1]), (thirteen, [4]), (nineteen, [4])])
+    assert [(u.name, seeds, tuple(v.name for v in views)) for u, seeds, views in units] == [
+        ("18-shifted-views", [2], ()),  # step 12's seed 2 is not to be trained (kept by --resume, say): alone
+        ("12-wide-end", [0, 1], ("18-shifted-views",)),
+        ("13-wide-end-6k", [4], ("19-views-6k",))]
+    # without its parent in the batch, or when it trains differently, a step trains on its own
+    assert [u.name for u, _, views in runner.training_units([(eighteen, [0]), (thirteen, [0])]) if not views] == [
+        "18-shifted-views", "13-wide-end-6k"]
+    assert all(not views for _, _, views in runner.training_units([(twelve, [0]), (get_step("14-padded-8k"), [0])]))
+    # variants made with --set keep their step's parent; a rider of a rider rides on the first
+    variant = [with_overrides(s, ["lr=0.1"]) for s in (twelve, eighteen)]
+    assert [(u.name, tuple(v.name for v in views)) for u, _, views in runner.training_units([(v, [0]) for v in variant])] \
+        == [("12-wide-end[lr=0.1]", ("18-shifted-views[lr=0.1]",))]
+    views_of_18 = replace(eighteen, name="18b", parent="18-shifted-views", tta_rotations=(5.0,))
+    (unit,) = runner.training_units([(twelve, [0]), (eighteen, [0]), (views_of_18, [0])])
+    assert unit[0] is twelve and [v.name for v in unit[2]] == ["18-shifted-views", "18b"]
+    task = Task(twelve, [0, 1], "cpu", None, None, 0, None, {}, Path("x"), 0, (eighteen,))
+    assert task.runs == 4 and task.describe() == "12-wide-end seeds 0,1 (and 18-shifted-views on its training)"
 
 # `python -m ablation` in which every run but seed 0's waits until its worker is stopped, so that a Ctrl-C after the
 # first finished run always finds runs in progress and queued, on a machine of any speed (seed 0 is always the first

@@ -183,6 +183,21 @@ def test_resume_keeps_what_is_recorded_and_trains_the_rest(recorded, data_dir, c
     assert trained == [0, 1, 2]  # without --resume, everything asked for trains
 
 
+
+def test_the_final_step_trains_with_its_parent_and_a_seed_resume_keeps_trains_nothing(recorded, data_dir, monkeypatch):
+    """18-shifted-views is 12-wide-end evaluated over more views: asked for together, each seed trains once, for
+    both records; a seed whose 18-shifted-views record --resume keeps trains only 12-wide-end."""
+    import sys
+
+    out, _ = recorded
+    calls = []
+    monkeypatch.setattr(sys.modules["ablation.engine.train"], "train_many",
+                        lambda step, seeds, views=(), **kw: calls.append((step.name, seeds, [v.name for v in views])) or [])
+    assert main(["run", "--steps", "12-wide-end,final", "--seeds", "0-2", "--resume", "--out", str(out),
+                 "--data-dir", str(data_dir), "--no-report", "--jobs", "1"]) == 0
+    assert calls == [("12-wide-end", [0], []), ("12-wide-end", [1], ["18-shifted-views"]),
+                     ("12-wide-end", [2], ["18-shifted-views"])]
+
 def test_resume_with_every_seed_recorded_trains_nothing_on_a_gpu_too(recorded, data_dir, monkeypatch):
     import sys
 

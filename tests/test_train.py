@@ -107,6 +107,32 @@ def test_test_time_shifts_change_what_is_measured_not_what_is_trained(quick_step
     assert accuracy_with(model, shifted.state_dict, mnist) == pytest.approx(shifted.history[-1]["test_acc"], abs=1e-4)
 
 
+
+@pytest.mark.parametrize("parent, child, seeds", [("12-wide-end", "18-shifted-views", [0]),
+                                                  ("13-wide-end-6k", "19-views-6k", [0, 1]),
+                                                  ("16-weight-average", "16-weight-average[tta_rotations=(5.0,)]", [1])])
+def test_a_step_that_only_evaluates_differently_is_trained_once_with_its_parent_and_is_bit_for_bit_its_own_run(
+        parent, child, seeds, mnist):
+    """train_many(parent, views=(child,)) gives the child's runs exactly as training the child would: the same
+    histories and weights (the weight average's included), one training for both, and the record says whose."""
+    parent, child = STEPS[parent], STEPS.get(child) or with_overrides(STEPS[parent], ["tta_rotations=(5.0,)"])
+    quick = dict(limit_train=512, limit_test=300, epochs=2)
+    together = train_many(parent, seeds, data=mnist, views=(child,), **quick)
+    alone = train_many(parent, seeds, data=mnist, **quick) + train_many(child, seeds, data=mnist, **quick)
+    assert [(r.step.name, r.seed) for r in together] == [(r.step.name, r.seed) for r in alone]
+    for joint, own in zip(together, alone):
+        assert without_timings(joint.history) == without_timings(own.history)
+        assert joint.state_dict.keys() == own.state_dict.keys()
+        assert all(torch.equal(joint.state_dict[k], own.state_dict[k]) for k in own.state_dict)
+        assert joint.engine.get("trained_with") == (parent.name if joint.step is child else None)
+    assert together[-1].history[-1]["test_loss"] != together[0].history[-1]["test_loss"]  # the views measure
+
+
+def test_a_step_that_trains_differently_is_not_evaluated_on_another_steps_training(mnist):
+    with pytest.raises(ValueError, match=r"7-onecycle cannot be evaluated on 6-bs128's training: it differs in lr, "
+                                         r"schedule, not only in tta, tta_rotations"):
+        train_many(STEPS["6-bs128"], [0], data=mnist, views=(STEPS["7-onecycle"],), limit_train=128, epochs=1)
+
 def test_weight_average_ramps_up_to_its_decay_and_copies_integer_buffers():
     live, averaged = Net(("conv3:4", "gap", "conv1:10")), Net(("conv3:4", "gap", "conv1:10"))
     pairs = _average_pairs(averaged, live)  # built before the values change: they must follow the modules

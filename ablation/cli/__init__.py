@@ -23,7 +23,7 @@ from ..report import render_files, report_path
 from ..runs import ray_backend, records
 from ..runs.measure import measure, preview_views
 from ..runs.reproduce import reproduction
-from ..runs.runner import Task, run_tasks
+from ..runs.runner import Task, run_tasks, training_units
 from ..study.analysis import summary_table, text_table as table
 from ..study.registry import STEPS, with_overrides
 from ..study.screen import Rule, as_registered, check_views_only, fold_dir, pairs, preview_text, screen_text, to_train
@@ -139,14 +139,13 @@ def cmd_run(args) -> int:
     probed(args, args.out, "--runs")
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     refuse_other_lengths(args, epochs)
+    todo = [(step, resumed(step, seeds, args, epochs) if args.resume else seeds)
+            for step in args.steps for seeds in [args.seeds or list(step.seeds)]]
     tasks = []
-    for step in args.steps:
-        seeds = args.seeds or list(step.seeds)
-        if args.resume:
-            seeds = resumed(step, seeds, args, epochs)
+    for step, seeds, views in training_units(todo):  # a step that only evaluates differently trains with its parent
         group = args.group or (max(1, len(seeds)) if device.type == "cuda" else 1)
         tasks += [Task(step, seeds[i:i + group], str(device), epochs, args.data_dir, args.holdout, args.threads,
-                       QUICK if args.quick else {}, args.out, args.fold) for i in range(0, len(seeds), group)]
+                       QUICK if args.quick else {}, args.out, args.fold, views) for i in range(0, len(seeds), group)]
     errors = train_tasks(tasks, args, device, data)
     print(summary_table(args.steps, records.load_all(args.out), held_out=bool(args.holdout)))
     if args.quick:

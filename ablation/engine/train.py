@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..study.registry import get_step
-from ..study.step import Step
+from ..study.screen import VIEW_FIELDS
+from ..study.step import Step, config_diff
 from . import RunResult, git_state, source_hash
 from . import augment as aug
 from .data import MNIST, evaluation_label, load_mnist
@@ -112,8 +113,14 @@ def train_many(
     limit_test: int | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    views: tuple[Step, ...] = (),
 ) -> list[RunResult]:
     """Train every seed of `seeds` for `step` in one pass; return one RunResult per seed.
+
+    views: steps that differ from `step` only in how a network is evaluated (VIEW_FIELDS: its test-time views).
+    Their runs would train exactly these weights, so they are not trained again: after every epoch the same
+    weights are also evaluated their way, and one RunResult per seed of each follows `step`'s, in that order
+    (its engine notes whose training it used).
 
     holdout: hold this many training images out as the evaluation set (design choices are made
     there, never on the test set); fold: which block of that size (k-fold validation).
@@ -127,6 +134,10 @@ def train_many(
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    for v in views:
+        if not set(config_diff(step, v)) or set(config_diff(step, v)) - VIEW_FIELDS:
+            raise ValueError(f"{v.name} cannot be evaluated on {step.name}'s training: it differs in "
+                             f"{', '.join(sorted(config_diff(step, v))) or 'nothing'}, not only in {', '.join(sorted(VIEW_FIELDS))}")
     device = resolve_device(str(device))
     # Read the code's identity now, while it is the code this process runs: a record written at the end
     # must not take the hash of files edited on disk during a run of hours.
@@ -157,9 +168,11 @@ def train_many(
     n_train, bs = len(data.train_labels), step.batch_size
     iters_per_epoch = math.ceil(n_train / bs)
     started = time.time()
-    results = [RunResult(step, s, params, evaluated_on=evaluated_on, started=started,
-                         engine={"device": device.type, "threads": n_threads, "seeds_per_pass": k,
-                                 "train_images": n_train, "eval_images": len(data.test_labels)}) for s in seeds]
+    engine = {"device": device.type, "threads": n_threads, "seeds_per_pass": k, "train_images": n_train,
+              "eval_images": len(data.test_labels)}
+    runs = {(one.name, s): RunResult(one, s, params, evaluated_on=evaluated_on, started=started,
+                                     engine=engine | ({"trained_with": step.name} if one is not step else {}))
+            for one in (step, *views) for s in seeds}
     alive = torch.ones(k, dtype=torch.bool)
     iteration = 0
     for epoch in range(1, epochs + 1):
@@ -187,31 +200,46 @@ def train_many(
                 correct += (logits.argmax(-1) == y).sum(0)
             if on_batch:
                 on_batch((stop - start) * k)
-        test_loss, test_correct = evaluate(shown, data.test_images, data.test_labels)
+        tested = {one.name: evaluated_as(shown, one, data) for one in (step, *views)}
         seconds = time.perf_counter() - t0
-        train_loss = (loss_sum / n_train).tolist()
-        rows = zip(train_loss, (correct / n_train * 100).tolist(), (test_loss / len(data.test_labels)).tolist(),
-                   (test_correct / len(data.test_labels) * 100).tolist())
-        for i, (trl, tra, tel, tea) in enumerate(rows):
-            if not alive[i]:
-                continue
-            if not math.isfinite(trl):
-                results[i].diverged_at, alive[i] = epoch, False
-                continue
-            row = {"epoch": epoch, "train_loss": trl, "train_acc": tra, "test_loss": tel, "test_acc": tea,
-                   "lr": lr, "seconds": seconds}
-            results[i].history.append(row)
-            if on_epoch:
-                on_epoch(seeds[i], epoch, row)
+        train_loss, train_acc = (loss_sum / n_train).tolist(), (correct / n_train * 100).tolist()
+        finite = [math.isfinite(trl) for trl in train_loss]
+        for one in (step, *views):
+            test_loss, test_acc = tested[one.name]
+            for i, seed in enumerate(seeds):
+                if not alive[i]:
+                    continue
+                if not finite[i]:
+                    runs[one.name, seed].diverged_at = epoch
+                    continue
+                row = {"epoch": epoch, "train_loss": train_loss[i], "train_acc": train_acc[i], "test_loss": test_loss[i],
+                       "test_acc": test_acc[i], "lr": lr, "seconds": seconds}
+                runs[one.name, seed].history.append(row)
+                if on_epoch and one is step:
+                    on_epoch(seed, epoch, row)
+        alive &= torch.tensor(finite)
         if not alive.any():
             break
 
     finished = time.time()
     states = [shown.state_dict()] if k == 1 else unstack_seeds(shown)
-    for r, state in zip(results, states):
-        r.state_dict = {name: t.detach().cpu().clone() for name, t in state.items()}
-        r.finished = finished
-    return results
+    weights = {seed: {name: t.detach().cpu().clone() for name, t in state.items()} for seed, state in zip(seeds, states)}
+    for (_, seed), r in runs.items():
+        r.state_dict, r.finished = weights[seed], finished  # a view step's weights are its training's, the same tensors
+    return list(runs.values())
+
+
+def evaluated_as(model: Net, step: Step, data: MNIST) -> tuple[list[float], list[float]]:
+    """Per seed, (mean test loss, test accuracy %) of `model` on data's test images, through `step`'s test-time
+    views (which a network holds as plain attributes: set for this evaluation, then put back)."""
+    kept = model.shifts, model.rotations
+    model.shifts, model.rotations = step.tta, step.tta_rotations
+    try:
+        loss, correct = evaluate(model, data.test_images, data.test_labels)
+    finally:
+        model.shifts, model.rotations = kept
+    n = len(data.test_labels)
+    return (loss / n).tolist(), (correct / n * 100).tolist()
 
 
 def train(step: Step | str, seed: int = 0, **kwargs) -> RunResult:

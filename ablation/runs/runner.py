@@ -22,7 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from ..engine.data import MNIST, TRAIN_LABEL_COUNTS
-from ..study.step import Step
+from ..study.screen import VIEW_FIELDS
+from ..study.step import Step, config_diff
 
 TEST_IMAGES = 10_000
 
@@ -41,6 +42,14 @@ class Task:
     quick: dict  # limit_train / limit_test for smoke runs
     out: Path
     fold: int = 0  # which block of `holdout` images is held out (k-fold validation)
+    # Steps that differ from `step` only in their test-time views: evaluated on this training, not trained again
+    # (train.train_many's views); a record each, too.
+    views: tuple[Step, ...] = ()
+
+    @property
+    def runs(self) -> int:
+        """The records this task writes."""
+        return len(self.seeds) * (1 + len(self.views))
 
     def images(self, data: MNIST) -> int:
         per_epoch = self.quick.get("limit_train") or len(data.train_labels)
@@ -48,12 +57,46 @@ class Task:
 
     def describe(self) -> str:
         fold = f" (fold {self.fold})" if self.holdout else ""
-        return f"{self.step.name} seed{'s' if len(self.seeds) > 1 else ''} {','.join(map(str, self.seeds))}{fold}"
+        views = f" (and {', '.join(v.name for v in self.views)} on its training)" if self.views else ""
+        return f"{self.step.name} seed{'s' if len(self.seeds) > 1 else ''} {','.join(map(str, self.seeds))}{fold}{views}"
 
     def images_per_epoch(self) -> int:
         """Training plus evaluated images of one epoch (what an epoch's seconds grow with)."""
         train = self.quick.get("limit_train") or sum(TRAIN_LABEL_COUNTS) - self.holdout
         return train + (self.quick.get("limit_test") or self.holdout or TEST_IMAGES)
+
+
+def training_units(todo: list[tuple[Step, list[int]]]) -> list[tuple[Step, list[int], tuple[Step, ...]]]:
+    """(step, seeds, views) to train, from each step's seeds to train in `todo` (in order): a step whose recipe is
+    another listed step's but for its test-time views (VIEW_FIELDS; its parent, or its parent's host) is trained
+    once with it, as one of its views, for every seed both are to train, and alone for the rest. Steps made
+    with --set keep their step's parent ('18-shifted-views[lr=0.1]' rides on '12-wide-end[lr=0.1]')."""
+    listed = {step.name.partition("[")[0]: step for step, _ in todo}
+
+    def host(step: Step) -> Step | None:
+        parent = listed.get(step.parent) if step.parent else None
+        if parent is None or not (diff := set(config_diff(parent, step))) or diff - VIEW_FIELDS:
+            return None
+        return host(parent) or parent
+
+    riders: dict[str, list[Step]] = {}
+    for step, _ in todo:
+        if (h := host(step)) is not None:
+            riders.setdefault(h.name, []).append(step)
+    alone = {step.name: list(seeds) for step, seeds in todo}
+    views_of: dict[tuple[str, int], tuple[Step, ...]] = {}  # (host, seed): the riders trained on it
+    for step, seeds in todo:
+        for seed in seeds:
+            views_of[step.name, seed] = tuple(r for r in riders.get(step.name, []) if seed in alone[r.name])
+            for r in views_of[step.name, seed]:
+                alone[r.name].remove(seed)
+    units = []
+    for step, _ in todo:
+        by_views: dict[tuple[Step, ...], list[int]] = {}
+        for seed in alone[step.name]:
+            by_views.setdefault(views_of.get((step.name, seed), ()), []).append(seed)
+        units += [(step, seeds, views) for views, seeds in by_views.items()]
+    return units
 
 
 def seconds_per_epoch(found: dict[str, list[dict]]) -> dict[str, tuple[float, int, str]]:
@@ -75,10 +118,13 @@ def estimate(tasks: list[Task], processes: int, measured: dict[str, tuple[float,
     seconds per epoch of the records in `measured` (seconds_per_epoch) of each task's step (a variant's: its
     step's), scaled to the task's images per epoch; the tasks dealt out longest first to the least loaded
     process, as a pool roughly does."""
-    known, unknown = [], sorted({t.step.name for t in tasks if t.step.name.partition("[")[0] not in measured})
+    base = lambda step: step.name.partition("[")[0]
+    known, unknown = [], sorted({t.step.name for t in tasks if base(t.step) not in measured})
     for t in tasks:
-        if (m := measured.get(t.step.name.partition("[")[0])) and t.device == "cpu":
+        if (m := measured.get(base(t.step))) and t.device == "cpu":
             seconds, images, _ = m
+            # a view step evaluated on this training adds what its own runs took beyond the step's
+            seconds += sum(max(0.0, measured[base(v)][0] - seconds) for v in t.views if base(v) in measured)
             known.append(seconds * t.images_per_epoch() / images * (t.epochs or t.step.epochs) * len(t.seeds))
     if not known:
         return "no estimate of the time (no committed CPU records of these steps)"
@@ -132,7 +178,7 @@ def train_task(task: Task, data: MNIST | None = None, bar: bool = True) -> list[
     try:
         results = train_many(task.step, task.seeds, device=task.device, epochs=task.epochs, data=data,
                              holdout=task.holdout, fold=task.fold, threads=task.threads, on_epoch=progress.epoch,
-                             on_batch=progress.batch, **task.quick)
+                             on_batch=progress.batch, views=task.views, **task.quick)
     finally:
         progress.close()
     return [records.encode(r) for r in results]
@@ -153,7 +199,7 @@ class Tracker:
 
     @property
     def total(self) -> int:
-        return sum(len(t.seeds) for t in self.tasks)
+        return sum(t.runs for t in self.tasks)
 
     def finished(self, task: Task, encoded: list[tuple[dict, bytes]], where: str = "", retries: int = 0) -> None:
         """`retries`: how often the task was started again before this try finished (Ray, after a worker died)."""
@@ -179,7 +225,7 @@ class Tracker:
         print(f"error: {self.errors[-1]}", file=sys.stderr, flush=True)
 
     def eta(self) -> str:
-        done = sum(len(t.seeds) for t in self.tasks if id(t) in self.settled)
+        done = sum(t.runs for t in self.tasks if id(t) in self.settled)
         left = self.total - done
         if not left:
             return "all done"
