@@ -135,9 +135,9 @@ def train_many(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     for v in views:
-        if not set(config_diff(step, v)) or set(config_diff(step, v)) - VIEW_FIELDS:
+        if not (changed := set(config_diff(step, v))) or changed - VIEW_FIELDS:
             raise ValueError(f"{v.name} cannot be evaluated on {step.name}'s training: it differs in "
-                             f"{', '.join(sorted(config_diff(step, v))) or 'nothing'}, not only in {', '.join(sorted(VIEW_FIELDS))}")
+                             f"{', '.join(sorted(changed)) or 'nothing'}, not only in {', '.join(sorted(VIEW_FIELDS))}")
     device = resolve_device(str(device))
     # Read the code's identity now, while it is the code this process runs: a record written at the end
     # must not take the hash of files edited on disk during a run of hours.
@@ -171,7 +171,7 @@ def train_many(
     engine = {"device": device.type, "threads": n_threads, "seeds_per_pass": k, "train_images": n_train,
               "eval_images": len(data.test_labels)}
     runs = {(one.name, s): RunResult(one, s, params, evaluated_on=evaluated_on, started=started,
-                                     engine=engine | ({"trained_with": step.name} if one is not step else {}))
+                                     engine=dict(engine, **({"trained_with": step.name} if one is not step else {})))
             for one in (step, *views) for s in seeds}
     alive = torch.ones(k, dtype=torch.bool)
     iteration = 0
