@@ -17,6 +17,7 @@ from ..runs.records import DEFAULT_RUNS, is_study_folder
 from ..study.analysis import final_accuracies, lowest_of_last, paired_delta
 from ..study.registry import STEPS
 from ..study.screen import Rule, as_registered, pairs, verdict
+from ..study.step import registered_name
 from ..study.survival import compare_implementations
 from .format import count, num, signed, signed_interval
 from .mission import MISSION_GOALS
@@ -60,7 +61,7 @@ def screen_view(folds: dict[int, dict[str, list[dict]]], rule: Rule = Rule()) ->
     screening rule's verdict."""
     rows = []
     for name in sorted({n for runs in folds.values() for n in runs if "[" in n}):
-        base = name.partition("[")[0]
+        base = registered_name(name)
         if base not in STEPS or len(found := pairs(STEPS[base], name, folds)) < 2 or len({p.fold for p in found}) < 2:
             continue
         v = verdict(found, rule)

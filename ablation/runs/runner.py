@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..engine.data import MNIST, TRAIN_LABEL_COUNTS
 from ..study.screen import VIEW_FIELDS
-from ..study.step import Step, config_diff
+from ..study.step import Step, config_diff, registered_name
 
 TEST_IMAGES = 10_000
 
@@ -71,7 +71,7 @@ def training_units(todo: list[tuple[Step, list[int]]]) -> list[tuple[Step, list[
     another listed step's but for its test-time views (VIEW_FIELDS; its parent, or its parent's host) is trained
     once with it, as one of its views, for every seed both are to train, and alone for the rest. Steps made
     with --set keep their step's parent ('18-shifted-views[lr=0.1]' rides on '12-wide-end[lr=0.1]')."""
-    listed = {step.name.partition("[")[0]: step for step, _ in todo}
+    listed = {registered_name(step.name): step for step, _ in todo}
 
     def host(step: Step) -> Step | None:
         parent = listed.get(step.parent) if step.parent else None
@@ -118,7 +118,7 @@ def estimate(tasks: list[Task], processes: int, measured: dict[str, tuple[float,
     seconds per epoch of the records in `measured` (seconds_per_epoch) of each task's step (a variant's: its
     step's), scaled to the task's images per epoch; the tasks dealt out longest first to the least loaded
     process, as a pool roughly does."""
-    base = lambda step: step.name.partition("[")[0]
+    base = lambda step: registered_name(step.name)
     known, unknown = [], sorted({t.step.name for t in tasks if base(t.step) not in measured})
     for t in tasks:
         if (m := measured.get(base(t.step))) and t.device == "cpu":

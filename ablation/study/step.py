@@ -160,6 +160,12 @@ WORDS = Path(__file__).resolve().with_name("words")
 SECTIONS = {"Target": "target", "Result": "result", "Analysis": "analysis", "Notes": "notes", "Known miss": "known_miss"}
 
 
+def registered_name(name: str) -> str:
+    """The step a --set variant was made from ('12-wide-end[lr=0.1]' -> '12-wide-end': registry.with_overrides
+    names variants so); a step's own name for a step."""
+    return name.partition("[")[0]
+
+
 @lru_cache(maxsize=None)
 def words(name: str) -> dict[str, str | None]:
     """{target, result, analysis, notes, known_miss} of the step called `name`, read from words/<name>.md;
@@ -263,7 +269,7 @@ class Step:
         check(in_range(self.ema, 0, 1, high_open=True), "ema", self.ema, "a decay in [0, 1) (0: off)")
 
     # The words of a variant made with --set ('12-wide-end[lr=0.1]') are its step's.
-    words = property(lambda self: words(self.name.partition("[")[0]))
+    words = property(lambda self: words(registered_name(self.name)))
     target = property(lambda self: self.words["target"])  # the seed's (or our) Target, as written
     # The seed's Result, as written; for our steps only what the records cannot say: the report writes the
     # measured part (report.measured_result), so no figure here can drift from the records.
