@@ -26,9 +26,10 @@ from ..runs.reproduce import reproduction
 from ..runs.runner import Task, run_tasks, training_units
 from ..study.analysis import summary_table, text_table as table
 from ..study.registry import STEPS, with_overrides
-from ..study.screen import Rule, as_registered, check_views_only, fold_dir, pairs, preview_text, screen_text, to_train
+from ..study.screen import (VALIDATION, Rule, as_registered, check_views_only, fold_dir, pairs, preview_text,
+                            screen_text, to_train)
 from ..study.step import Step
-from .options import (MAX_THREADS, QUICK, VALIDATION, Parser, bounded_int, data_options, device_options, engine_details,
+from .options import (MAX_THREADS, QUICK, Parser, bounded_int, data_options, device_options, engine_details,
                       json_options, positive_int, records_options, seed_list, selection_options, step_name,
                       training_options, variant_options)
 

@@ -14,7 +14,6 @@ from ..study.step import MAX_EPOCHS
 # What --quick trains on: a smoke test of the whole path in seconds, one epoch.
 QUICK = dict(limit_train=2048, limit_test=1000)
 MAX_THREADS = 256
-VALIDATION = Path("reports/validation")
 
 
 class Parser(argparse.ArgumentParser):

@@ -324,7 +324,7 @@ def run_all(tasks: list, jobs: int) -> list[str]:
     """Train every task (one seed each), here or in `jobs` spawned processes; write each record as it finishes
     (runner.Tracker: one line per run). Returns the failed runs' errors."""
     # its own committed records say how long the notebook's loop takes (reports/notebook)
-    timed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "notebook"))
+    timed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / DEFAULT_OUT))
     return run_tasks(tasks, jobs, entry=_run_one, committed=timed)
 
 

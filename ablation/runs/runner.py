@@ -323,7 +323,7 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsew
     if committed is None:
         from . import records
 
-        committed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "runs"))
+        committed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS))
     tracker = Tracker(tasks)
     print(f"{tracker.total} run{'s' * (tracker.total != 1)}: {estimate(tasks, jobs, committed)}", file=sys.stderr,
           flush=True)
