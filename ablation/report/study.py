@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..runs.records import atomic_write
 from .checks import screen_view
 
 BEGIN = "<!-- screens: generated from reports/validation and reports/validation-folds by `python -m ablation report`; edit the records, not this table -->"
@@ -44,6 +45,6 @@ def update_study(path: Path, folds: dict[int, dict[str, list[dict]]]) -> bool:
         return False
     text = path.read_text(encoding="utf-8")
     new = with_screens(text, folds)
-    if new != text:
-        path.write_text(new, encoding="utf-8")
+    if new != text:  # as every file the project writes: whole or not at all (a hand-written document)
+        atomic_write(path, lambda f: f.write(new.encode("utf-8")))
     return new != text
