@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..engine.data import MNIST, TRAIN_LABEL_COUNTS, data_root, load_mnist
 from ..engine.models import count_parameters, evaluate
 from ..engine.train import configure_threads, initial_model, resolve_device, train_many
+from ..runs.machine import device_name
 from ..study.registry import FINAL_STEP, STEPS
 from ..study.step import Step
 from . import notebook
@@ -153,8 +154,6 @@ def run(device: str | torch.device = "cpu", batches: int = 30, seeds: int = 4, d
         data: MNIST | None = None, threads: int | None = None, workers: tuple[int, ...] = WORKERS,
         matmul_size: int = MATMUL_SIZE, eval_images: int = EVAL_IMAGES, log: Callable[[str], None] = _stderr) -> dict:
     """Measure everything; return the figures as a JSON-ready dict (see the module docstring)."""
-    from ..runs.machine import device_name
-
     check_batches(batches)
     device = resolve_device(str(device))
     data = (data or load_mnist(data_dir)).to(device)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ..study.analysis import lowest_of_last, meets, text_table
+from ..study.analysis import at_least, lowest_of_last, meets, text_table
 from ..study.registry import STEPS
 from ..study.step import changed_run_fields
-from ..study.survival import setup_words
+from ..study.survival import named_misses, setup_words
 from . import machine, records
 
 # What has to agree, besides the engine itself, for a run to be promised bit-identical to another.
@@ -147,9 +147,6 @@ def elsewhere(pairs: list[Pair], committed_dir: Path = records.DEFAULT_RUNS) -> 
     """Per step and set-up of the fresh runs made elsewhere than the committed ones (OTHER_SETUP): whether the
     claim holds there, the floor held in each of the last N epochs on k of n seeds, the misses named, beside
     the committed seeds' figures. One line each."""
-    from ..study.analysis import at_least
-    from ..study.survival import named_misses
-
     committed_all, out = records.load_all(committed_dir), []
     groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:

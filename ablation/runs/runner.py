@@ -24,6 +24,7 @@ from pathlib import Path
 from ..engine.data import MNIST, TRAIN_LABEL_COUNTS
 from ..study.screen import VIEW_FIELDS
 from ..study.step import Step, config_diff, registered_name
+from . import records
 
 TEST_IMAGES = 10_000
 
@@ -169,7 +170,7 @@ class Progress:
 
 def train_task(task: Task, data: MNIST | None = None, bar: bool = True) -> list[tuple[dict, bytes]]:
     """Train one task; return (record, weights' bytes) per seed, for the driver to write (records.write)."""
-    from . import records
+    # Read when called: the tests put a fake engine in their place.
     from ..engine.data import load_mnist
     from ..engine.train import train_many
 
@@ -203,8 +204,6 @@ class Tracker:
 
     def finished(self, task: Task, encoded: list[tuple[dict, bytes]], where: str = "", retries: int = 0) -> None:
         """`retries`: how often the task was started again before this try finished (Ray, after a worker died)."""
-        from . import records
-
         self.settled.add(id(task))
         if retries:
             self.retried.append(f"{task.describe()} retried: written by attempt {retries + 1} (its worker was lost "
@@ -321,8 +320,6 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsew
     with another trainer (run_pool's; notebook.py passes its own).
     """
     if committed is None:
-        from . import records
-
         committed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS))
     tracker = Tracker(tasks)
     print(f"{tracker.total} run{'s' * (tracker.total != 1)}: {estimate(tasks, jobs, committed)}", file=sys.stderr,
