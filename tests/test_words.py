@@ -146,9 +146,7 @@ def test_the_parameter_counts_in_the_words_are_networks_of_the_records_or_the_bu
 def test_the_multiply_adds_in_the_words_are_the_networks():
     """'N million multiply-adds' is a registered step's network per image (measured.json's layer table,
     written by `python -m ablation measure`), once or times that step's views."""
-    import json
-
-    layers = json.loads((RUNS / records.MEASURED).read_text())["layers"]
+    layers = records.load_measured(RUNS)["layers"]
     per_view = {name: sum(row["macs"] for row in rows) for name, rows in layers.items()}
     values = [m * k for name, m in per_view.items() for k in {1, 1 + len(STEPS[name].tta) + len(STEPS[name].tta_rotations)}]
     found = [(name, w) for name, text in every_words_text().items()
