@@ -323,7 +323,7 @@ def test_a_batch_says_up_front_how_long_it_will_take(capsys):
     assert runner.estimate([with_views], 2, measured | {"18-shifted-views": (15.0, 70_000, "Some CPU")}).startswith(
         "about 4 min")
     # the committed study's records give every registered step its estimate
-    committed = runner.seconds_per_epoch(records.load_all(records.PACKAGE.parent / "reports" / "runs"))
+    committed = runner.seconds_per_epoch(records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS))
     assert set(STEPS) <= set(committed)
     everything = [full(s, seed) for s in STEPS.values() for seed in s.seeds]
     assert runner.estimate(everything, 2, committed).startswith("about ") and "no estimate" not in runner.estimate(

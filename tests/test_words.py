@@ -22,7 +22,7 @@ from ablation.study.survival import holding
 
 pytestmark = pytest.mark.fast
 
-RUNS = records.PACKAGE.parent / "reports" / "runs"  # the committed study, wherever the tests run from
+RUNS = records.PACKAGE.parent / records.DEFAULT_RUNS  # the committed study, wherever the tests run from
 
 
 def test_every_registered_step_has_its_words_and_every_words_file_a_step():
