@@ -128,6 +128,23 @@ def test_a_step_that_only_evaluates_differently_is_trained_once_with_its_parent_
     assert together[-1].history[-1]["test_loss"] != together[0].history[-1]["test_loss"]  # the views measure
 
 
+@pytest.mark.parametrize("name", ["1-basic", "5-lr-schedule", "17-average-long-anneal", "19-views-6k"])
+def test_no_op_reads_memory_it_never_wrote(name, mnist, monkeypatch):
+    """The engine runs with torch's NaN fill of new tensors off (train.FILL_UNINITIALIZED): with it on, a kernel
+    that read memory it never wrote would see NaN, so the run would change. These steps use every op of the engine
+    (no BatchNorm, dropout and a partial batch of 32, the weight average, shifted and turned test-time views)."""
+    import ablation.engine.train as engine
+
+    runs, seen = {}, []
+    see = lambda *_: seen.append(torch.utils.deterministic.fill_uninitialized_memory)  # as the run trained
+    for fill in (True, False):
+        monkeypatch.setattr(engine, "FILL_UNINITIALIZED", fill)
+        runs[fill] = train(STEPS[name], seed=0, data=mnist, limit_train=520, limit_test=300, epochs=2, on_epoch=see)
+    assert seen == [True, True, False, False]
+    assert without_timings(runs[True].history) == without_timings(runs[False].history)
+    assert all(torch.equal(runs[True].state_dict[k], runs[False].state_dict[k]) for k in runs[False].state_dict)
+
+
 def test_a_step_that_trains_differently_is_not_evaluated_on_another_steps_training(mnist):
     with pytest.raises(ValueError, match=r"7-onecycle cannot be evaluated on 6-bs128's training: it differs in lr, "
                                          r"schedule, not only in tta, tta_rotations"):

@@ -35,7 +35,7 @@ SCHEMA_VERSION = 1
 # The engine's numeric generation: what tests/golden/*.json were accepted under. A change that moves any
 # golden's numbers bumps it (tests/test_golden.py refuses to accept them otherwise), which makes every record
 # made under an older one stale; a change that moves none leaves it, and every record stays current.
-GENERATION = 1
+GENERATION = 2  # 2: channels-last networks, evaluation in chunks of 256, no NaN fill (issue 29)
 DEFAULT_RUNS = Path("reports/runs")
 PACKAGE = Path(__file__).resolve().parents[1]  # ablation/
 # A record's files are made readable like any other file the user writes (mkstemp alone makes them 0600).
