@@ -30,8 +30,8 @@ from .schedule import learning_rate
 
 DEFAULT_THREADS = 1  # one thread per process: bit-identical results whatever the run mode (xdist or not)
 # With deterministic algorithms on, torch fills every new tensor with NaN so that a kernel reading memory it
-# never wrote shows up; that fill was 18 % of an epoch's time. No op of this engine reads such memory: the
-# goldens come out bit for bit with the fill on (tests/test_train.py), so it is off.
+# never wrote shows up; that fill was 18 % of an epoch's time. No op of this engine reads such memory (runs of
+# steps that use every op come out bit for bit with it on: tests/test_train.py), so it is off.
 FILL_UNINITIALIZED = False
 STREAMS = ("init", "order", "augment", "dropout")
 
