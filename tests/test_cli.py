@@ -142,7 +142,8 @@ def test_a_fold_beyond_the_training_set_is_refused(data_dir, tmp_path, capsys):
 @pytest.fixture
 def recorded(tmp_path, monkeypatch):
     """A runs folder holding a copy of the final step's committed seed 0 and a copy marked as made from
-    uncommitted engine edits as seed 1; and the seeds the (faked) engine is asked to train."""
+    uncommitted engine edits as seed 1, both as made under today's engine generation (the committed ones may
+    await their retraining after a bump); and the seeds the (faked) engine is asked to train."""
     import sys
 
     from ablation.runs import records
@@ -154,6 +155,7 @@ def recorded(tmp_path, monkeypatch):
     for seed in (0, 1):
         record = json.loads(json_path.read_text())
         record["seed"], record["provenance"]["dirty"] = seed, seed == 1
+        record["provenance"]["generation"] = records.GENERATION
         (out / FINAL_STEP / f"seed-{seed}.json").write_text(json.dumps(record))
         (out / FINAL_STEP / f"seed-{seed}.pt").write_bytes(pt_path.read_bytes())
     trained = []

@@ -102,13 +102,15 @@ def test_a_record_without_a_generation_is_generation_1_only_from_a_source_the_le
 
 @pytest.fixture
 def committed(tmp_path):
-    """A copy of the final step's committed seed-0 record (a full run on the test set) with its weights,
-    and its step."""
+    """A copy of the final step's committed seed-0 record (a full run on the test set) with its weights, as
+    made under today's engine generation (the committed one may await its retraining after a bump), and its step."""
     from ablation.study.registry import FINAL_STEP
 
     source, weights = records.record_paths(records.DEFAULT_RUNS, FINAL_STEP, 0)
     path = tmp_path / "seed-0.json"
-    path.write_text(source.read_text())
+    record = json.loads(source.read_text())
+    record["provenance"]["generation"] = records.GENERATION
+    path.write_text(json.dumps(record))
     path.with_suffix(".pt").write_bytes(weights.read_bytes())
     return path, STEPS[FINAL_STEP]
 

@@ -124,6 +124,7 @@ def test_1_a_shortened_run_resumes_in_its_own_folder(data_dir, tmp_path, capsys,
     out = tmp_path / "short"
     committed = json.loads((STUDY / "runs" / STEP / "seed-0.json").read_text())
     record = {**committed, "history": committed["history"][:1]}
+    record["provenance"]["generation"] = records.GENERATION  # the committed one may await its retraining
     records.write(record, (STUDY / "runs" / STEP / "seed-0.pt").read_bytes(), out)
     assert main(["run", "--epochs", "1", "--resume", "--steps", STEP, "--seeds", "0-1", "--out", str(out),
                  "--data-dir", str(data_dir), "--no-report", "--jobs", "1"]) == 0
@@ -212,6 +213,7 @@ def test_4_resume_retrains_a_record_whose_weights_are_missing_or_not_its_own(dam
     json_path, pt_path = records.record_paths(out, FINAL_STEP, 0)
     json_path.parent.mkdir(parents=True)
     record = json.loads(source_json.read_text())
+    record["provenance"]["generation"] = records.GENERATION  # the committed one may await its retraining
     shutil.copy(source_pt, pt_path)
     if damage == "missing":
         pt_path.unlink()
@@ -228,7 +230,14 @@ def test_4_resume_retrains_a_record_whose_weights_are_missing_or_not_its_own(dam
 
 def test_4_a_legacy_record_without_a_digest_is_kept_when_its_weights_load(data_dir, tmp_path, fake_engine):
     out = tmp_path / "runs"
-    shutil.copytree(records.record_paths(STUDY / 'runs', FINAL_STEP, 0)[0].parent, out / FINAL_STEP)
+    source_json, source_pt = records.record_paths(STUDY / 'runs', FINAL_STEP, 0)
+    json_path, pt_path = records.record_paths(out, FINAL_STEP, 0)
+    json_path.parent.mkdir(parents=True)
+    record = json.loads(source_json.read_text())
+    record.pop("weights_sha256", None)  # as records were before they named their weights
+    record["provenance"]["generation"] = records.GENERATION
+    json_path.write_text(json.dumps(record))
+    shutil.copy(source_pt, pt_path)
     assert main(["run", "--steps", "final", "--seeds", "0", "--resume", "--out", str(out), "--data-dir",
                  str(data_dir), "--no-report", "--jobs", "1"]) == 0
     assert fake_engine == []
