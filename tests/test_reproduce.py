@@ -103,7 +103,8 @@ def test_another_float_path_is_another_set_up_named_in_words_with_the_claim_judg
     pairs = reproduce.compare(tmp_path / "fresh", tmp_path / "committed")
     assert [p.relation for p in pairs] == [reproduce.OTHER_SETUP] * 2
     assert pairs[0].detail.startswith("another onednn_isa, onednn_isa_cap;")
-    assert pairs[0].setup == "AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch " + record["provenance"]["torch"] + ", 1 thread"
+    assert pairs[0].setup == ("AMD EPYC, AVX512 (oneDNN: Intel AVX2, capped at AVX2), torch " + record["provenance"]["torch"]
+                              + f", 1 thread, engine generation {records.GENERATION}")
     (line,) = reproduce.elsewhere(pairs, tmp_path / "committed")
     lowest = min(row["test_acc"] for row in record["history"])
     assert line.startswith(f"1-basic on {pairs[0].setup}: the floor (99.4 % in each of the last 5 epochs) held on 0 of 2 "

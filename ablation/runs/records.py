@@ -29,6 +29,7 @@ from ..engine.models import evaluate, for_config
 from ..study.analysis import goal_verdicts
 from ..study.screen import VALIDATION
 from ..study.step import changed_run_fields
+from ..study.survival import record_generation
 from .machine import device_name, float_path
 
 SCHEMA_VERSION = 1
@@ -348,28 +349,6 @@ def measure_weights(record: dict, weights: Path, images: torch.Tensor, labels: t
     with torch.inference_mode():
         loss, correct = evaluate(saved_model(record, weights, **config), images, labels)
     return int(correct.item()), (loss / len(labels)).item()
-
-
-# The engine sources whose records count as generation 1 though they do not say so: the records made before
-# provenance held a generation. These are the sources the hand-kept ledger of bit-for-bit retrains (each
-# "engine A computes engine B's runs", shown by retraining a committed record, history and final weights
-# equal) linked to the engine that generation 1's goldens were accepted with, 9aebedc064e2b0c8; frozen here
-# when the goldens replaced the ledger (every committed record was current under it then, and is now).
-GENERATION_1_SOURCES = frozenset({
-    "11588d2d7cceddf6", "2533503fae823be5", "28550d30c9d11c61", "51a26b3d08e97189", "56f0cb08803b4819",
-    "7e3ddff99949534c", "8fefaa4c0008eff5", "96cf74423d9cea85", "9aebedc064e2b0c8", "a5f11c9dc23a3f15",
-    "b25d82b2e5ea2013", "c1bac9d24956e4f8", "d812a75ad785af33", "dbd13a08a816a2d7", "e4cf9bea6712fa7a",
-    "e7a6bc10a5564cb2", "f242a2e7096b2db2",
-})
-
-
-def record_generation(record: dict) -> int | None:
-    """The engine generation a record was made under: its provenance says so, or, made before provenance
-    did, generation 1 when its engine source is one of GENERATION_1_SOURCES; else unknown (None)."""
-    p = record["provenance"]
-    if "generation" in p:
-        return p["generation"]
-    return 1 if p.get("source_hash") in GENERATION_1_SOURCES else None
 
 
 def not_current_because(record: dict) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 from ..study.analysis import at_least, lowest_of_last, meets, text_table
 from ..study.registry import STEPS
 from ..study.step import changed_run_fields
-from ..study.survival import named_misses, setup_words
+from ..study.survival import named_misses, record_generation, setup_words
 from . import machine, records
 
 # What has to agree, besides the engine itself, for a run to be promised bit-identical to another.
@@ -52,7 +52,7 @@ def setup_differences(fresh: dict, committed: dict) -> list[str]:
     a, b = fresh["provenance"], committed["provenance"]
     differ = [k for k in SAME_SETUP_KEYS if a.get(k) != b.get(k)]
     differ += machine.float_path_gap(a, b)
-    made = records.record_generation(fresh), records.record_generation(committed)
+    made = record_generation(fresh), record_generation(committed)
     if None in made or made[0] != made[1]:  # unknown generations promise nothing
         differ.insert(0, "engine generation")
     return differ
