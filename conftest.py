@@ -65,12 +65,34 @@ def selected_runs(config) -> set[tuple[str, int]]:
             for seed in selected_seeds(config, step) + selected_confirmation_seeds(config, step)}
 
 
+def training_plan(config) -> dict[tuple[str, int], tuple]:
+    """{(step name, seed): (the step that trains it, the steps evaluated on that training)} for every selected run.
+    A step that only evaluates differently rides on its parent's training when both are selected for a seed
+    (runner.training_units), as `python -m ablation run` trains them: 18-shifted-views on 12-wide-end's."""
+    if (plan := getattr(config, "_training_plan", None)) is None:
+        from ablation.runs.runner import training_units
+
+        todo = [(step, selected_seeds(config, step) + selected_confirmation_seeds(config, step))
+                for step in selected_steps(config)]
+        plan = config._training_plan = {(one.name, seed): (step, views) for step, seeds, views in training_units(todo)
+                                        for seed in seeds for one in (step, *views)}
+    return plan
+
+
 def task_for(step, seed: int, config):
-    """The unit of work of one slow-tier run, whichever backend trains it."""
+    """The unit of work that makes one slow-tier run, whichever backend trains it: the run itself, or the
+    training it rides on with every step evaluated there (one record each)."""
     from ablation.runs.runner import Task
 
-    return Task(step, [seed], config.getoption("--device"), None, config.getoption("--data-dir"), 0, None, {},
-                Path(config.getoption("--runs-dir")))
+    trains, views = training_plan(config).get((step.name, seed), (step, ()))
+    return Task(trains, [seed], config.getoption("--device"), None, config.getoption("--data-dir"), 0, None, {},
+                Path(config.getoption("--runs-dir")), views=views)
+
+
+def xdist_group(step, seed: int, config) -> str:
+    """The xdist group of a run's tests: the step that trains it, so that one worker trains it once for every
+    step evaluated on it."""
+    return training_plan(config).get((step.name, seed), (step,))[0].name
 
 
 def reusable_record(step, seed: int, config) -> tuple[dict, Path] | None:
@@ -88,15 +110,58 @@ def reusable_record(step, seed: int, config) -> tuple[dict, Path] | None:
     return None
 
 
-def runs_to_train(items, config) -> list:
-    """Tasks for the runs the collected slow tests need and no reusable record gives, in test order."""
+def runs_to_train(cases, config) -> list:
+    """Tasks for the runs (step, seed) in `cases` that no reusable record gives, in their order, each once."""
     wanted: dict[tuple[str, int], object] = {}
-    for item in items:
-        params = item.callspec.params if hasattr(item, "callspec") else {}
-        for case in (params.get("run_case"), params.get("repro_case"), params.get("confirmation_case")):
-            if isinstance(case, tuple) and (case[0].name, case[1]) not in wanted and not reusable_record(*case, config):
-                wanted[(case[0].name, case[1])] = task_for(*case, config)
+    for step, seed in cases:
+        task = task_for(step, seed, config)
+        if (task.step.name, seed) not in wanted and not reusable_record(step, seed, config):
+            wanted[task.step.name, seed] = task
     return list(wanted.values())
+
+
+def slow_cases(items) -> list[tuple]:
+    """The (step, seed) runs the collected slow tests need, in test order."""
+    params = [item.callspec.params for item in items if hasattr(item, "callspec")]
+    return [case for p in params for case in (p.get("run_case"), p.get("repro_case"), p.get("confirmation_case"))
+            if isinstance(case, tuple)]
+
+
+def announce(config, tasks: list) -> None:
+    """Say up front how many runs the slow tier trains and about how long it will take on this machine."""
+    from ablation.runs.runner import estimate, seconds_per_epoch
+
+    if not tasks:
+        return
+    processes = config.getoption("numprocesses", None) or 1
+    if config.getoption("--backend") == "ray":
+        processes = 0
+    elif not isinstance(processes, int):  # auto, logical
+        processes = os.cpu_count() or 1
+    runs = sum(t.runs for t in tasks)
+    measured = seconds_per_epoch(records_by_step_of_the_study())
+    config.pluginmanager.get_plugin("terminalreporter").write_line(
+        f"slow tier: {runs} run{'s' * (runs != 1)} to train: {estimate(tasks, processes, measured)}")
+
+
+def records_by_step_of_the_study() -> dict:
+    from ablation.runs import records
+
+    return records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS)
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under -n, on the controller: the first worker's collection says which runs the slow tests need."""
+    import re
+
+    config = node.config
+    if getattr(config, "_announced", False) or config.getoption("collectonly"):
+        return
+    config._announced = True
+    runs = {f"{step.name}-seed{seed}": (step, seed) for step in selected_steps(config)
+            for seed in selected_seeds(config, step) + selected_confirmation_seeds(config, step)}
+    params = [m[1] for nodeid in ids if nodeid.startswith("tests/test_goals.py::") and (m := re.search(r"\[(.*?)\]", nodeid))]
+    announce(config, runs_to_train([runs[p] for p in params if p in runs], config))
 
 
 @pytest.fixture(scope="session")
@@ -161,7 +226,11 @@ def pytest_collection_finish(session):
     """--backend ray: submit every run the selected slow tests need, now, so they all train at once; --address is
     checked first, in one line (malformed, nothing answering, a token Ray refuses). --collect-only submits nothing."""
     config = session.config
-    if config.getoption("--backend") != "ray" or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        return
+    if config.getoption("--backend") != "ray":
+        if not config.getoption("collectonly"):  # under -n the controller collects nothing: the hook above says it
+            announce(config, runs_to_train(slow_cases(session.items), config))
         return
     if config.getoption("numprocesses", None):
         raise pytest.UsageError("--backend ray trains on Ray and keeps the verdicts here: run it without -n")
@@ -175,14 +244,15 @@ def pytest_collection_finish(session):
             raise pytest.UsageError(f"--address: {e}") from None
     if config.getoption("collectonly"):
         return
-    if runs := runs_to_train(session.items, config):
+    if runs := runs_to_train(slow_cases(session.items), config):
         try:
             ray_backend.import_ray()
             ray_backend.check_address(address)
         except (ray_backend.RayMissing, ray_backend.RayUnreachable) as e:
             raise pytest.UsageError(str(e)) from None
-        config.ray_runs = {(t.step.name, t.seeds[0]): ref for ref, t in
-                           ray_backend.submit(runs, None, address=address).items()}
+        announce(config, runs)
+        config.ray_runs = {(one.name, t.seeds[0]): ref for ref, t in ray_backend.submit(runs, None, address=address).items()
+                           for one in (t.step, *t.views)}
 
 
 def pytest_terminal_summary(terminalreporter, config):

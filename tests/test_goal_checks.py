@@ -128,3 +128,22 @@ def test_ungrouped_slow_tests_fail_before_training_with_the_reason():
         conftest.pytest_runtest_setup(lost)
     conftest.pytest_runtest_setup(grouped)
     conftest.pytest_runtest_setup(plain)
+
+
+@pytest.mark.parametrize("steps, trains, views", [("12-wide-end,final", "12-wide-end", ("18-shifted-views",)),
+                                                  ("final", "18-shifted-views", ())])
+def test_the_slow_tier_trains_a_step_that_only_evaluates_differently_on_its_parents_training(steps, trains, views):
+    """As `python -m ablation run` does: selected together, 12-wide-end's training of a seed also makes
+    18-shifted-views' run of it (one task, one xdist group, so one worker trains it once); selected alone,
+    18-shifted-views trains itself."""
+    import conftest
+
+    options = {"--steps": steps, "--seeds": "0", "--device": "cpu", "--data-dir": None, "--runs-dir": "build/runs",
+               "--reuse-records": False}
+    config = type("Config", (), {"getoption": lambda self, name, default=None: options.get(name, default)})()
+    final = STEPS["18-shifted-views"]
+    task = conftest.task_for(final, 0, config)
+    assert (task.step.name, task.seeds, tuple(v.name for v in task.views)) == (trains, [0], views)
+    assert conftest.xdist_group(final, 0, config) == trains
+    cases = [(STEPS[name], 0) for name in steps.replace("final", final.name).split(",")]
+    assert [(t.step.name, t.runs) for t in conftest.runs_to_train(cases, config)] == [(trains, len(cases))]

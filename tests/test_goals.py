@@ -6,7 +6,10 @@
     pytest -m slow --reuse-records                  # check the committed records without training
 
 Fresh runs go to --runs-dir (default build/runs); the committed study (reports/runs) changes only when
-named there. At the end, a reproduction table sets each fresh run against the committed one.
+named there. At the start, a line says how many runs will train and about how long they will take; at the
+end, a reproduction table sets each fresh run against the committed one. A step that differs from its parent
+only in how it evaluates (18-shifted-views) is evaluated on the parent's training when both are selected:
+one training, a record each, as `python -m ablation run` does.
 
 Per run (`test_run[<step>-seed<k>]`): the record is written, the run did not diverge, the parameter
 and epoch budgets hold, and the accuracy floor holds in each of the last N epochs; a seed our runs
@@ -41,16 +44,17 @@ from ablation.runs import machine, records
 from ablation.runs import reproduce
 from ablation.study.analysis import GoalMiss, check_goals, check_run_goals
 from ablation.study.step import changed_run_fields
-from conftest import reusable_record, selected_confirmation_seeds, selected_seeds, selected_steps, task_for
+from conftest import (reusable_record, selected_confirmation_seeds, selected_seeds, selected_steps, task_for,
+                      xdist_group)
 
 pytestmark = pytest.mark.slow
 
 
-def seed_cases(step, seeds: list[int], misses: tuple[int, ...], what: str) -> list:
+def seed_cases(step, seeds: list[int], misses: tuple[int, ...], what: str, config) -> list:
     """One case per seed; a seed our runs showed missing the floor is a strict xfail of GoalMiss."""
     cases = []
     for seed in seeds:
-        marks = [pytest.mark.xdist_group(step.name)]
+        marks = [pytest.mark.xdist_group(xdist_group(step, seed, config))]
         if seed in misses:
             marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=f"measured: {step.name} {what} {seed} "
                                            f"misses ≥ {step.goals.accuracy_floor} % in the last {step.goals.last_epochs} epochs"))
@@ -62,19 +66,20 @@ def pytest_generate_tests(metafunc):
     config = metafunc.config
     if "run_case" in metafunc.fixturenames:
         metafunc.parametrize("run_case", [case for step in selected_steps(config) for case in
-                                          seed_cases(step, selected_seeds(config, step), step.floor_misses, "seed")])
+                                          seed_cases(step, selected_seeds(config, step), step.floor_misses, "seed", config)])
     if "repro_case" in metafunc.fixturenames:  # the same runs, without the floor's xfails
         metafunc.parametrize("repro_case", [pytest.param((step, seed), id=f"{step.name}-seed{seed}",
-                                                         marks=[pytest.mark.xdist_group(step.name)])
+                                                         marks=[pytest.mark.xdist_group(xdist_group(step, seed, config))])
                                             for step in selected_steps(config) for seed in selected_seeds(config, step)])
     if "confirmation_case" in metafunc.fixturenames:
         metafunc.parametrize("confirmation_case", [
             case for step in selected_steps(config) for case in
-            seed_cases(step, selected_confirmation_seeds(config, step), step.confirmation_misses, "confirmation seed")])
+            seed_cases(step, selected_confirmation_seeds(config, step), step.confirmation_misses, "confirmation seed",
+                       config)])
     if "step_case" in metafunc.fixturenames:
         cases = []
-        for step in selected_steps(config):
-            marks = [pytest.mark.xdist_group(step.name)]
+        for step in selected_steps(config):  # with its judged seeds' runs, whose records it reads
+            marks = [pytest.mark.xdist_group(xdist_group(step, (selected_seeds(config, step) or [step.seeds[0]])[0], config))]
             if step.known_miss:
                 marks.append(pytest.mark.xfail(strict=True, raises=GoalMiss, reason=step.known_miss))
             cases.append(pytest.param(step, id=step.name, marks=marks))
@@ -102,10 +107,13 @@ def obtain(step, seed: int, config) -> tuple[dict, object]:
                 encoded, _ = ray_backend.result(ref)
             else:
                 encoded = runner.train_task(task_for(step, seed, config), bar=False)
-            (record, weights), = encoded
-            json_path = records.write(record, weights, runs_dir)
-            found = records.load(json_path), records.record_paths(runs_dir, step.name, seed)[1]
-        _OBTAINED[key] = found
+            # the run, or the training it rides on and every step evaluated there: a record each
+            for record, weights in encoded:
+                json_path = records.write(record, weights, runs_dir)
+                _OBTAINED[record["step"], seed, str(runs_dir)] = (records.load(json_path),
+                                                                  records.record_paths(runs_dir, record["step"], seed)[1])
+        else:
+            _OBTAINED[key] = found
     return _OBTAINED[key]
 
 
