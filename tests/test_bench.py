@@ -99,3 +99,37 @@ def test_cuda_without_gpu_exits_2(capsys):
 def test_too_many_batches_exits_2(capsys):
     assert main(["bench", "--batches", "100000"]) == 2
     assert "--batches must be between 1 and" in capsys.readouterr().err
+
+
+def test_against_another_checkout_alternates_the_two_and_gives_medians_and_ratios(tmp_path):
+    """bench --against DIR: each side's bench in turn, which goes first alternating by round; the median of each
+    figure per side and this side's over the other's."""
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "ablation" / "__main__.py").write_text("")
+    order, rates = [], {"this": iter([300.0, 100.0, 200.0]), "other": iter([100.0, 50.0, 150.0])}
+
+    def measure(tree, args):
+        side = "other" if tree == tmp_path.resolve() else "this"
+        order.append(side)
+        rate = next(rates[side])
+        return {"spending": {"net": {"train_samples_per_s": rate, "eval_samples_per_s": 2 * rate}}, "matmul_gflops": 100.0}
+
+    c = bench.against(tmp_path, 3, ["--batches", "2"], log=lambda text: None, measure=measure)
+    assert order == ["this", "other", "other", "this", "this", "other"]
+    assert c["figures"]["net train step, images/s"] == {"this": 200.0, "other": 100.0, "ratio": 2.0}
+    assert c["figures"]["net evaluation, images/s"]["ratio"] == 2.0
+    assert c["figures"]["float32 matmul, GFLOP/s"]["ratio"] == 1.0
+    assert "net train step, images/s" in bench.format_against(c) and "2.00x" in bench.format_against(c)
+
+
+def test_against_a_folder_that_is_no_checkout_is_refused(tmp_path, capsys):
+    assert main(["bench", "--against", str(tmp_path)]) == 2
+    assert f"error: {tmp_path} holds no checkout of this project (no ablation/__main__.py)" in capsys.readouterr().err
+
+
+def test_a_bench_that_fails_in_the_other_checkout_says_where_and_why(tmp_path):
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "ablation" / "__init__.py").write_text("")
+    (tmp_path / "ablation" / "__main__.py").write_text("import sys; sys.exit('no bench here')")
+    with pytest.raises(RuntimeError, match=rf"the bench in {tmp_path} failed \(1\): no bench here"):
+        bench.bench_in(tmp_path, [])

@@ -292,10 +292,19 @@ def cmd_bench(args) -> int:
     try:
         device = training.resolve_device(args.device)
         bench.check_batches(args.batches)
-        data = load_mnist(args.data_dir)
+        data = None if args.against else load_mnist(args.data_dir)  # --against: each bench loads its own
     except (ValueError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.against:
+        passed = ["--batches", str(args.batches), "--device", args.device] + (["--data-dir", args.data_dir] if args.data_dir else [])
+        try:
+            compared = bench.against(args.against, args.rounds, passed)
+        except (ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(compared, indent=1) if args.json else bench.format_against(compared))
+        return 0
     figures = bench.run(device, args.batches, args.seeds, args.data_dir, data=data)
     text = json.dumps(figures, indent=1)
     if args.save:
@@ -412,6 +421,10 @@ def build_parser() -> Parser:
     p.add_argument("--seeds-per-pass", dest="seeds", type=positive_int, default=4,
                    help="how many seeds the multi-seed engine trains in one pass (a count; default 4)")
     p.add_argument("--save", type=Path, default=None, help="also write the JSON figures here (the report reads reports/bench.json)")
+    p.add_argument("--against", type=Path, default=None, metavar="DIR",
+                   help="compare with another checkout of this project (e.g. a git worktree of the previous engine "
+                        "generation): both benches run alternately in fresh processes; medians and ratios")
+    p.add_argument("--rounds", type=positive_int, default=3, help="with --against: alternated rounds (default 3)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebook", parents=[selection_options("final"), records_options(notebook.DEFAULT_OUT),

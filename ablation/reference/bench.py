@@ -14,14 +14,23 @@ float32 matrix-multiply rate measured in the same run.
 Then what the study spends, apart, for the seed's network and the final step's: the engine's train step
 (images/s) and the evaluation that follows every epoch (images/s through the step's test-time views, on
 the test set), and the seconds of one epoch of each at those rates.
+
+`--against DIR` measures an engine change: this checkout's bench and DIR's (another checkout, e.g. a git
+worktree of the last commit of the previous engine generation), each in a fresh process, alternated for
+`--rounds` rounds on this machine, so that a slower or busier spell weighs on both; the median of each side's
+figures and their ratio.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
+import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -32,6 +41,7 @@ from ..engine.data import MNIST, TRAIN_LABEL_COUNTS, data_root, load_mnist
 from ..engine.models import count_parameters, evaluate
 from ..engine.train import configure_threads, initial_model, resolve_device, train_many
 from ..runs.machine import device_name
+from ..study.analysis import text_table
 from ..study.registry import FINAL_STEP, STEPS
 from ..study.step import Step
 from . import notebook
@@ -253,3 +263,50 @@ def format_table(f: dict) -> str:
                      f"{s['train_samples_per_s']:,.0f} images/s ({s['train_seconds_per_epoch']:.0f} s an epoch), "
                      f"evaluation {s['eval_samples_per_s']:,.0f} images/s ({s['eval_seconds_per_epoch']:.1f} s an epoch)")
     return "\n".join(lines)
+
+
+# --- one checkout against another --------------------------------------------------------------------
+
+HERE = Path(__file__).resolve().parents[2]  # this checkout: the folder holding the ablation package
+
+
+def bench_in(tree: Path, args: list[str]) -> dict:
+    """`python -m ablation bench --json ARGS` run by `tree`'s own code, in a fresh process; its figures."""
+    done = subprocess.run([sys.executable, "-m", "ablation", "bench", "--json", *args], cwd=tree, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    if done.returncode:
+        raise RuntimeError(f"the bench in {tree} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def compared_figures(f: dict) -> dict[str, float]:
+    """The figures an engine change is judged on, by name: each network's train step and evaluation (images/s),
+    and the machine's matrix-multiply rate, the control (a ratio far from 1 says the machine changed)."""
+    out = {f"{name} {label}, images/s": s[f"{what}_samples_per_s"] for name, s in f["spending"].items()
+           for what, label in (("train", "train step"), ("eval", "evaluation"))}
+    return out | {"float32 matmul, GFLOP/s": f["matmul_gflops"]}
+
+
+def against(other: Path, rounds: int, args: list[str], log: Callable[[str], None] = _stderr,
+            measure: Callable[[Path, list[str]], dict] = bench_in) -> dict:
+    """This checkout against `other`, alternated for `rounds` rounds (which goes first alternates too): the
+    median of each figure on each side and this side's over the other's."""
+    other = Path(other).resolve()
+    if not (other / "ablation" / "__main__.py").is_file():
+        raise ValueError(f"{other} holds no checkout of this project (no ablation/__main__.py)")
+    sides: dict[str, list[dict]] = {"this": [], "other": []}
+    for r in range(rounds):
+        for side in ("this", "other") if r % 2 == 0 else ("other", "this"):
+            log(f"round {r + 1} of {rounds}: {side} ({HERE if side == 'this' else other})")
+            sides[side].append(compared_figures(measure(HERE if side == "this" else other, args)))
+    median = {side: {k: statistics.median(f[k] for f in runs) for k in runs[0]} for side, runs in sides.items()}
+    return {"this": str(HERE), "other": str(other), "rounds": rounds,
+            "figures": {k: {"this": median["this"][k], "other": median["other"][k],
+                            "ratio": median["this"][k] / median["other"][k]}
+                        for k in median["this"] if k in median["other"]}}
+
+
+def format_against(c: dict) -> str:
+    rows = [[name, f"{f['this']:,.0f}", f"{f['other']:,.0f}", f"{f['ratio']:.2f}x"] for name, f in c["figures"].items()]
+    return "\n".join([f"this checkout ({c['this']}) against {c['other']}: medians of {c['rounds']} alternated rounds",
+                      text_table(rows, ["figure", "this", "other", "this / other"])])
