@@ -245,6 +245,9 @@ class SlowTierConfig:
         self.options = {"--backend": "ray", "--address": None, "collectonly": False, "numprocesses": None,
                         "--reuse-records": False, "--device": "cpu", "--data-dir": None, "--runs-dir": str(runs_dir),
                         **options}
+        self.said: list[str] = []  # what the session wrote to the terminal
+        reporter = SimpleNamespace(write_line=self.said.append)
+        self.pluginmanager = SimpleNamespace(get_plugin=lambda name: reporter if name == "terminalreporter" else None)
 
     def getoption(self, name, default=None):
         return self.options.get(name, default)
@@ -265,8 +268,12 @@ def test_the_slow_tier_under_collect_only_submits_nothing(tmp_path, monkeypatch)
     listing = slow_tier_session(tmp_path, collectonly=True)
     conftest.pytest_collection_finish(listing)
     assert submitted == [] and not hasattr(listing.config, "ray_runs")
-    conftest.pytest_collection_finish(slow_tier_session(tmp_path))  # the same session run for real submits its run
+    assert listing.config.said == []
+    session = slow_tier_session(tmp_path)
+    conftest.pytest_collection_finish(session)  # the same session run for real submits its run, and says so first
     assert [[(t.step.name, t.seeds) for t in tasks] for tasks in submitted] == [[("1-basic", [0])]]
+    assert len(session.config.said) == 1 and session.config.said[0].startswith("slow tier: 1 run to train: about ")
+    assert "of training in all, spread over the CPUs Ray has" in session.config.said[0]
 
 
 def test_the_slow_tier_refuses_a_bad_address_in_one_line_before_submitting(tmp_path, monkeypatch):
