@@ -604,3 +604,13 @@ def test_the_verdict_names_the_set_up_and_each_other_set_up_with_its_misses(tmp_
         assert f"held on 2 of 3 seeds (0–2), missed on seed 0 ({lowest:.2f} %)" in text
         assert "Over these 3 seeds, 1 missed" in text
         assert "The floor is promised on the set-ups measured, not on every machine." in text
+    # Seed by seed (issue 29): each set-up's lowest of the last 5 beside the judged seeds', a miss marked.
+    from ablation.runs.records import GENERATION as generation
+
+    md = (tmp_path / "ablation.md").read_text()
+    assert f"| seed | the judged seeds, generation {generation} | other-setups/amd-avx2, generation {generation} |" in md
+    judged_lowest = min(row["test_acc"] for row in judged[0]["history"][-5:])
+    assert f"| 0 | {judged_lowest:.2f} | **{lowest:.2f}** |" in md
+    assert f"| {STEPS[FINAL_STEP].seeds[-1]} | " in md and md.count(f"| 3 | ") == 1  # seeds only the judged ran: a blank
+    html = (tmp_path / "ablation.html").read_text()
+    assert f'<td>{judged_lowest:.2f}</td><td class="miss">{lowest:.2f}</td>' in html

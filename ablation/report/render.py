@@ -48,6 +48,11 @@ def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str,
     elsewhere = {folder: by_step[FINAL_STEP] for folder, by_step in (other_setups or {}).items() if by_step.get(FINAL_STEP)}
     verdict["set_ups"] = set_ups(STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, []), elsewhere)
     others = verdict["set_ups"][1:]  # what the predicted miss rate means in practice: misses seen elsewhere
+    # Seed by seed, each set-up's lowest of the last N beside the judged seeds' (issue 29: a new engine generation
+    # is a replication on a new float path; which seeds moved, and how far, is what a reader checks).
+    seeds = sorted({s for u in verdict["set_ups"] for s in u["lowest"]})
+    verdict["by_seed"] = [{"seed": s, "lowest": [u["lowest"].get(s, "") for u in verdict["set_ups"]]} for s in seeds] \
+        if others else []
     verdict["elsewhere"] = {"n": sum(u["n"] for u in others), "missed": sum(len(u["missed"]) for u in others)}
     return {"steps": list(views.values()), "verdict": verdict, "mission": MISSION,
             "fresh": FRESH, "thin": THIN,

@@ -186,7 +186,8 @@ def set_ups(step: Step, judged: list[dict], elsewhere: dict[str, list[dict]]) ->
             lowest = {r["seed"]: lowest_of_last(r["history"], step.goals.last_epochs) if r["history"] and
                       r["diverged_at"] is None else None for r in group}
             named = named_misses(missed, lowest)
-            out.append({"folder": folder, "setup": where, "n": len(group), "held": held, "missed": missed,
+            out.append({"folder": folder, "setup": where, "generation": record_generation(group[0]), "n": len(group),
+                        "held": held, "missed": missed,
                         "lowest": lowest, "text": f"held on {len(held)} of {len(group)} seeds ({span(sorted(lowest))})"
                                                   + (f", missed on {named}" if named else "")})
     return out
