@@ -60,9 +60,14 @@ def selected_confirmation_seeds(config, step) -> list[int]:
     return [s for s in parse_seeds(text) if s in step.confirmation_seeds] if text else list(step.confirmation_seeds)
 
 
+def selected_cases(config) -> list[tuple]:
+    """(step, seed) of every selected run: each step's judged seeds, then its confirmation seeds."""
+    return [(step, seed) for step in selected_steps(config)
+            for seed in selected_seeds(config, step) + selected_confirmation_seeds(config, step)]
+
+
 def selected_runs(config) -> set[tuple[str, int]]:
-    return {(step.name, seed) for step in selected_steps(config)
-            for seed in selected_seeds(config, step) + selected_confirmation_seeds(config, step)}
+    return {(step.name, seed) for step, seed in selected_cases(config)}
 
 
 def training_plan(config) -> dict[tuple[str, int], tuple]:
@@ -129,7 +134,7 @@ def slow_cases(items) -> list[tuple]:
 
 def announce(config, tasks: list) -> None:
     """Say up front how many runs the slow tier trains and about how long it will take on this machine."""
-    from ablation.runs.runner import estimate, seconds_per_epoch
+    from ablation.runs.runner import how_long
 
     if not tasks:
         return
@@ -138,16 +143,7 @@ def announce(config, tasks: list) -> None:
         processes = 0
     elif not isinstance(processes, int):  # auto, logical
         processes = os.cpu_count() or 1
-    runs = sum(t.runs for t in tasks)
-    measured = seconds_per_epoch(records_by_step_of_the_study())
-    config.pluginmanager.get_plugin("terminalreporter").write_line(
-        f"slow tier: {runs} run{'s' * (runs != 1)} to train: {estimate(tasks, processes, measured)}")
-
-
-def records_by_step_of_the_study() -> dict:
-    from ablation.runs import records
-
-    return records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS)
+    config.pluginmanager.get_plugin("terminalreporter").write_line(f"slow tier: {how_long(tasks, processes)}")
 
 
 def pytest_xdist_node_collection_finished(node, ids):
@@ -158,10 +154,9 @@ def pytest_xdist_node_collection_finished(node, ids):
     if getattr(config, "_announced", False) or config.getoption("collectonly"):
         return
     config._announced = True
-    runs = {f"{step.name}-seed{seed}": (step, seed) for step in selected_steps(config)
-            for seed in selected_seeds(config, step) + selected_confirmation_seeds(config, step)}
+    by_id = {f"{step.name}-seed{seed}": (step, seed) for step, seed in selected_cases(config)}  # the cases' ids
     params = [m[1] for nodeid in ids if nodeid.startswith("tests/test_goals.py::") and (m := re.search(r"\[(.*?)\]", nodeid))]
-    announce(config, runs_to_train([runs[p] for p in params if p in runs], config))
+    announce(config, runs_to_train([by_id[p] for p in params if p in by_id], config))
 
 
 @pytest.fixture(scope="session")

@@ -272,7 +272,7 @@ def test_the_slow_tier_under_collect_only_submits_nothing(tmp_path, monkeypatch)
     session = slow_tier_session(tmp_path)
     conftest.pytest_collection_finish(session)  # the same session run for real submits its run, and says so first
     assert [[(t.step.name, t.seeds) for t in tasks] for tasks in submitted] == [[("1-basic", [0])]]
-    assert len(session.config.said) == 1 and session.config.said[0].startswith("slow tier: 1 run to train: about ")
+    assert len(session.config.said) == 1 and session.config.said[0].startswith("slow tier: 1 run: about ")
     assert "of training in all, spread over the CPUs Ray has" in session.config.said[0]
 
 
@@ -329,6 +329,12 @@ def test_a_batch_says_up_front_how_long_it_will_take(capsys):
     with_views = Task(step, [0], "cpu", None, None, 0, None, {}, Path("x"), 0, (get_step("18-shifted-views"),))
     assert runner.estimate([with_views], 2, measured | {"18-shifted-views": (15.0, 70_000, "Some CPU")}).startswith(
         "about 4 min")
+    # today's engine generation's seconds where a step has records of it: an older engine ran at another speed
+    made = lambda generation, seconds: {"provenance": {"generation": generation, "train_images": 60_000, "eval_images": 10_000,
+                                                       "device_name": "Some CPU"}, "history": [{"seconds": seconds}]}
+    assert runner.seconds_per_epoch({"s": [made(records.GENERATION - 1, 30.0), made(records.GENERATION, 10.0)]}) == {
+        "s": (10.0, 70_000, "Some CPU")}
+    assert runner.seconds_per_epoch({"s": [made(records.GENERATION - 1, 30.0)]})["s"][0] == 30.0  # none of today's
     # the committed study's records give every registered step its estimate
     committed = runner.seconds_per_epoch(records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS))
     assert set(STEPS) <= set(committed)

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..engine.data import MNIST, TRAIN_LABEL_COUNTS
 from ..study.screen import VIEW_FIELDS
 from ..study.step import Step, config_diff, registered_name
+from ..study.survival import record_generation
 from . import records
 
 TEST_IMAGES = 10_000
@@ -102,9 +103,11 @@ def training_units(todo: list[tuple[Step, list[int]]]) -> list[tuple[Step, list[
 
 def seconds_per_epoch(found: dict[str, list[dict]]) -> dict[str, tuple[float, int, str]]:
     """{step: (mean seconds of an epoch, images per epoch, the CPU's name)} over the CPU records in `found`
-    (one seed a pass), to say up front how long a batch of tasks will take."""
+    (one seed a pass; today's engine generation's where a step has any, as an older engine ran at another
+    speed), to say up front how long a batch of tasks will take."""
     out = {}
     for name, recs in found.items():
+        recs = [r for r in recs if record_generation(r) == records.GENERATION] or recs
         rows = [(row["seconds"], r["provenance"]) for r in recs for row in r["history"]
                 if r["provenance"].get("device", "cpu") == "cpu" and r["provenance"].get("seeds_per_pass", 1) == 1
                 and "seconds" in row and "train_images" in r["provenance"]]
@@ -308,6 +311,15 @@ def run_here(tasks: list[Task], tracker: Tracker, data: MNIST | None, entry=None
         tracker.finished(task, encoded)
 
 
+def how_long(tasks: list[Task], processes: int, committed: dict[str, tuple[float, int, str]] | None = None) -> str:
+    """'20 runs: about 26 min of wall time, ...': what `tasks` write and their estimate, from the committed
+    study's records (reports/runs beside the package) unless `committed` (seconds_per_epoch) is given."""
+    if committed is None:
+        committed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS))
+    runs = sum(t.runs for t in tasks)
+    return f"{runs} run{'s' * (runs != 1)}: {estimate(tasks, processes, committed)}"
+
+
 def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsewhere=None, entry=None,
               committed: dict[str, tuple[float, int, str]] | None = None) -> list[str]:
     """Run every task and write their records as they finish; return the failed tasks' errors
@@ -319,11 +331,8 @@ def run_tasks(tasks: list[Task], jobs: int, data: MNIST | None = None, run_elsew
     tracker, data)` runs them elsewhere instead (ray_backend.run_tasks passes Ray's); `entry` trains each task
     with another trainer (run_pool's; notebook.py passes its own).
     """
-    if committed is None:
-        committed = seconds_per_epoch(records.load_all(records.PACKAGE.parent / records.DEFAULT_RUNS))
     tracker = Tracker(tasks)
-    print(f"{tracker.total} run{'s' * (tracker.total != 1)}: {estimate(tasks, jobs, committed)}", file=sys.stderr,
-          flush=True)
+    print(how_long(tasks, jobs, committed), file=sys.stderr, flush=True)
     try:
         if run_elsewhere is not None:
             run_elsewhere(tasks, tracker, data)
