@@ -94,9 +94,9 @@ class Net(nn.Module):
                 blocks.append(nn.Sequential(*block) if len(block) > 1 else block[0])
                 channels = out
         self.features = nn.Sequential(*blocks)
-        # Channels-last (NHWC) is the layout oneDNN's convolutions run fastest in on the CPU (reports/bench.json:
-        # the train step ~1.4x, the evaluation ~2x against NCHW); the weights keep it through .to(), deepcopy and
-        # load_state_dict, and _logits puts the input in it.
+        # Channels-last (NHWC) is the layout oneDNN's convolutions run fastest in on the CPU (the train step of this
+        # network 1.3-1.5x against NCHW, measured in one process; reports/STUDY.md, "Engine generation 2"); the
+        # weights keep it through .to(), deepcopy and load_state_dict, and _logits puts the input in it.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
