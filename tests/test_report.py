@@ -11,6 +11,7 @@ import statistics
 import struct
 import subprocess
 import zlib
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from ablation.runs import measure
 
 from ablation import report
+from ablation.report.steps import prediction_view
 from ablation.study.analysis import confidence_interval95
 from ablation.runs.records import load_all, load_folds, to_record
 from ablation.study.registry import FINAL_STEP, STEPS
@@ -87,7 +89,7 @@ def test_every_registry_step_appears(page, markdown):
 def test_printed_numbers_are_the_records_numbers(runs, page, markdown):
     records = load_all(runs)[GOOD_STEP]
     finals = [r["history"][-1]["test_acc"] for r in records]
-    mean_sd = f"{statistics.fmean(finals):.2f} ± {statistics.stdev(finals):.2f}"
+    mean_sd = f"{statistics.fmean(finals):.2f} % (sd {statistics.stdev(finals):.2f})"
     lo, hi = confidence_interval95(finals)
     min_last = min(row["test_acc"] for r in records for row in r["history"][-5:])
     best = statistics.fmean(max(row["test_acc"] for row in r["history"]) for r in records)
@@ -98,8 +100,8 @@ def test_printed_numbers_are_the_records_numbers(runs, page, markdown):
         assert mean_ci in row
         assert f"{min_last:.2f}" in row and f"{seed_best:.2f}" in row
     assert f"{best:.2f}" in page.split(f">{GOOD_STEP}</a></td>")[1].split("</tr>")[0]  # our best, beside the seed's
-    for text in (page, markdown):  # the step's own section: mean ± sd and the interval
-        assert f"{mean_sd} %" in text and f"[{lo:.2f}, {hi:.2f}]" in text
+    for text in (page, markdown):  # the step's own section: mean and sd, and the interval ("±" is only ever one)
+        assert mean_sd in text and f"[{lo:.2f}, {hi:.2f}]" in text
 
 
 def test_page_is_self_contained(page):
@@ -184,9 +186,14 @@ def test_markdown_has_the_verdict_the_table_and_a_link_to_the_html(markdown):
     assert "## Verdict" in markdown and "**Mission not met.**" in markdown
     assert "[ablation.html](ablation.html)" in markdown
     header = next(line for line in markdown.splitlines() if line.startswith("| step |"))
-    assert header.count("|") - 1 <= 7  # few columns: it fits GitHub's width
+    # the HTML table's columns that make it an ablation (issue 30): the change, what it bought, the predicted miss
+    for column in ("change", "Δ final", "Δ lowest", "misses", "seed study"):
+        assert f"| {column} |" in header, header
+    # each of the verdict's statements is a paragraph of its own, not lines run into one
+    verdict = markdown.split("## Verdict")[1].split("| goal |")[0]
+    assert all(line.strip().startswith(("**", "- ", "|", "The final step's")) for line in verdict.split("\n\n") if line.strip()), verdict
     for step in STEPS.values():  # the prose is the HTML's, folded; the Markdown stays short
-        assert f"| {step.name} |" in markdown and step.target not in markdown
+        assert re.search(rf"^\| (↳ )?{re.escape(step.name)} \|", markdown, re.M) and step.target not in markdown
 
 
 def test_mission_met_when_the_final_step_holds_on_every_seed(tmp_path):
@@ -523,8 +530,8 @@ def test_our_steps_result_is_written_from_the_records_and_the_registry_restates_
     text = report.measured_result(final, recs)
     finals = [r["history"][-1]["test_acc"] for r in recs[:2]]
     lows = [min(row["test_acc"] for row in r["history"][-5:]) for r in recs]
-    assert text.startswith(f"{final.params:,} parameters. Final-epoch test accuracy {statistics.fmean(finals):.3f} ± "
-                           f"{statistics.stdev(finals):.2f} % over 2 seeds ({finals[0]:.2f}, {finals[1]:.2f}); "
+    assert text.startswith(f"{final.params:,} parameters. Final-epoch test accuracy {statistics.fmean(finals):.3f} % "
+                           f"(sd {statistics.stdev(finals):.2f}) over 2 seeds ({finals[0]:.2f}, {finals[1]:.2f}); "
                            f"the lowest of the last 5 epochs per seed {', '.join(f'{v:.2f}' for v in lows)} %: "
                            f"the 99.4 % floor holds on 0 of 3 seeds. Lowest epoch of each seed that misses: ")
     dips = [min(r["history"][-5:], key=lambda row: (row["test_acc"], row["epoch"])) for r in recs]
@@ -614,3 +621,83 @@ def test_the_verdict_names_the_set_up_and_each_other_set_up_with_its_misses(tmp_
     assert f"| {STEPS[FINAL_STEP].seeds[-1]} | " in md and md.count(f"| 3 | ") == 1  # seeds only the judged ran: a blank
     html = (tmp_path / "ablation.html").read_text()
     assert f'<td>{judged_lowest:.2f}</td><td class="miss">{lowest:.2f}</td>' in html
+
+
+def test_the_verdict_states_its_conditions_and_judges_the_stricter_goal_on_its_interval(tmp_path):
+    """Issue 30: the verdict says what it holds under — the views and their cost, how the step was chosen, which
+    simpler steps already meet the mission — and a goal on the mean whose interval straddles its bar is met on
+    the point estimate only, in those words."""
+    final = STEPS[FINAL_STEP]
+    host = final.parent  # the final step is its parent's training evaluated over more views
+    records = [make_record(FINAL_STEP, s, epochs=15, top=99.6) for s in final.seeds]
+    finals = (99.44, 99.58, 99.47, 99.56, 99.50, 99.53, 99.46, 99.57, 99.49, 99.55)
+    for r, last in zip(records, finals):
+        r["history"][-1]["test_acc"] = last
+    records += [make_record(host, s, epochs=15, top=99.6) for s in STEPS[host].seeds]
+    lo, hi = confidence_interval95(list(finals))
+    assert lo < 99.5 <= statistics.fmean(finals) < hi  # the case under test: the interval straddles the bar
+    layers = {FINAL_STEP: [{"layer": "net", "output": [10], "params": final.params, "macs": 1_000, "rf": 28, "jump": 4}]}
+    by_step = load_all(write_records(tmp_path / "runs", records))
+    for text in (report.render_html(by_step, layers=layers), report.render_markdown(by_step, layers=layers)):
+        text = unescape(text)
+        assert (f"mean final accuracy ≥ 99.5 %: met on the point estimate only, {statistics.fmean(finals):.3f} %; its 95 % "
+                f"interval [{lo:.2f}, {hi:.2f}] straddles the bar, so these seeds cannot tell it from a miss") in text
+        assert (f"Each prediction averages {final.views} views, the image and {len(final.tta)} shifted copies: "
+                f"{1_000 * final.views:,} multiply-adds a test image instead of 1,000") in text
+        assert f"The weights are {host}'s, trained as they are; without the views {host} meets the mission on 10 of 10" in text
+        assert f"Without test-time views, {host} already meets the mission on every seed it was planned for." in text
+        assert final.caveats and final.caveats in text
+        near = prediction_view(final, by_step[FINAL_STEP])["near_cut"]
+        assert not near or f"({near})" in text  # the thin cut is named beside the rate where the rate is near it
+    # The other two readings of a goal on a mean, and what one seed cannot give.
+    from ablation.report.mission import on_interval
+    assert on_interval("mean final accuracy", 99.52, (99.51, 99.53), 99.5).endswith("met, 99.520 %, and so is its 95 % interval [99.51, 99.53]")
+    assert on_interval("mean final accuracy", 99.49, (99.46, 99.52), 99.5).endswith("not met, 99.490 % (95 % interval [99.46, 99.52])")
+    assert on_interval("mean final accuracy", 99.6, (math.nan, math.nan), 99.5).endswith("one seed gives no interval")
+
+
+@pytest.mark.parametrize("rate, words", [(0.053, "at or above the 5 % cut"), (0.048, "just under the 5 % cut"), (0.01, "")])
+def test_a_predicted_miss_rate_near_the_thin_cut_names_the_cut(rate, words, monkeypatch):
+    from ablation.report import steps
+    p = {"n": 10, "misses": 0, "rate": rate, "rate_ci95": (0.0, 0.31), "all_fresh_hold": (1 - rate) ** 10,
+         "thin": not rate < 0.05, "mean": 99.5, "sd": 0.05}
+    monkeypatch.setattr(steps, "step_prediction", lambda step, records: p)
+    view = steps.prediction_view(STEPS[FINAL_STEP], [{}])
+    assert view["near_cut"].startswith(words) and (words == "") == (view["near_cut"] == "")
+
+
+def test_the_all_steps_table_is_the_ablation_tree_with_what_each_change_bought(tmp_path):
+    from ablation.report.steps import tree
+    order = tree(STEPS)
+    names = [n for n, _ in order]
+    assert sorted(names) == sorted(STEPS) and names[0] == "1-basic"
+    level = dict(order)
+    for name, step in STEPS.items():  # every step comes after its parent, and below it when it has siblings
+        if step.parent:
+            siblings = [s for s in STEPS.values() if s.parent == step.parent]
+            assert names.index(name) > names.index(step.parent)
+            assert level[name] == level[step.parent] + (len(siblings) > 1), name
+    # depth first: a child's subtree comes before its next sibling
+    for name, step in STEPS.items():
+        kids = [n for n in names if STEPS[n].parent == name]
+        for a, b in zip(kids, kids[1:]):
+            assert all(names.index(d) < names.index(b) for d in names if STEPS[d].parent == a)
+    parent, child = "9-narrow-8k", "12-wide-end"
+    assert STEPS[child].parent == parent
+    records = [make_record(parent, s, top=99.4) for s in (0, 1, 2)] + [make_record(child, s, top=99.5) for s in (0, 1, 2)]
+    page = report.render_html(load_all(write_records(tmp_path / "runs", records)))
+    table = page.split('id="all-steps"')[1].split("</table>")[0]
+    rows = table.split("<tr data-family=")[1:]
+    assert [re.search(r'href="#step-([^"]+)"', r).group(1) for r in rows] == names
+    row = next(r for r in rows if 'href="#step-12-wide-end"' in r)
+    delta = statistics.fmean(r["history"][-1]["test_acc"] for r in records[3:]) - \
+        statistics.fmean(r["history"][-1]["test_acc"] for r in records[:3])
+    assert f'data-sort="{delta:.4f}"' in row and "3 seeds" in row and "layout conv3:12 → conv3:10" in row
+    assert unescape(row).startswith('"≤ 8k"') and "↳" in row  # its family, and one of several steps tried from step 9
+    families = [unescape(f) for f in re.findall(r'<button type="button" data-family="([^"]*)"', page)]
+    assert families == ["", "seed study", "< 10k", "≤ 8k", "≤ 6k"]
+
+
+def test_an_empty_field_reads_none_in_a_change():
+    from ablation.report.format import describe_value
+    assert describe_value(()) == "none" and describe_value((1, 2)) == "1 2"

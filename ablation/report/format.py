@@ -4,6 +4,7 @@ they write out whole."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import html
 import math
 
@@ -46,11 +47,27 @@ def describe_value(value) -> str:
     """A step's field as a "Changed from" line writes it."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a part of a step: Schedule, Augment, Goals
         return value.describe()
-    if isinstance(value, tuple):
-        return " ".join(map(str, value))
+    if isinstance(value, tuple):  # () is a field left empty: no test-time views, no seeds
+        return " ".join(map(str, value)) or "none"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def describe_change(field: str, old, new) -> str:
+    """One field's change in the all-steps table, short: 'batch_size 128 → 64'; a layout by the tokens that
+    changed ('layout conv3:16 conv3:16 → conv3:12 conv3:12'), as the whole layouts are too long to compare by
+    eye; a part of a step (schedule, augmentation) or a tuple by its new value."""
+    if isinstance(old, tuple) and isinstance(new, tuple) and all(isinstance(t, str) for t in old + new):
+        parts = []
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+            if op != "equal":
+                parts.append(" ".join(old[i1:i2]) + " → " + " ".join(new[j1:j2]) if i2 > i1 and j2 > j1 else
+                             ("+ " + " ".join(new[j1:j2]) if j2 > j1 else "− " + " ".join(old[i1:i2])))
+        return f"{field} " + "; ".join(parts)
+    if dataclasses.is_dataclass(new) or isinstance(new, tuple):
+        return f"{field} → {describe_value(new)}"
+    return f"{field} {describe_value(old)} → {describe_value(new)}"
 
 
 def signed_interval(ci: tuple[float, float]) -> str | None:

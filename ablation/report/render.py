@@ -19,7 +19,7 @@ from .format import breakable, count, epoch, num, signed, sort_key
 from .mission import MISSION_GOALS, STRICTER_BAR, mission_verdict
 from .mistakes import confusion_view, mistakes_view
 from .provenance import bench_view, load_bench, provenance_view
-from .steps import layer_rows, step_view
+from .steps import layer_rows, step_view, tree
 from .study import update_study
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -35,16 +35,18 @@ def _env(autoescape: bool):
 
 
 def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None,
-                other_setups: dict[str, dict[str, list[dict]]] | None = None) -> dict:
+                other_setups: dict[str, dict[str, list[dict]]] | None = None,
+                layers: dict[str, list[dict]] | None = None) -> dict:
     """The report's context. `confirmations`: the records of the confirmation seeds (reports/confirmation);
     `other_setups`: {folder: its records by step}, the final step trained on other machines or float paths
-    (reports/other-setups/*)."""
-    views = {name: step_view(step, records_by_step.get(name, []), records_by_step.get(step.parent or "", []))
-             for name, step in STEPS.items()}
+    (reports/other-setups/*); `layers`: each step's per-layer table (measure.py). The steps come depth first
+    (steps.tree), each with its indent, so the table shows where the ablation branches."""
+    views = {name: step_view(STEPS[name], records_by_step.get(name, []), records_by_step.get(STEPS[name].parent or "", []))
+             | {"level": level} for name, level in tree(STEPS)}
     for name, view in views.items():
         view["confirmation"] = confirmation(STEPS[name], records_by_step.get(name, []),
                                             (confirmations or {}).get(name, []))
-    verdict = mission_verdict(views, records_by_step)
+    verdict = mission_verdict(views, records_by_step, layers)
     elsewhere = {folder: by_step[FINAL_STEP] for folder, by_step in (other_setups or {}).items() if by_step.get(FINAL_STEP)}
     verdict["set_ups"] = set_ups(STEPS[FINAL_STEP], records_by_step.get(FINAL_STEP, []), elsewhere)
     others = verdict["set_ups"][1:]  # what the predicted miss rate means in practice: misses seen elsewhere
@@ -54,7 +56,8 @@ def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str,
     verdict["by_seed"] = [{"seed": s, "lowest": [u["lowest"].get(s, "") for u in verdict["set_ups"]]} for s in seeds] \
         if others else []
     verdict["elsewhere"] = {"n": sum(u["n"] for u in others), "missed": sum(len(u["missed"]) for u in others)}
-    return {"steps": list(views.values()), "verdict": verdict, "mission": MISSION,
+    families = list(dict.fromkeys(v["family"] for v in views.values()))
+    return {"steps": list(views.values()), "verdict": verdict, "mission": MISSION, "families": families,
             "fresh": FRESH, "thin": THIN,
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs,
             "stricter_bar": STRICTER_BAR, "max_epochs": MISSION_GOALS.max_epochs}
@@ -72,11 +75,11 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     `reproduction` reproduction_view(...)'s table (a report of fresh runs); `implementations`
     implementations_view(...)'s comparisons; `layers` each step's per-layer table (measure.py); `other_setups`
     the final step's records made elsewhere, by folder (build_views)."""
-    ctx = build_views(records_by_step, confirmations, other_setups)
+    ctx = build_views(records_by_step, confirmations, other_setups, layers)
     ctx["reproduction"], ctx["implementations"] = reproduction, implementations or []
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
-        view["layers"] = layer_rows((layers or {}).get(view["name"]))
+        view["layers"] = layer_rows((layers or {}).get(view["name"]), view["step"].views)
     ctx["ablation_chart"] = Markup(ablation_chart(
         [{"name": v["name"], "lowests": v["lowests"], "seed_best": v["seed_best"], "params": v["params"],
           "max_params": v["step"].goals.max_params} for v in ctx["steps"]]))
@@ -90,9 +93,10 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
 
 
 def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None,
-                    other_setups: dict[str, dict[str, list[dict]]] | None = None) -> str:
-    """The verdict, the summary table and each step's Target / Result / Analysis as Markdown."""
-    return _env(False).get_template("report.md.j2").render(build_views(records_by_step, confirmations, other_setups))
+                    other_setups: dict[str, dict[str, list[dict]]] | None = None,
+                    layers: dict[str, list[dict]] | None = None) -> str:
+    """The verdict with its conditions, the summary table and each step's numbers as Markdown."""
+    return _env(False).get_template("report.md.j2").render(build_views(records_by_step, confirmations, other_setups, layers))
 
 
 def report_path(runs: Path, fmt: str = "html") -> Path:
@@ -120,11 +124,11 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     confirmations = load_all(runs.parent / "confirmation")  # {} where there is no such folder
     # The final step trained elsewhere (another CPU, a capped float path): one records folder each.
     other = {f"{path.parent.name}/{path.name}": load_all(path) for path in sorted((runs.parent / OTHER_SETUPS).glob("*/"))}
+    measured = load_measured(runs)
     if fmt == "md":
-        text = render_markdown(records_by_step, confirmations, other)
+        text = render_markdown(records_by_step, confirmations, other, measured.get("layers"))
     else:
         folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
-        measured = load_measured(runs)
         text = render_html(records_by_step, mistakes_view(measured.get("mistakes")),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),

@@ -4,28 +4,69 @@ seeds, its Result written from the records, and the chance that a new seed misse
 step_view holds its numbers as numbers: the templates format them with format.py's filters (`s.params | count`)
 and give a sortable cell the same number, unformatted, as its data-sort. What is written here is text made of
 several numbers: the sentences (the goals' verdict, the Result, the difference from the parent) and the
-cells "final" (mean ± sd) and "ci_text"."""
+cells "final" (mean and sd) and "ci_text". "±" on the page is always a 95 % interval's half-width; an sd is
+written "sd"."""
 from __future__ import annotations
 
 import math
 import statistics
 
-from ..study.analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, lowest_of_last, paired_delta,
-                              step_summary)
+from functools import partial
+
+from ..study.analysis import (DRAW, at_least, draws_meeting_goals, final_accuracies, lowest_accuracies, lowest_of_last,
+                              paired_delta, step_summary)
 from ..study.registry import STEPS
 from ..study.step import Goals, Step, config_diff
-from ..study.survival import holding, step_prediction
-from .format import count, describe_value, missing, num, signed, signed_interval
+from ..study.survival import THIN, holding, step_prediction
+from .format import count, describe_change, describe_value, missing, num, signed, signed_interval
 from .mission import MISSION_GOALS, mission_view
 
 
-def layer_rows(rows: list[dict] | None) -> dict | None:
-    """A step's per-layer table, as measure.py measured it (None: not measured for this folder)."""
+def layer_rows(rows: list[dict] | None, views: int = 1) -> dict | None:
+    """A step's per-layer table, as measure.py measured it (None: not measured for this folder); a step that
+    averages `views` views of each test image pays its network's multiply-adds that many times."""
     if not rows:
         return None
+    macs = sum(r["macs"] for r in rows)
     return {"rows": [{"layer": r["layer"], "output": "×".join(map(str, r["output"])), "params": count(r["params"]),
                       "macs": count(r["macs"]), "rf": r["rf"], "jump": r["jump"]} for r in rows],
-            "params": count(sum(r["params"] for r in rows)), "macs": count(sum(r["macs"] for r in rows))}
+            "params": count(sum(r["params"] for r in rows)), "macs": count(macs),
+            "views": views, "macs_per_image": count(macs * views)}
+
+
+def family(step: Step) -> str:
+    """The line of the study a step belongs to, by what it asks of itself: the table filters on it."""
+    if step.seed_report is not None:
+        return "seed study"
+    limit = step.goals.max_params
+    return "< 10k" if limit >= MISSION_GOALS.max_params else f"≤ {limit // 1000}k"
+
+
+def tree(steps: dict[str, Step]) -> list[tuple[str, int]]:
+    """The steps depth first, in registry order among siblings, each with its indent: a child of a parent with
+    other children steps in one level; an only child keeps its parent's, so a chain reads as one column and
+    each branch as a step in."""
+    children: dict[str | None, list[str]] = {}
+    for name, step in steps.items():
+        children.setdefault(step.parent if step.parent in steps else None, []).append(name)
+    out: list[tuple[str, int]] = []
+
+    def walk(name: str, level: int) -> None:
+        out.append((name, level))
+        kids = children.get(name, [])
+        for kid in kids:
+            walk(kid, level + (len(kids) > 1))
+
+    for root in children.get(None, []):
+        walk(root, 0)
+    return out
+
+
+def paired_view(paired: dict | None) -> dict | None:
+    """A paired difference as the table's cell writes it: the mean, its 95 % interval and the seeds."""
+    if not paired:
+        return None
+    return {"mean": paired["mean"], "interval": signed_interval(paired["ci95"]) or "one seed", "n": len(paired["seeds"])}
 
 
 def step_verdict(step: Step, records: list[dict], summary: dict | None) -> dict:
@@ -103,9 +144,9 @@ def measured_result(step: Step, records: list[dict]) -> str:
     ran = sorted((r for r in records if r["history"]), key=lambda r: r["seed"])
     finals = final_accuracies(ran)
     held, missed = holding(step.goals, ran)
-    spread = f" ± {num(statistics.stdev(finals.values()))}" if len(finals) > 1 else ""
+    spread = f" (sd {num(statistics.stdev(finals.values()))})" if len(finals) > 1 else ""
     text = f"{count(records[0]['params'])} parameters. " + (
-        f"Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)}{spread} % over {len(finals)} "
+        f"Final-epoch test accuracy {num(statistics.fmean(finals.values()), 3)} %{spread} over {len(finals)} "
         f"seed{'s' if len(finals) != 1 else ''} ({', '.join(num(v) for v in finals.values())}); " if finals else "No run finished; ")
     text += (f"the lowest of the last {last} epochs per seed {', '.join(num(lowest_of_last(r['history'], last)) for r in ran)}"
              f" %: the {floor:g} % floor holds on {len(held)} of {len(ran)} seed{'s' if len(ran) != 1 else ''}." if ran else
@@ -148,7 +189,7 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "epochs": step.epochs, "batch": step.batch_size, "lr": step.describe_lr(), "augment": step.describe_augment(),
         "n": len(records), "planned": len(step.seeds), "finals": finals,
         "final_mean": summary["final_mean"] if summary else None,
-        "final": (f"{num(summary['final_mean'])} ± {num(summary['final_std'])}" if finals else "—"),
+        "final": (f"{num(summary['final_mean'])} % (sd {num(summary['final_std'])})" if finals else "—"),
         "n_final": len(finals),
         "ci": summary["final_ci95"] if summary else (math.nan, math.nan),
         "ci_text": (f"[{num(summary['final_ci95'][0])}, {num(summary['final_ci95'][1])}]"
@@ -163,8 +204,14 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "diverged": [(r["seed"], r["diverged_at"]) for r in records if r["diverged_at"] is not None],
         "diff": [{"field": k, "parent": describe_value(a), "child": describe_value(b)}
                  for k, (a, b) in config_diff(parent, step).items()] if parent else [],
+        "change": [describe_change(k, a, b) for k, (a, b) in config_diff(parent, step).items()] if parent else [],
+        "family": family(step),
         "wall": summary["wall_seconds"] if summary else None,
         "vs_parent": vs_parent_text(step.parent, paired_delta(records, parent_records or [])),
+        # what the step bought over its parent, on the seeds both ran: the ablation table's Δ columns
+        "delta_final": paired_view(paired_delta(records, parent_records or [])),
+        "delta_lowest": paired_view(paired_delta(records, parent_records or [],
+                                                 partial(lowest_accuracies, last=MISSION_GOALS.last_epochs))),
         "draws": draws_text(records, step.goals),
         "quoted": sr is not None,
         "lowests": [(r["seed"], lowest_of_last(r["history"], MISSION_GOALS.last_epochs)) for r in records if r["history"]],
@@ -184,6 +231,10 @@ def prediction_view(step: Step, records: list[dict]) -> dict | None:
     if p is None or not p["n"]:
         return None
     low, high = p["rate_ci95"]
-    return {**p, "rate_text": "—" if missing(p["rate"]) else f"{100 * p['rate']:.1f} %",
+    # The cut is said wherever the rate is near it: 4.8 % reads as safe unless the reader knows 5 % is "thin".
+    cut = f"the {100 * THIN:g} % cut for “thin”"
+    near = "" if missing(p["rate"]) else (f"at or above {cut}" if p["thin"] else
+                                          f"just under {cut}" if p["rate"] >= THIN / 2 else "")
+    return {**p, "rate_text": "—" if missing(p["rate"]) else f"{100 * p['rate']:.1f} %", "near_cut": near,
             "interval": f"{100 * low:.0f}–{100 * high:.0f} %",
             "fresh_text": "—" if missing(p["all_fresh_hold"]) else f"{p['all_fresh_hold']:.2f}"}

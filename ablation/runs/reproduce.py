@@ -7,7 +7,7 @@ is one of:
 - differs on the same set-up: the engine generation (tests/golden), libraries, device, its model, thread
   count and pass layout are the same, so the promise of bit-identity applies, and the run broke it (a defect);
 - other set-up: one of those differs (named); floating-point sums may then go another way, so the fresh
-  run is another sample of the step's distribution, set against the committed seeds' mean ± spread;
+  run is another sample of the step's distribution, set against the committed seeds' mean and sd;
 - no committed record: nothing to compare with (another seed, a variant).
 """
 from __future__ import annotations
@@ -83,7 +83,8 @@ def _figures(record: dict, last_epochs: int) -> tuple[float | None, float | None
 def spread(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.2f}" if values else "—"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+    # "±" in the report is a 95 % interval; a spread is written as the sd it is
+    return f"{statistics.fmean(values):.2f} (sd {statistics.stdev(values):.2f}, n={len(values)})"
 
 
 def compare(fresh_dir: Path, committed_dir: Path = records.DEFAULT_RUNS,

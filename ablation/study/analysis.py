@@ -127,13 +127,19 @@ def draws_meeting_goals(records: list[dict], goals: Goals, k: int = DRAW) -> tup
     return hits, total
 
 
-def paired_delta(records: list[dict], parent_records: list[dict]) -> dict | None:
-    """A step's final test accuracy minus its parent's, seed by seed, over the seeds both ran to the end.
+def lowest_accuracies(records: list[dict], last: int) -> dict[int, float]:
+    """{seed: lowest test accuracy of the last `last` epochs} of the runs that finished."""
+    return {r["seed"]: lowest_of_last(r["history"], last) for r in records if r["history"] and r["diverged_at"] is None}
+
+
+def paired_delta(records: list[dict], parent_records: list[dict], measure=final_accuracies) -> dict | None:
+    """A step's final test accuracy (or another per-seed `measure`, e.g. lowest_accuracies with its window)
+    minus its parent's, seed by seed, over the seeds both ran to the end.
 
     What an ablation row claims is this difference; comparing the same seeds keeps a lucky or unlucky
     seed of one step from standing in for the change. None when no seed is shared.
     """
-    child, parent = final_accuracies(records), final_accuracies(parent_records)
+    child, parent = measure(records), measure(parent_records)
     seeds = sorted(child.keys() & parent.keys())
     if not seeds:
         return None

@@ -157,7 +157,10 @@ class SeedReport:
 # text as it is. tests/test_words.py checks against the records every figure of a known miss, and every
 # parameter count and multiply-add figure in any step's words.
 WORDS = Path(__file__).resolve().with_name("words")
-SECTIONS = {"Target": "target", "Result": "result", "Analysis": "analysis", "Notes": "notes", "Known miss": "known_miss"}
+# "Caveats": what a reader must know to weigh the step's verdict (how it was chosen, what it costs); the report
+# puts the final step's beside the mission's verdict.
+SECTIONS = {"Target": "target", "Result": "result", "Analysis": "analysis", "Notes": "notes", "Known miss": "known_miss",
+            "Caveats": "caveats"}
 
 
 def registered_name(name: str) -> str:
@@ -170,7 +173,8 @@ def registered_name(name: str) -> str:
 def words(name: str) -> dict[str, str | None]:
     """{target, result, analysis, notes, known_miss} of the step called `name`, read from words/<name>.md;
     a paragraph's lines are joined by spaces. No file (a step made in a test): empty texts, no known miss."""
-    out: dict[str, str | None] = {"target": "", "result": "", "analysis": "", "notes": "", "known_miss": None}
+    out: dict[str, str | None] = {"target": "", "result": "", "analysis": "", "notes": "", "known_miss": None,
+                                  "caveats": ""}
     path = WORDS / f"{name}.md"
     if Path(name).name != name or not path.is_file():
         return out
@@ -277,13 +281,19 @@ class Step:
     analysis = property(lambda self: self.words["analysis"])  # the seed's (or our) Analysis, as written
     notes = property(lambda self: self.words["notes"])  # what we decided where the text is silent or contradicts itself
     known_miss = property(lambda self: self.words["known_miss"])  # why a goal is missed (the strict xfails' reason)
+    caveats = property(lambda self: self.words["caveats"])  # what weighs on its verdict: how chosen, what it costs
+    views = property(lambda self: 1 + len(self.tta) + len(self.tta_rotations))  # forward passes per test image
 
-    def describe_augment(self) -> str:
+    def describe_views(self) -> str:
+        """'the image and 4 shifted copies': what a prediction averages over ('' for the image alone)."""
         copies = [f"{len(self.tta)} shifted" if self.tta else "",
                   f"{len(self.tta_rotations)} rotated ({', '.join(f'{a:+g}°' for a in self.tta_rotations)})"
                   if self.tta_rotations else ""]
         views = " and ".join(c for c in copies if c)
-        return self.augment.describe() + (f"; evaluated over the image and {views} copies" if views else "")
+        return f"the image and {views} copies" if views else ""
+
+    def describe_augment(self) -> str:
+        return self.augment.describe() + (f"; evaluated over {views}" if (views := self.describe_views()) else "")
 
     def describe_lr(self) -> str:
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
