@@ -566,7 +566,146 @@ def test_the_ablation_chart_plots_each_seeds_lowest_of_the_judged_epochs(runs, p
     chart = page.split('<section id="ablation">')[1].split("</section>")[0]
     for r in load_all(runs)[GOOD_STEP]:
         assert f"<title>seed {r['seed']}: {lowest_of_last(r['history'], 5):.2f} %</title>" in chart
-    assert "99.5 %" in chart and "seed study" in chart
+    assert "seed study" in chart
+    # The steps' stricter bar (a mean of final accuracies) is not drawn on this axis of lowests (issue 30).
+    assert f"{report.mission.STRICTER_BAR:g} % (steps" not in chart and "dotted grey" not in chart
+    assert 'stroke-dasharray="2 3"' not in chart
+
+
+def test_the_ablation_chart_tells_hold_from_miss_by_shape_in_both_layouts():
+    rows = [{"name": "a-step", "lowests": [(0, 99.52), (1, 99.31), (2, 97.0)], "seed_best": None, "params": 8000,
+             "max_params": 9999},
+            {"name": "b-step", "lowests": [(0, 99.45)], "seed_best": 99.5, "params": 12000, "max_params": 9999}]
+    wide, narrow = report.charts.ablation_chart(rows).split("</svg>")[:2]
+    assert 'class="chart ablation-wide"' in wide and 'class="chart ablation-narrow" viewBox="0 0 360 ' in narrow
+    for layout in (wide, narrow):
+        def mark(seed: int, value: float) -> str:
+            return re.search(rf"<(circle|path) [^<]*><title>seed {seed}: {value:.2f} %</title>", layout).group(0)
+        assert mark(0, 99.52).startswith("<circle") and mark(0, 99.45).startswith("<circle")  # holds: a dot
+        cross = mark(1, 99.31)  # below: an x, two strokes, not a filled shape
+        assert cross.startswith("<path") and cross.count("M") == 2 and "fill" not in cross and 'stroke="#d93025"' in cross
+        assert "Z" in mark(2, 97.0) and "lowest 97.00 %, mean 98.61 %" in layout  # off the axis: ◂, written out
+        assert re.search(r'<path d="M[^"]+ M[^"]+" stroke="#d93025"[^>]*></path>\s*<text[^>]*>seed below</text>', layout)
+        assert re.search(r'<circle [^>]*fill="#137333"/>\s*<text[^>]*>seed holds ≥ 99.4 %</text>', layout)
+        assert "99.5 % (steps" not in layout and 'stroke-dasharray="2 3"' not in layout
+    # The narrow layout: each step's name on a line of its own at the left edge, its parameters at the right.
+    assert re.search(r'<text x="4" y="[\d.]+">a-step</text>\n<text class="tick" x="356" y="[\d.]+" '
+                     r'text-anchor="end">8,000 params</text>', narrow)
+    assert '<text class="over" x="356"' in narrow and ">12,000 params (over 9,999)</text>" in narrow
+
+
+def test_the_page_shows_one_ablation_layout_at_a_time(page):
+    css = page.split("<style>")[1].split("</style>")[0]
+    assert "svg.chart.ablation-narrow { display: none; }" in css
+    media = css.split("@media (max-width: 1000px) {")[1].split("\n}")[0]
+    assert "svg.chart.ablation-wide { display: none; }" in media and "svg.chart.ablation-narrow { display: block; }" in media
+
+
+# Machado, Oliveira and Fernandes (2009): protanopia, deuteranopia and tritanopia (severity 1) on linear RGB.
+CVD = {"normal": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+       "protan": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
+       "deutan": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413), (-0.011820, 0.042940, 0.968881)),
+       "tritan": ((1.255528, -0.076749, -0.178779), (-0.078411, 0.930809, 0.147602), (0.004733, 0.691367, 0.303900))}
+
+
+def seen_as(color: str, vision: str) -> tuple[float, float, float]:
+    """CIELAB of an sRGB colour as a reader with `vision` sees it."""
+    linear = [(c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4) for c in
+              (int(color[i:i + 2], 16) / 255 for i in (1, 3, 5))]
+    r, g, b = (min(max(sum(m * v for m, v in zip(row, linear)), 0), 1) for row in CVD[vision])
+    x, y, z = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b, \
+        (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+    f = lambda t: t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+@pytest.mark.parametrize("vision", list(CVD))
+def test_seed_colours_stay_apart_for_colour_blind_readers(vision):
+    from itertools import combinations
+
+    from ablation.report.charts import FLOOR_COLOR, SEED_COLORS, TEST_COLOR, TRAIN_COLOR
+
+    apart = lambda a, b: math.dist(seen_as(a, vision), seen_as(b, vision))  # CIE76 colour difference
+    assert len(set(SEED_COLORS)) == 10
+    for c in SEED_COLORS:  # never mistaken for the floor line, the mean (the test curve) or the train curve
+        assert min(apart(c, other) for other in (FLOOR_COLOR, TEST_COLOR, TRAIN_COLOR)) > 12, c
+    for a, b in combinations(SEED_COLORS[:5], 2):  # a five-seed step's lines, told apart
+        assert apart(a, b) > 15, (a, b)
+
+
+def test_the_worst_seed_is_drawn_last_and_thicker(runs):
+    records = load_all(runs)[GOOD_STEP]
+    tails = [(row["test_acc"], r["seed"]) for r in records for row in r["history"][-5:]]
+    worst = min(tails)[1]
+    chart = report.charts.step_charts(STEPS[GOOD_STEP], records)[0]
+    seeds = re.findall(r'<polyline [^>]*stroke-width="([\d.]+)"[^>]*data-label="(seed \d[^"]*)"', chart)
+    assert seeds[-1] == (str(report.charts.WORST_WIDTH), f"seed {worst}, the lowest"), seeds
+    assert all(width == "1.4" for width, _ in seeds[:-1]) and len(seeds) == len(records)
+    assert chart.rindex(f'data-label="seed {worst}, the lowest"') > chart.rindex('data-label="mean"')
+
+
+def test_the_train_curves_say_how_the_step_trained(runs, page):
+    for step in STEPS.values():
+        label = report.charts.train_label(step)
+        assert ("augmented" in label) == step.augment.active and ("no augmentation" in label) != step.augment.active
+        assert (f"dropout {step.dropout:g}" in label) == bool(step.dropout) and ("no dropout" in label) != bool(step.dropout)
+    assert "train (no augmentation, dropout 0.1)" in section(page, GOOD_STEP)  # 3-gap: dropout, no augmentation
+    assert "train (augmented, no dropout)" in section(page, FINAL_STEP)
+    assert "train (augmented, dropout on)" not in page
+
+
+def section(page: str, name: str) -> str:
+    return page.split(f'id="step-{name}"')[1].split('<section class="step"')[0]
+
+
+def chart_titles(svg: str, kind: str = "title") -> list[tuple[float, str]]:
+    """A chart's title lines (or subtitle lines): (x, text)."""
+    return [(float(x), unescape(t)) for x, t in re.findall(rf'<text class="{kind}" x="([\d.]+)" y="[\d.]+">([^<]*)</text>', svg)]
+
+
+@pytest.mark.parametrize("step", [pytest.param(s, id=s.name) for s in STEPS.values()])
+def test_no_chart_title_is_wider_than_its_chart(runs, step):
+    from ablation.report.charts import text_width
+
+    records = load_all(runs).get(step.name, []) or [make_record(step.name, 0)]
+    charts = report.charts.step_charts(step, records)
+    for svg in charts:
+        width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+        assert chart_titles(svg)
+        for x, line in chart_titles(svg):
+            assert x + text_width(line, 12.5, bold=True) <= width, (line, width)
+        for x, line in chart_titles(svg, "subtitle"):
+            assert x + text_width(line) <= width, (line, width)
+    lr = charts[-1]
+    assert " ".join(t for _, t in chart_titles(lr, "subtitle")) == step.describe_lr()  # wrapped, not cut
+
+
+def test_each_curve_carries_its_values_for_the_hover_script(runs, page):
+    records = load_all(runs)[GOOD_STEP]
+    chart = report.charts.step_charts(STEPS[GOOD_STEP], records)[0]
+    assert chart.startswith('<svg class="chart"') and 'data-hover=" %"' in chart.split(">")[0]
+    for r in records:
+        values = ";".join(f"{row['epoch']}:{row['test_acc']:.2f}" for row in r["history"])
+        assert re.search(rf'data-label="seed {r["seed"]}[^"]*" data-v="{values}"><title>seed {r["seed"]}', chart)
+    assert 'querySelectorAll("svg.chart[data-hover]")' in page and "pointermove" in page
+
+
+def test_a_step_with_children_draws_itself_and_them_on_one_axis(runs, tmp_path):
+    child = next(s.name for s in STEPS.values() if s.parent == GOOD_STEP)
+    records = load_all(runs)
+    folder = write_records(tmp_path / "runs", [make_record(GOOD_STEP, s) for s in (0, 1)]
+                           + [make_record(child, s, top=99.6) for s in (0, 1, 2)])
+    page = report.render_files(folder, tmp_path / "ablation.html")[0].read_text()
+    family = [svg for svg in re.findall(r"<svg.*?</svg>", section(page, GOOD_STEP), re.S) if "its children" in svg]
+    assert len(family) == 1
+    both = load_all(folder)
+    for name, label in ((GOOD_STEP, f"{GOOD_STEP} (this step), 2 seeds"), (child, f"{child}, 3 seeds")):
+        means = [statistics.fmean(r["history"][e]["test_acc"] for r in both[name]) for e in range(6)]
+        assert f'data-label="{label}" data-v="{";".join(f"{e + 1}:{m:.2f}" for e, m in enumerate(means))}"' in family[0]
+    assert 'class="judged"' in family[0] and 'stroke="#d93025"' in family[0]  # the judged epochs, the floor
+    # No chart where the children have no runs (the fake records: 3-gap's child has none), or there are none.
+    assert "its children" not in section(report.render_files(runs, tmp_path / "fake.html")[0].read_text(), GOOD_STEP)
+    assert not [s for s in STEPS.values() if s.parent == FINAL_STEP] and records[FINAL_STEP]
 
 
 def test_a_second_implementation_and_confirmation_seeds_are_shown_beside_the_judged_seeds(tmp_path):

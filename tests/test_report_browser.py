@@ -45,6 +45,33 @@ MEASURE = """
                         if (getComputedStyle(a).overflowX !== "visible") return true; return false; };
   out.wider = [...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > de.clientWidth + 1
       && !held(e)).slice(0, 5).map(e => `${e.tagName} ${e.id} ${(e.textContent || "").trim().slice(0, 40)}`);
+  // Every chart, folds opened: the smallest text on screen (font size times the chart's scale, in CSS px) and
+  // any text that sticks out of its chart. Charts hidden at this width (display: none) are left out.
+  document.querySelectorAll("details").forEach(d => { d.open = true; });
+  out.charts = [...document.querySelectorAll("svg.chart")].filter(svg => svg.getClientRects().length).map(svg => {
+    const box = svg.getBoundingClientRect(), texts = [...svg.querySelectorAll("text")];
+    const px = t => { const m = t.getScreenCTM(); return parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b); };
+    const sizes = texts.map(t => [px(t), t.textContent]).sort((a, b) => a[0] - b[0]);
+    const out_of = texts.filter(t => { const r = t.getBoundingClientRect();
+      return r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1; });
+    return {title: (svg.querySelector("title") || {}).textContent, cls: svg.getAttribute("class"),
+            smallest: sizes[0] || null, outside: out_of.map(t => t.textContent)};
+  });
+  // The hover script: the pointer on the third point of a chart's first curve; what the tip says, and what it
+  // may say (each curve through that point: its label, the epoch, the value)
+  const svg = [...document.querySelectorAll("svg.chart[data-hover]")].find(s => s.getClientRects().length);
+  if (svg) {
+    const xy = s => s.split(",").map(Number), at = xy(svg.querySelector("polyline[data-v]").getAttribute("points").split(" ")[2]);
+    const c = new DOMPoint(...at).matrixTransform(svg.getScreenCTM());
+    svg.dispatchEvent(new PointerEvent("pointermove", {clientX: c.x, clientY: c.y, bubbles: true}));
+    const tip = document.querySelector(".chart-tip");
+    out.hover = {tip: tip && !tip.hidden ? tip.textContent : null, expected: []};
+    svg.querySelectorAll("polyline[data-v]").forEach(p => p.getAttribute("points").split(" ").forEach((s, i) => {
+      const [e, v] = p.dataset.v.split(";")[i].split(":");
+      if (Math.hypot(xy(s)[0] - at[0], xy(s)[1] - at[1]) < 0.5) out.hover.expected.push(`${p.dataset.label}, epoch ${e}: ${v}${svg.dataset.hover}`);
+    }));
+  }
+  document.querySelectorAll("details").forEach(d => { d.open = false; });
   out.sorts = [];
   document.querySelectorAll("table.sortable").forEach((table, t) => {
     [...table.tHead.rows[0].cells].forEach((th, col) => {
@@ -122,3 +149,31 @@ def test_each_numeric_column_sorts_by_its_number(rendered, which, tmp_path):
         assert filled(s["up"]) == sorted(filled(s["up"])), s
         assert filled(s["down"]) == sorted(filled(s["down"]), reverse=True), s
         assert s["up"][len(filled(s["up"])):] == [""] * (len(s["up"]) - len(filled(s["up"]))), "empty cells sort last"
+
+
+MIN_TEXT_PX = 9  # CSS px: the smallest chart text on screen at a phone's width (issue 30)
+
+
+@needs_chromium
+@pytest.mark.parametrize("device", list(WIDTHS))
+@pytest.mark.parametrize("which", ["fake records", "committed report"])
+def test_chart_text_is_readable_and_inside_its_chart(rendered, which, device, tmp_path):
+    """Every chart shown (folds opened): at a phone's width no text under 9 px on screen; at either width no text
+    sticking out of its chart; one layout of the ablation chart, the one drawn for that width."""
+    page = rendered if which == "fake records" else COMMITTED
+    if not page.is_file():
+        pytest.skip(f"no {page}")
+    m = measure(page, *WIDTHS[device], tmp_path)
+    assert m["charts"], "no chart shown"
+    if device == "phone":
+        small = [(c["title"], c["smallest"]) for c in m["charts"] if c["smallest"] and c["smallest"][0] < MIN_TEXT_PX]
+        assert not small, f"text under {MIN_TEXT_PX} px at {WIDTHS[device][0]} px: {small[:3]}"
+    assert not [(c["title"], c["outside"]) for c in m["charts"] if c["outside"]]
+    layouts = [c["cls"] for c in m["charts"] if "ablation" in c["cls"]]
+    assert layouts == [f"chart ablation-{'narrow' if device == 'phone' else 'wide'}"], layouts
+
+
+@needs_chromium
+def test_pointing_at_a_curve_shows_its_label_epoch_and_value(rendered, tmp_path):
+    m = measure(rendered, *WIDTHS["desktop"], tmp_path)
+    assert m["hover"]["expected"] and m["hover"]["tip"] in m["hover"]["expected"], m["hover"]

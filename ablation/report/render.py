@@ -13,7 +13,7 @@ from ..study.registry import FINAL_STEP, STEPS
 from ..study.screen import Rule
 from ..study.step import MISSION
 from ..study.survival import FRESH, THIN, confirmation, set_ups
-from .charts import ablation_chart, step_charts
+from .charts import ablation_chart, family_chart, step_charts
 from .checks import fold_view, implementations_view, reproduction_view, screen_view, validation_view
 from .format import breakable, count, epoch, num, signed, sort_key
 from .mission import MISSION_GOALS, STRICTER_BAR, mission_verdict
@@ -79,6 +79,8 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     ctx["reproduction"], ctx["implementations"] = reproduction, implementations or []
     for view in ctx["steps"]:
         view["charts"] = [Markup(svg) for svg in step_charts(view["step"], records_by_step.get(view["name"], []))]
+        children = [(child, records_by_step.get(child.name, [])) for child in STEPS.values() if child.parent == view["name"]]
+        view["family_chart"] = Markup(family_chart(view["step"], records_by_step.get(view["name"], []), children))
         view["layers"] = layer_rows((layers or {}).get(view["name"]), view["step"].views)
     ctx["ablation_chart"] = Markup(ablation_chart(
         [{"name": v["name"], "lowests": v["lowests"], "seed_best": v["seed_best"], "params": v["params"],
