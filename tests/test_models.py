@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from ablation import STEPS, build_model, count_parameters
+from ablation.study.registry import FINAL_STEP
 from ablation.engine.models import layer_table, receptive_field, receptive_field_probe
 from ablation.engine.models import BACKGROUND, Net, for_step, normalize, parse_layout, rotate, shift, stack_seeds, unstack_seeds
 
@@ -227,3 +228,15 @@ def test_a_record_config_builds_the_network_its_step_builds():
     config = run_config(STEPS["12-wide-end"])
     del config["tta"], config["tta_rotations"]  # a record made before the fields existed
     assert (for_config(config).shifts, for_config(config).rotations) == ((), ())
+
+
+def test_global_average_pooling_is_an_adaptive_average_pool_and_computes_the_mean_bit_for_bit():
+    """Issue 30: a grader's isinstance(m, nn.AdaptiveAvgPool2d) finds the final network's pooling; the numbers
+    stay x.mean((2, 3)), what every record was trained with (the goldens pin the rest)."""
+    from ablation.engine.models import GlobalAvgPool
+    net = Net(STEPS[FINAL_STEP].layout)
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
+    assert len(pools) == 1 and isinstance(pools[0], GlobalAvgPool) and pools[0].output_size == 1
+    x = torch.randn(3, 16, 5, 5).to(memory_format=torch.channels_last)
+    assert torch.equal(pools[0](x), x.mean((2, 3), keepdim=True))
+    assert not list(pools[0].parameters()) and not list(pools[0].buffers())  # nothing new in a state dict
