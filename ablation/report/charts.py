@@ -483,7 +483,8 @@ def step_charts(step: Step, records: list[dict]) -> list[str]:
         worst_line = [line for line, r in zip(lines, records) if r["seed"] == worst]
         stats = _mean_std_by_epoch(records, "test_acc")
         mean = Series("mean", tuple((e, m) for e, m, _ in stats), "#202124", width=2.2)
-        band = [Band("mean ± sd", tuple((e, m - s, m + s) for e, m, s in stats), "#202124")] if len(records) > 1 else []
+        # one sd either side of the mean, named so: "±" on this page is a 95 % interval
+        band = [Band("sd band about the mean", tuple((e, m - s, m + s) for e, m, s in stats), "#202124")] if len(records) > 1 else []
         lo, hi = _accuracy_range([s.points for s in lines], floor, epochs // 3)
         marks = [(at, low, f"lowest: {low:.2f} % (seed {worst}, epoch {at})")] if tails else []
         charts.append(line_chart(f"Test accuracy per epoch, each seed ({lo:g}–{hi:g} %)",

@@ -11,9 +11,6 @@ from .format import count, missing, num
 
 MISSION_GOALS = Goals()  # the mission's goals: Goals' defaults (study/step.py)
 MIN_STEPS = 5
-# percent: the mean final accuracy the steps from 9 on ask of themselves, drawn for reference; the final
-# step's own goal, read from the registry so that the line drawn cannot drift from the goal judged
-STRICTER_BAR = STEPS[FINAL_STEP].goals.mean_final_floor
 
 
 def mission_view(step: Step, records: list[dict]) -> dict:

@@ -16,7 +16,7 @@ from ..study.survival import FRESH, THIN, confirmation, set_ups
 from .charts import ablation_chart, family_chart, step_charts
 from .checks import fold_view, implementations_view, reproduction_view, screen_view, validation_view
 from .format import breakable, count, epoch, num, signed, sort_key
-from .mission import MISSION_GOALS, STRICTER_BAR, mission_verdict
+from .mission import MISSION_GOALS, mission_verdict
 from .mistakes import confusion_view, mistakes_view
 from .provenance import bench_view, load_bench, provenance_view
 from .steps import layer_rows, step_view, tree
@@ -60,7 +60,7 @@ def build_views(records_by_step: dict[str, list[dict]], confirmations: dict[str,
     return {"steps": list(views.values()), "verdict": verdict, "mission": MISSION, "families": families,
             "fresh": FRESH, "thin": THIN,
             "final_step": FINAL_STEP, "floor": MISSION_GOALS.accuracy_floor, "last": MISSION_GOALS.last_epochs,
-            "stricter_bar": STRICTER_BAR, "max_epochs": MISSION_GOALS.max_epochs}
+            "max_epochs": MISSION_GOALS.max_epochs}
 
 
 def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = None, bench: dict | None = None,
