@@ -43,11 +43,21 @@ MEASURE = """
   // what sticks out of the page, unless a box that scrolls (or clips) on its own holds it
   const held = e => { for (let a = e.parentElement; a && a !== document.body; a = a.parentElement)
                         if (getComputedStyle(a).overflowX !== "visible") return true; return false; };
-  out.wider = [...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > de.clientWidth + 1
+  const wider = () => [...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > de.clientWidth + 1
       && !held(e)).slice(0, 5).map(e => `${e.tagName} ${e.id} ${(e.textContent || "").trim().slice(0, 40)}`);
+  out.wider = wider();
+  // every section's link in the menu on screen, at the top of the page (none hidden off its edge)
+  out.menu = [...document.querySelectorAll("nav.sections a")].map(a => { const r = a.getBoundingClientRect();
+    return [a.textContent, r.left >= 0 && r.right <= de.clientWidth + 1 && r.bottom <= window.innerHeight]; });
+  // the family filter: each button, the families of the rows it leaves shown
+  const buttons = [...document.querySelectorAll("#family-filter button")];
+  out.filter = buttons.map(b => { b.click(); return {family: b.dataset.family,
+    shown: [...document.querySelectorAll("#all-steps tbody tr")].filter(r => !r.hidden).map(r => r.dataset.family)}; });
+  if (buttons.length) buttons[0].click();
   // Every chart, folds opened: the smallest text on screen (font size times the chart's scale, in CSS px) and
   // any text that sticks out of its chart. Charts hidden at this width (display: none) are left out.
   document.querySelectorAll("details").forEach(d => { d.open = true; });
+  out.open_scroll_width = de.scrollWidth; out.open_wider = wider();
   out.charts = [...document.querySelectorAll("svg.chart")].filter(svg => svg.getClientRects().length).map(svg => {
     const box = svg.getBoundingClientRect(), texts = [...svg.querySelectorAll("text")];
     const px = t => { const m = t.getScreenCTM(); return parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b); };
@@ -126,6 +136,8 @@ def test_no_sideways_scroll_and_the_verdict_on_the_first_screen(rendered, which,
     width, height = WIDTHS[device]
     m = measure(page, width, height, tmp_path)
     assert m["scroll_width"] <= m["client_width"], f"the page scrolls sideways; wider than the page: {m['wider']}"
+    assert m["open_scroll_width"] <= m["client_width"], f"with every fold open, wider than the page: {m['open_wider']}"
+    assert m["menu"] and all(on_screen for _, on_screen in m["menu"]), f"a section's link is off the screen: {m['menu']}"
     assert m["verdict"][0] >= 0 and m["verdict"][1] <= m["inner_height"], m["verdict"]
     if device == "desktop":
         assert m["height"] < MAX_HEIGHT
@@ -177,3 +189,14 @@ def test_chart_text_is_readable_and_inside_its_chart(rendered, which, device, tm
 def test_pointing_at_a_curve_shows_its_label_epoch_and_value(rendered, tmp_path):
     m = measure(rendered, *WIDTHS["desktop"], tmp_path)
     assert m["hover"]["expected"] and m["hover"]["tip"] in m["hover"]["expected"], m["hover"]
+
+
+@needs_chromium
+def test_the_family_filter_shows_one_family_of_steps_or_all(rendered, tmp_path):
+    m = measure(rendered, *WIDTHS["desktop"], tmp_path)
+    families = [f["family"] for f in m["filter"]]
+    assert families[0] == "" and len(families) > 2  # "all", then each family
+    everything = m["filter"][0]["shown"]
+    assert len(everything) == len(report.render.STEPS)
+    for f in m["filter"][1:]:
+        assert f["shown"] and set(f["shown"]) == {f["family"]} and len(f["shown"]) == everything.count(f["family"])
