@@ -141,9 +141,9 @@ def line_chart(title: str, series: list[Series], *, x_range: tuple[float, float]
     zoomed chart never hides them and never lets them push the `floor` line off the picture; the floor
     line is drawn last, above every series, and then `marks`: (x, y, label) points ringed and labelled.
     Non-finite values break their line. The title, and the `subtitle` under it in plain text, wrap onto as many
-    lines as they need and the legend into rows; the chart grows taller rather than squeeze its plot. `hover`: a format for the values ("{:.2f}"),
-    which each labelled line then carries as data-v="x:value;..." for the page's hover script, and `unit`
-    for it to write after them."""
+    lines as they need and the legend into rows; the chart grows taller rather than squeeze its plot.
+    `hover`: a format for the values ("{:.2f}"), which each labelled line then carries as data-v="x:value;..."
+    for the page's hover script, and `unit` for it to write after them."""
     # (label, colour, dash, stroke width; 0 draws a dot, 8 a band swatch)
     legend = [(s.label, s.color, s.dash, s.width) for s in series if s.label] + [(b.label, b.color, None, 8) for b in bands]
     if floor is not None:
