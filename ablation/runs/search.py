@@ -358,8 +358,10 @@ class Progress:
                 "failed": lambda: f"failed: {r.get('error')}",
                 "error": lambda: f"error: {r.get('error')}"}[r["outcome"]]()
         number = f"trial {r['number']}" if "number" in r else "a trial"
-        print(f"[{self.done}/{self.total}] {number}: {what} {' '.join(r.get('set', []))}".rstrip()
-              + f"; {self.best()}; {self.left()}", file=sys.stderr, flush=True)
+        # a refusal changes neither the best nor the time left: its line stays short
+        after = "" if r["outcome"] == "over budget" else f"; {self.best()}; {self.left()}"
+        print(f"[{self.done}/{self.total}] {number}: {what} {' '.join(r.get('set', []))}".rstrip() + after,
+              file=sys.stderr, flush=True)
 
     def best(self) -> str:
         top = journal.best(journal.rows(self.study))
