@@ -1,4 +1,4 @@
-"""The command line: `python -m ablation COMMAND --help`, COMMAND one of steps, summary, run, screen, report,
+"""The command line: `python -m ablation COMMAND --help`, COMMAND one of steps, summary, run, screen, search, report,
 measure, bench and notebook.
 
 Nothing imports this module: it parses, checks the arguments and calls the library. An option that several
@@ -20,7 +20,8 @@ from ..engine.data import TRAIN_LABEL_COUNTS, DataError, check_holdout, load_mni
 from ..engine.models import check_network, for_step, layer_summary
 from ..reference import bench, notebook
 from ..report import render_files, report_path
-from ..runs import ray_backend, records
+from ..runs import journal, ray_backend, records
+from ..runs import search as searching
 from ..runs.measure import measure, preview_views
 from ..runs.reproduce import reproduction
 from ..runs.runner import Task, run_tasks, training_units
@@ -28,9 +29,10 @@ from ..study.analysis import summary_table, text_table as table
 from ..study.registry import STEPS, with_overrides
 from ..study.screen import (VALIDATION, Rule, as_registered, check_views_only, fold_dir, pairs, preview_text,
                             screen_text, to_train)
+from ..study.spaces import SEARCH_FOLD, SEARCH_HOLDOUT, SEARCH_SEEDS, SPACES, space_for
 from ..study.step import Step
 from .options import (MAX_THREADS, QUICK, Parser, bounded_int, data_options, device_options, engine_details,
-                      json_options, positive_int, records_options, seed_list, selection_options, step_name,
+                      json_options, positive_int, ray_address, records_options, seed_list, selection_options, step_name,
                       training_options, variant_options)
 
 
@@ -271,6 +273,36 @@ def preview(args, variant: Step, data) -> int:
     return 2 if left_out or not found else 0
 
 
+def cmd_search(args) -> int:
+    try:
+        journal.import_optuna()  # lazily, and only here: no other command needs it
+        space = space_for(args.step, args.space)
+        device = training.resolve_device(args.device)
+    except journal.OptunaMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        args.parser.error(str(e))
+    check_backend(args)
+    out = args.out or (Path("build/search-quick") if args.quick else searching.DEFAULT_OUT) / args.step.name
+    try:
+        data = searching.training_data(args.data_dir)  # the training set only: a search never holds the test set
+        check_holdout(len(data.train_labels), args.holdout, fold=SEARCH_FOLD)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        args.parser.error(f"--{e}")  # "holdout size must be between ..."
+    probed(args, out, "--out")
+    s = searching.Search(args.step, space, out, args.max_params or args.step.goals.max_params, args.holdout,
+                         epochs=2 if args.quick else None, quick=QUICK if args.quick else {}, data_dir=args.data_dir,
+                         threads=args.threads, device=str(device))
+    try:
+        return searching.search(s, args.trials, jobs=args.jobs, backend=args.backend, address=args.address, data=data)
+    except ValueError as e:  # --out holds another search
+        args.parser.error(str(e))
+
+
 def cmd_report(args) -> int:
     if not args.runs.is_dir():
         args.parser.error(f"--runs {args.runs} is not a folder of records")
@@ -403,6 +435,52 @@ def build_parser() -> Parser:
                         "the CPU (a few minutes, where a screen trains six runs; the final epoch only, so a ranking of "
                         "views and no verdict)")
     p.set_defaults(func=cmd_screen)
+
+    p = sub.add_parser("search", parents=[device, data],
+                       help="a recipe search on held-out data (Optuna): each trial a variant of STEP, trained and recorded",
+                       description="Search a declared space of STEP's fields (ablation/study/spaces.py) with Optuna's TPE "
+                                   "sampler. The split: every trial trains seeds "
+                                   f"{', '.join(map(str, SEARCH_SEEDS))} (used nowhere else) on the training set less "
+                                   f"held-out fold {SEARCH_FOLD} and is scored there; the test set is never read. The "
+                                   "screen that decides whether a found recipe becomes a step (python -m ablation screen "
+                                   "STEP --set ...) runs its own seeds on six folds. The objective, maximised: the "
+                                   "lowest held-out accuracy of the last 5 epochs over the seeds; a trial below the "
+                                   f"median of the others at an epoch from epoch {searching.PRUNE_AFTER} on is stopped "
+                                   "(pruned). The budget: a trial whose network has more than --max-params parameters "
+                                   "is refused before it trains. Every trained trial is a variant folder of records "
+                                   "in --out beside the study's journal (journal.log); to resume, run the same command "
+                                   "again: --trials is the study's total, a trial cut short is run again, a trial "
+                                   "whose records exist is not retrained. One command at a time per --out. "
+                                   f"Needs Optuna: {journal.INSTALL}.")
+    p.add_argument("step", type=step_name, help="the step whose recipe is searched, e.g. 13-wide-end-6k or 12-wide-end")
+    p.add_argument("--space", default=None, choices=list(SPACES),
+                   help="the space searched (default: the one declared for STEP): "
+                        + "; ".join(f"{s.name}: {s.about}" for s in SPACES.values()))
+    p.add_argument("--trials", type=positive_int, default=30,
+                   help="trials trained in the study when done, earlier commands' included (a draw over the budget is "
+                        "refused in under a second and does not count; default 30)")
+    p.add_argument("--max-params", type=positive_int, default=None,
+                   help="the parameter budget, a hard constraint (default: the step's goal, e.g. 6,000 or 8,000)")
+    p.add_argument("--holdout", type=positive_int, default=SEARCH_HOLDOUT,
+                   help=f"images held out of the training set as fold {SEARCH_FOLD}, what trials are scored on "
+                        f"(default {SEARCH_HOLDOUT})")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the search's folder: its journal and one records folder per trained trial (default "
+                        "reports/search/STEP; build/search-quick/STEP with --quick)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="trials at a time: 1 trains in this process (default); N, in N worker processes sharing the "
+                        "journal; with --backend ray and no --address, the CPUs of the local Ray")
+    p.add_argument("--threads", type=bounded_int(MAX_THREADS), default=None,
+                   help="CPU threads per trial (default $ABLATION_THREADS or 1)")
+    p.add_argument("--backend", choices=["process", "ray"], default="process",
+                   help="process: this process or a pool (--jobs); ray: each trial a Ray task on a local Ray, or a "
+                        "cluster (--address) whose every node sees --out on a shared filesystem (the workers write "
+                        f"the journal and the records; needs: {ray_backend.INSTALL})")
+    p.add_argument("--address", type=ray_address, default=None,
+                   help="with --backend ray: HOST:PORT of a Ray head, or 'auto' (default: a local Ray)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke search: two epochs on 2,048 training and 1,000 held-out images a trial")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("report", parents=[study_records],
                        help="render reports/ablation.html (or Markdown) from the run records")

@@ -19,6 +19,7 @@ from .format import breakable, count, epoch, num, signed, sort_key
 from .mission import MISSION_GOALS, mission_verdict
 from .mistakes import confusion_view, mistakes_view
 from .provenance import bench_view, load_bench, provenance_view
+from .search import searches_view
 from .steps import layer_rows, step_view, tree
 from .study import update_study
 
@@ -68,13 +69,13 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
                 screens: list[dict] | None = None, confirmations: dict[str, list[dict]] | None = None,
                 reproduction: dict | None = None, implementations: list[dict] | None = None,
                 layers: dict[str, list[dict]] | None = None,
-                other_setups: dict[str, dict[str, list[dict]]] | None = None) -> str:
+                other_setups: dict[str, dict[str, list[dict]]] | None = None, searches: dict | None = None) -> str:
     """The report as one self-contained HTML page. `mistakes` is final_mistakes(...)'s answer (None: not
     computed); `bench` the parsed bench.json (None: not measured); `validation` validation_view(...)'s rows;
     `folds` fold_view(...)'s; `screens` screen_view(...)'s; `confirmations` the confirmation seeds' records;
     `reproduction` reproduction_view(...)'s table (a report of fresh runs); `implementations`
     implementations_view(...)'s comparisons; `layers` each step's per-layer table (measure.py); `other_setups`
-    the final step's records made elsewhere, by folder (build_views)."""
+    the final step's records made elsewhere, by folder (build_views); `searches` searches_view(...)'s (None: no search)."""
     ctx = build_views(records_by_step, confirmations, other_setups, layers)
     ctx["reproduction"], ctx["implementations"] = reproduction, implementations or []
     for view in ctx["steps"]:
@@ -91,6 +92,8 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
     ctx.update(mistakes=mistakes, bench=bench_view(bench), provenance=provenance_view(records_by_step),
                validation=validation or [], folds=folds or [], screens=screens or [],
                rule=Rule().describe())
+    searches = searches or {"searches": [], "note": None}
+    ctx["search"] = {**searches, "searches": [{**v, "chart": Markup(v["chart"])} for v in searches["searches"]]}
     return _env(True).get_template("report.html.j2").render(ctx)
 
 
@@ -136,7 +139,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
                            confirmations, reproduction_view(runs),
                            implementations_view(records_by_step, load_all(runs.parent / "notebook")),
-                           measured.get("layers"), other)
+                           measured.get("layers"), other, searches_view(runs.parent / "search"))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

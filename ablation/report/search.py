@@ -1,0 +1,72 @@
+"""The report's "Search" section: each recipe search under reports/search/<STEP>/ (python -m ablation search), read
+from its Optuna journal: the space, what became of the trials, the objective trial by trial and the best five.
+
+Deterministic: trials in number order, figures at fixed precision, no clock time shown but the trials' summed
+training time. Optuna is needed to read a journal; without it the section says so and shows nothing else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..runs import journal
+from ..study.spaces import LAST_EPOCHS, SPACES
+from .charts import TEST_COLOR, Series, line_chart, nice_range
+
+KIND_WORDS = {"log": "log-uniform", "float": "uniform", "int": "whole numbers", "choice": "one of"}
+
+
+def describe(dimension) -> str:
+    if dimension.kind == "choice":
+        return f"{dimension.field}: one of {', '.join(f'{c:g}' if isinstance(c, float) else str(c) for c in dimension.choices)}"
+    return f"{dimension.field}: {KIND_WORDS[dimension.kind]} {dimension.low:g}–{dimension.high:g}"
+
+
+def trials_chart(step: str, found: list[dict]) -> str:
+    """Each trained trial's objective by trial number (dots), and the best so far (a line)."""
+    done = [(r["number"], r["value"]) for r in found if r["outcome"] == "complete"]
+    if not done:
+        return ""
+    best, running = [], float("-inf")
+    for number, value in done:
+        running = max(running, value)
+        best.append((number, running))
+    lo, hi = nice_range([v for _, v in done])
+    last = max(n for n, _ in done)
+    return line_chart(f"{step}: the objective of each complete trial, and the best so far",
+                      [Series("trial", tuple(done), "#0072b2", width=0, dots=True),
+                       Series("best so far", tuple(best), TEST_COLOR, width=2)],
+                      x_range=(0, max(last, 1)), y_range=(lo, hi), x_label="trial",
+                      x_ticks=[n for n in range(0, last + 1, max(1, last // 8))],
+                      y_label=f"lowest of the last {LAST_EPOCHS}, %", hover="{:.2f}", unit=" %")
+
+
+def search_view(folder: Path, study) -> dict:
+    found = journal.rows(study)
+    settings = study.user_attrs.get("settings", {})
+    space = SPACES.get(settings.get("space"))
+    count = lambda outcome: sum(r["outcome"] == outcome for r in found)
+    seconds = sum(r["seconds"] or 0.0 for r in found if r["outcome"] in journal.TRAINED)
+    return {"name": folder.name, "step": settings.get("step", folder.name), "space": settings.get("space", "?"),
+            "dimensions": [describe(d) for d in space.dimensions] if space else [],
+            "max_params": settings.get("max_params"), "holdout": settings.get("holdout"), "fold": settings.get("fold"),
+            "seeds": ", ".join(map(str, settings.get("seeds", []))), "quick": bool(settings.get("quick")),
+            "trained": sum(r["outcome"] in journal.TRAINED for r in found), "complete": count("complete"),
+            "pruned": count("pruned"), "over_budget": count("over budget"), "failed": count("failed"),
+            "hours": f"{seconds / 3600:.2f}",
+            "best": [{"number": r["number"], "value": f"{r['value']:.2f}", "set": " ".join(r["set"]),
+                      "params": f"{r['params']:,}" if r["params"] is not None else ""}
+                     for r in journal.best(found)[:5]],
+            "chart": trials_chart(settings.get("step", folder.name), found)}
+
+
+def searches_view(searches: Path) -> dict:
+    """{"searches": one view per search folder with a journal, "note": why none is shown (None when shown)}."""
+    folders = sorted(p.parent for p in Path(searches).glob(f"*/{journal.JOURNAL}"))
+    if not folders:
+        return {"searches": [], "note": None}
+    try:
+        journal.import_optuna()
+    except journal.OptunaMissing:
+        return {"searches": [], "note": f"{len(folders)} search(es) under {searches} cannot be shown without Optuna "
+                                        f"({journal.INSTALL})"}
+    return {"searches": [search_view(f, journal.load(f)) for f in folders], "note": None}
