@@ -66,7 +66,7 @@ _augment_bs32 = step(_augment, "4b-augment-bs32", batch_size=32,
     seed_report=SeedReport(params=9_752, best_train_acc=98.94, best_test_acc=99.49, epoch=13, epochs_run=20))
 
 _lr_schedule = step(_augment_bs32, "5-lr-schedule", lr=0.02, schedule=Schedule(kind="step", step_epochs=4, gamma=0.5),
-    params=9_752, floor_misses=SEEDS,
+    params=9_752, floor_misses=(0, 2, 3, 4),  # engine generation 2: seed 1 holds; under generation 1 all five missed
     seed_report=SeedReport(params=9_752, best_train_acc=99.16, best_test_acc=99.49, epoch=13, epochs_run=20))
 
 SEED_STEPS = (_basic, _bn_dropout, _gap, _gap_bs64, _augment, _augment_bs32, _lr_schedule)
