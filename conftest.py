@@ -181,6 +181,24 @@ def runs_dir(request) -> Path:
     return Path(request.config.getoption("--runs-dir"))
 
 
+@pytest.fixture(scope="session")
+def ray_local():
+    """The session's Ray: a cluster of two nodes on this machine, one CPU each, joined by address as a command
+    joins one (a task lands on either node). Started once, for the tests of every module that use it (marked
+    xdist_group("ray"), so they share one worker): a Ray takes seconds to start, longer on a busy machine."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        yield ray
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def prevent_leaking_rng():
     """Restore the global torch and Python RNG state after each test (torchvision's pattern)."""

@@ -32,23 +32,6 @@ TIMINGS = {"started", "finished", "wall_seconds"}
 ON_RAY = pytest.mark.xdist_group("ray")
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """The module's Ray: a cluster of two nodes on this machine, one CPU each, joined by address as a command
-    joins one (a task lands on either node)."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, logging_level="WARNING")
-        yield ray
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
 def quick_tasks(out: Path, runs, **changes) -> list[Task]:
     quick = {"limit_train": 512, "limit_test": 500, **changes.pop("quick", {})}
     return [Task(get_step(name), [seed], "cpu", 1, None, changes.get("holdout", 0), 1, quick, out)

@@ -257,16 +257,10 @@ def test_two_worker_processes_share_the_journal(tmp_path):
 
 
 @pytest.mark.xdist_group("ray")
-def test_on_a_local_ray_each_trial_is_a_task_against_the_shared_journal(tmp_path):
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():  # test_backends' cluster, when both modules run in one process
-        pytest.skip("a Ray is already up in this process")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:  # the real engine in the workers: two epochs on 1,000 synthetic images, the test set absent
-        s = a_search(tmp_path, holdout=500, epochs=2, quick={"limit_train": 256, "limit_test": 200})
-        assert searching.search(s, 2, backend="ray", data=searching.without_test_set(NoTestSet(*synthetic()))) == 0
-    finally:
-        ray.shutdown()
+def test_on_a_local_ray_each_trial_is_a_task_against_the_shared_journal(ray_local, tmp_path):
+    # the real engine in the workers (the session's two-node Ray): two epochs on 1,000 synthetic images, no test set
+    s = a_search(tmp_path, holdout=500, epochs=2, quick={"limit_train": 256, "limit_test": 200})
+    assert searching.search(s, 2, backend="ray", data=searching.without_test_set(NoTestSet(*synthetic()))) == 0
     assert [r["outcome"] for r in trials(s.out)] == ["complete", "complete"]
     assert len(records.load_all(s.out)) == 2
 
