@@ -19,7 +19,9 @@ from ablation import report
 
 from test_report import runs  # noqa: F401  (the fixture: fake records of two steps)
 
-pytestmark = pytest.mark.fast
+# One worker measures every page once at each width (the `measured` fixture), and every test reads that measurement:
+# a Chromium start costs seconds.
+pytestmark = [pytest.mark.fast, pytest.mark.xdist_group("browser")]
 
 CHROMIUM = Path(os.environ.get("ABLATION_CHROMIUM", "/usr/bin/chromium"))
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs headless Chromium at {CHROMIUM} "
@@ -126,15 +128,28 @@ COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "ablation.html"
 MAX_HEIGHT = 25_000  # px at 1400 px wide, with every fold closed
 
 
+@pytest.fixture(scope="module")
+def measured(rendered, tmp_path_factory):
+    """measured(which, device): what MEASURE found on the fake records' page or the committed report at that
+    width, measured once for the module (MEASURE reads everything before it clicks, and clicks alike every time)."""
+    found = {}
+
+    def get(which: str, device: str) -> dict:
+        page = rendered if which == "fake records" else COMMITTED
+        if not page.is_file():
+            pytest.skip(f"no {page}")
+        if (which, device) not in found:
+            found[which, device] = measure(page, *WIDTHS[device], tmp_path_factory.mktemp("measure"))
+        return found[which, device]
+
+    return get
+
+
 @needs_chromium
 @pytest.mark.parametrize("device", list(WIDTHS))
 @pytest.mark.parametrize("which", ["fake records", "committed report"])
-def test_no_sideways_scroll_and_the_verdict_on_the_first_screen(rendered, which, device, tmp_path):
-    page = rendered if which == "fake records" else COMMITTED
-    if not page.is_file():
-        pytest.skip(f"no {page}")
-    width, height = WIDTHS[device]
-    m = measure(page, width, height, tmp_path)
+def test_no_sideways_scroll_and_the_verdict_on_the_first_screen(measured, which, device):
+    m = measured(which, device)
     assert m["scroll_width"] <= m["client_width"], f"the page scrolls sideways; wider than the page: {m['wider']}"
     assert m["open_scroll_width"] <= m["client_width"], f"with every fold open, wider than the page: {m['open_wider']}"
     assert m["menu"] and all(on_screen for _, on_screen in m["menu"]), f"a section's link is off the screen: {m['menu']}"
@@ -149,11 +164,8 @@ def as_number(key: str | None) -> float:
 
 @needs_chromium
 @pytest.mark.parametrize("which", ["fake records", "committed report"])
-def test_each_numeric_column_sorts_by_its_number(rendered, which, tmp_path):
-    page = rendered if which == "fake records" else COMMITTED
-    if not page.is_file():
-        pytest.skip(f"no {page}")
-    m = measure(page, *WIDTHS["desktop"], tmp_path)
+def test_each_numeric_column_sorts_by_its_number(measured, which):
+    m = measured(which, "desktop")
     assert m["sorts"], "no sortable numeric column"
     for s in m["sorts"]:
         assert all(k is not None for k in s["up"]), f"{s['column']}: a cell without data-sort"
@@ -169,13 +181,10 @@ MIN_TEXT_PX = 9  # CSS px: the smallest chart text on screen at a phone's width 
 @needs_chromium
 @pytest.mark.parametrize("device", list(WIDTHS))
 @pytest.mark.parametrize("which", ["fake records", "committed report"])
-def test_chart_text_is_readable_and_inside_its_chart(rendered, which, device, tmp_path):
+def test_chart_text_is_readable_and_inside_its_chart(measured, which, device):
     """Every chart shown (folds opened): at a phone's width no text under 9 px on screen; at either width no text
     sticking out of its chart; one layout of the ablation chart, the one drawn for that width."""
-    page = rendered if which == "fake records" else COMMITTED
-    if not page.is_file():
-        pytest.skip(f"no {page}")
-    m = measure(page, *WIDTHS[device], tmp_path)
+    m = measured(which, device)
     assert m["charts"], "no chart shown"
     if device == "phone":
         small = [(c["title"], c["smallest"]) for c in m["charts"] if c["smallest"] and c["smallest"][0] < MIN_TEXT_PX]
@@ -186,14 +195,14 @@ def test_chart_text_is_readable_and_inside_its_chart(rendered, which, device, tm
 
 
 @needs_chromium
-def test_pointing_at_a_curve_shows_its_label_epoch_and_value(rendered, tmp_path):
-    m = measure(rendered, *WIDTHS["desktop"], tmp_path)
+def test_pointing_at_a_curve_shows_its_label_epoch_and_value(measured):
+    m = measured("fake records", "desktop")
     assert m["hover"]["expected"] and m["hover"]["tip"] in m["hover"]["expected"], m["hover"]
 
 
 @needs_chromium
-def test_the_family_filter_shows_one_family_of_steps_or_all(rendered, tmp_path):
-    m = measure(rendered, *WIDTHS["desktop"], tmp_path)
+def test_the_family_filter_shows_one_family_of_steps_or_all(measured):
+    m = measured("fake records", "desktop")
     families = [f["family"] for f in m["filter"]]
     assert families[0] == "" and len(families) > 2  # "all", then each family
     everything = m["filter"][0]["shown"]
