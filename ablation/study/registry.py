@@ -100,7 +100,7 @@ _narrow6k = step(
     confirmation_misses=(103,))  # engine generation 2; under generation 1: 102, 103 and 108
 
 _no_jitter = step(_narrow8k, "11-no-jitter", augment=Augment(rotation=7.0),
-    params=7_536, goals=GOALS_8K, floor_misses=(0,))
+    params=7_536, goals=GOALS_8K, floor_misses=(0, 1))  # engine generation 2; under generation 1: seed 0
 
 _wide_end = step(
     _narrow8k, "12-wide-end",
