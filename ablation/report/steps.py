@@ -180,6 +180,7 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
     ours_epoch = statistics.median(b["epoch"] for b in bests) if bests else None
     sr = step.seed_report
     parent = STEPS.get(step.parent) if step.parent else None
+    paired_final = paired_delta(records, parent_records or [])  # the sentence and the table's Δ final cell
     view = {
         "name": step.name, "anchor": "step-" + step.name, "parent": step.parent, "step": step,
         "target": step.target, "result": step.result, "analysis": step.analysis,
@@ -207,9 +208,9 @@ def step_view(step: Step, records: list[dict], parent_records: list[dict] | None
         "change": [describe_change(k, a, b) for k, (a, b) in config_diff(parent, step).items()] if parent else [],
         "family": family(step),
         "wall": summary["wall_seconds"] if summary else None,
-        "vs_parent": vs_parent_text(step.parent, paired_delta(records, parent_records or [])),
+        "vs_parent": vs_parent_text(step.parent, paired_final),
         # what the step bought over its parent, on the seeds both ran: the ablation table's Δ columns
-        "delta_final": paired_view(paired_delta(records, parent_records or [])),
+        "delta_final": paired_view(paired_final),
         "delta_lowest": paired_view(paired_delta(records, parent_records or [],
                                                  partial(lowest_accuracies, last=MISSION_GOALS.last_epochs))),
         "draws": draws_text(records, step.goals),
