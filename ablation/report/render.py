@@ -139,7 +139,7 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
                            confirmations, reproduction_view(runs),
                            implementations_view(records_by_step, load_all(runs.parent / "notebook")),
-                           measured.get("layers"), other, searches_view(runs.parent / "search"))
+                           measured.get("layers"), other, searches_view(runs.parent / "search", folds))
     def write(f) -> None:
         f.write(text.encode())
         os.fchmod(f.fileno(), 0o644)  # the temporary file is private (mkstemp); the report is not

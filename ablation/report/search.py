@@ -1,15 +1,21 @@
 """The report's "Search" section: each recipe search under reports/search/<STEP>/ (python -m ablation search), read
-from its Optuna journal: the space, what became of the trials, the objective trial by trial and the best five.
+from its Optuna journal: the space, what became of the trials, the objective trial by trial and the best five, and
+what became of each of those: the verdict of its screen (`python -m ablation screen`, on held-out folds), or the
+command that would screen it.
 
 Deterministic: trials in number order, figures at fixed precision, no clock time shown but the trials' summed
 training time. Optuna is needed to read a journal; without it the section says so and shows nothing else.
 """
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from ..runs import journal
-from ..study.spaces import LAST_EPOCHS, SPACES
+from ..study.registry import STEPS, with_overrides
+from ..study.screen import pairs, verdict
+from ..study.spaces import LAST_EPOCHS, SPACES, assignments
+from .format import signed
 from .charts import TEST_COLOR, Series, line_chart, nice_range
 
 KIND_WORDS = {"log": "log-uniform", "float": "uniform", "int": "whole numbers", "choice": "one of"}
@@ -40,7 +46,24 @@ def trials_chart(step: str, found: list[dict]) -> str:
                       y_label=f"lowest of the last {LAST_EPOCHS}, %", hover="{:.2f}", unit=" %")
 
 
-def search_view(folder: Path, study) -> dict:
+def screen_of(step_name: str, values: dict, folds: dict[int, dict[str, list[dict]]]) -> dict:
+    """What became of a trial's recipe: {"screened": whether held-out folds hold runs of its config (however their
+    --set were written: screen.pairs matches configs), "verdict": the screen's verdict in a few words, "passed",
+    "command": the screen to run when there is none}."""
+    step = STEPS.get(step_name)
+    if step is None:  # a search of a step since renamed or removed: nothing to pair it with
+        return {"screened": False, "verdict": "", "passed": False, "command": ""}
+    overrides, _ = assignments(step, values)
+    if found := pairs(step, with_overrides(step, overrides), folds):
+        v = verdict(found)
+        # the rule's first word (passes, fails, incomplete), then what it judged
+        return {"screened": True, "passed": v["passed"], "command": "",
+                "verdict": f"{v['text'].partition(':')[0]} ({v['n']} (fold, seed) pairs, mean {signed(v['mean'])} %)"}
+    return {"screened": False, "verdict": "", "passed": False,
+            "command": f"python -m ablation screen {step.name} " + " ".join(f"--set {shlex.quote(o)}" for o in overrides)}
+
+
+def search_view(folder: Path, study, folds: dict[int, dict[str, list[dict]]] | None = None) -> dict:
     found = journal.rows(study)
     settings = study.user_attrs.get("settings", {})
     space = SPACES.get(settings.get("space"))
@@ -54,13 +77,15 @@ def search_view(folder: Path, study) -> dict:
             "pruned": count("pruned"), "over_budget": count("over budget"), "failed": count("failed"),
             "hours": f"{seconds / 3600:.2f}",
             "best": [{"number": r["number"], "value": f"{r['value']:.2f}", "set": " ".join(r["set"]),
-                      "params": f"{r['params']:,}" if r["params"] is not None else ""}
+                      "params": f"{r['params']:,}" if r["params"] is not None else "",
+                      **screen_of(settings.get("step", folder.name), r["values"], folds or {})}
                      for r in journal.best(found)[:5]],
             "chart": trials_chart(settings.get("step", folder.name), found)}
 
 
-def searches_view(searches: Path) -> dict:
-    """{"searches": one view per search folder with a journal, "note": why none is shown (None when shown)}."""
+def searches_view(searches: Path, folds: dict[int, dict[str, list[dict]]] | None = None) -> dict:
+    """{"searches": one view per search folder with a journal, "note": why none is shown (None when shown)};
+    `folds` the held-out folds' records (records.load_folds), where the screens of found recipes are."""
     folders = sorted(p.parent for p in Path(searches).glob(f"*/{journal.JOURNAL}"))
     if not folders:
         return {"searches": [], "note": None}
@@ -69,4 +94,4 @@ def searches_view(searches: Path) -> dict:
     except journal.OptunaMissing:
         return {"searches": [], "note": f"{len(folders)} search(es) under {searches} cannot be shown without Optuna "
                                         f"({journal.INSTALL})"}
-    return {"searches": [search_view(f, journal.load(f)) for f in folders], "note": None}
+    return {"searches": [search_view(f, journal.load(f), folds) for f in folders], "note": None}

@@ -66,7 +66,8 @@ def rows(study) -> list[dict]:
     for t in sorted(trials, key=lambda t: t.number):
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        out.append({"number": t.number, "outcome": outcome(t, again), "value": t.value, "set": t.user_attrs.get("set", []),
+        out.append({"number": t.number, "outcome": outcome(t, again), "value": t.value, "values": dict(t.params),
+                    "set": t.user_attrs.get("set", []),
                     "params": t.user_attrs.get("params"), "pruned_at": t.user_attrs.get("pruned_at"),
                     "error": t.user_attrs.get("error"), "reused": t.user_attrs.get("reused", False),
                     "variant": t.user_attrs.get("variant"), "finished": t.datetime_complete, "seconds": seconds})
