@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..study.registry import get_step
-from ..study.screen import VIEW_FIELDS
+from ..study.screen import VIEW_FIELDS, views_only
 from ..study.step import Step, config_diff
 from . import RunResult, git_state, source_hash
 from . import augment as aug
@@ -139,9 +139,9 @@ def train_many(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     for v in views:
-        if not (changed := set(config_diff(step, v))) or changed - VIEW_FIELDS:
+        if not views_only(step, v):
             raise ValueError(f"{v.name} cannot be evaluated on {step.name}'s training: it differs in "
-                             f"{', '.join(sorted(changed)) or 'nothing'}, not only in {', '.join(sorted(VIEW_FIELDS))}")
+                             f"{', '.join(sorted(config_diff(step, v))) or 'nothing'}, not only in {', '.join(sorted(VIEW_FIELDS))}")
     device = resolve_device(str(device))
     # Read the code's identity now, while it is the code this process runs: a record written at the end
     # must not take the hash of files edited on disk during a run of hours.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..study.analysis import at_least, holds_floor, lowest_of_last, meets_mission
 from ..study.registry import FINAL_STEP, STEPS
-from ..study.screen import VIEW_FIELDS
-from ..study.step import Goals, Step, config_diff
+from ..study.screen import views_only
+from ..study.step import Goals, Step
 from ..study.survival import FRESH, setup_words
 from .format import count, missing, num
 
@@ -79,7 +79,7 @@ def new_seeds_words(p: dict | None) -> str:
 def trained_as(step: Step) -> Step | None:
     """The step whose training `step` is (its parent, when they differ only in test-time views), else None."""
     parent = STEPS.get(step.parent or "")
-    return parent if parent and set(config_diff(parent, step)) <= VIEW_FIELDS else None
+    return parent if parent and views_only(parent, step) else None
 
 
 def on_interval(what: str, mean: float, ci: tuple[float, float], bar: float) -> str:

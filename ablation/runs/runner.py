@@ -22,8 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from ..engine.data import MNIST, TRAIN_LABEL_COUNTS
-from ..study.screen import VIEW_FIELDS
-from ..study.step import Step, config_diff, registered_name
+from ..study.screen import views_only
+from ..study.step import Step, registered_name
 from ..study.survival import record_generation
 from . import records
 
@@ -77,7 +77,7 @@ def training_units(todo: list[tuple[Step, list[int]]]) -> list[tuple[Step, list[
 
     def host(step: Step) -> Step | None:
         parent = listed.get(step.parent) if step.parent else None
-        if parent is None or not (diff := set(config_diff(parent, step))) or diff - VIEW_FIELDS:
+        if parent is None or not views_only(parent, step):
             return None
         return host(parent) or parent
 

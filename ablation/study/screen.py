@@ -159,10 +159,18 @@ def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]],
 VIEW_FIELDS = frozenset({"tta", "tta_rotations"})
 
 
+def views_only(step: Step, other: Step) -> bool:
+    """Whether `other` is `step` judged otherwise: it changes VIEW_FIELDS and nothing else, so its runs end with
+    `step`'s weights bit for bit and are evaluated on them instead of trained again (train_many's views, run's
+    riders, the report's "trained as", a screen's preview)."""
+    changed = set(config_diff(step, other))
+    return bool(changed) and changed <= VIEW_FIELDS
+
+
 def check_views_only(step: Step, variant: Step) -> None:
-    """Raises ValueError unless `variant` changes `step` in VIEW_FIELDS and nowhere else."""
-    changed = set(config_diff(step, variant))
-    if not changed or changed - VIEW_FIELDS:
+    """Raises ValueError unless views_only(step, variant)."""
+    if not views_only(step, variant):
+        changed = config_diff(step, variant)
         raise ValueError(f"a preview measures other test-time views ({', '.join(sorted(VIEW_FIELDS))}) on the "
                          f"step's saved weights; this variant changes {', '.join(sorted(changed)) or 'nothing'}")
 
