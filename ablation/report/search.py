@@ -15,8 +15,8 @@ from ..runs import journal
 from ..study.registry import STEPS, with_overrides
 from ..study.screen import pairs, verdict
 from ..study.spaces import LAST_EPOCHS, SPACES, assignments
-from .format import signed
 from .charts import TEST_COLOR, Series, line_chart, nice_range
+from .format import signed
 
 KIND_WORDS = {"log": "log-uniform", "float": "uniform", "int": "whole numbers", "choice": "one of"}
 
