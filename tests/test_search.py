@@ -21,7 +21,8 @@ from ablation.report.search import searches_view
 from ablation.runs import journal, records
 from ablation.runs import search as searching
 from ablation.study.registry import SEEDS, STEPS, CONFIRMATION_SEEDS, with_overrides
-from ablation.study.spaces import SEARCH_SEEDS, SPACES, Dimension, Space, assignments, objective, space_for
+from ablation.study.spaces import (SEARCH_SEEDS, SPACES, Dimension, Space, assignments, objective, registered_values,
+                                   space_for, suggest)
 
 pytestmark = pytest.mark.fast
 optuna = pytest.importorskip("optuna")
@@ -193,9 +194,9 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_queued_again(tmp
     lr = killed.suggest_float("lr", 0.05, 0.5, log=True)  # then the process died: never told
     assert searching.search(s, 1, data=DATA) == 0
     found = journal.load(s.out).trials
-    assert [t.state.name for t in found] == ["FAIL", "COMPLETE"]
+    assert [t.state.name for t in found] == ["FAIL", "COMPLETE", "WAITING"]  # the step's own recipe queued next
     assert found[1].params == {"lr": lr} and found[1].user_attrs["requeued_from"] == 0
-    assert [r["outcome"] for r in trials(s.out)] == ["interrupted", "complete"]
+    assert [r["outcome"] for r in trials(s.out)] == ["interrupted", "complete", "waiting"]
     assert "trial 0 was left running by an earlier command: failed and queued again" in capsys.readouterr().err
 
 
@@ -327,8 +328,8 @@ def test_the_report_gives_each_best_trials_screen_verdict_or_the_command_that_sc
     from test_report import make_record
 
     s = searching.Search(STEP, SPACES["lr"], tmp_path / "search" / STEP.name, max_params=6_000)
-    assert searching.search(s, 2, data=DATA) == 0
-    screened, not_screened = trials(s.out)
+    assert searching.search(s, 3, data=DATA) == 0
+    baseline, screened, not_screened = trials(s.out)  # the first trains the step's own recipe
     lr = screened["values"]["lr"]
 
     def held_out(name: str, fold: int, top: float, config: dict | None = None) -> dict:
@@ -349,3 +350,32 @@ def test_the_report_gives_each_best_trials_screen_verdict_or_the_command_that_sc
     assert best[not_screened["number"]]["command"] == f"python -m ablation screen {STEP.name} --set lr={other_lr!r}"
     page = render_html({}, searches=searches_view(tmp_path / "search", folds))
     assert "<b>passes (6 (fold, seed) pairs" in page and "not screened: <code" in page
+
+
+def test_the_steps_own_recipe_is_the_first_trial_and_the_reports_baseline(tmp_path, engine):
+    values = registered_values(STEP, SPACES["6k"])
+    assert values["lr"] == STEP.lr and values["layout[5]"] == 14 and values["batch_size"] == STEP.batch_size
+    assert with_overrides(STEP, assignments(STEP, values)[0]).params == STEP.params  # the step itself, renamed
+    assert registered_values(STEP, Space("x", "", (Dimension("lr", "log", 0.5, 0.9),))) is None  # outside the space
+    s = searching.Search(STEP, SPACES["lr"], tmp_path / "search" / STEP.name, max_params=6_000)
+    assert searching.search(s, 2, data=DATA) == 0
+    first, second = trials(s.out)
+    assert first["as_registered"] and first["values"] == {"lr": STEP.lr} and not second["as_registered"]
+    assert searching.search(s, 3, data=DATA) == 0  # continued: the baseline is not queued again
+    assert [t["as_registered"] for t in trials(s.out)] == [True, False, False]
+    page = render_html({}, searches=searches_view(tmp_path / "search"))
+    assert f"The step as registered, trained and scored the same way (trial {first['number']}): <b>" in page
+    assert "<b>the step as registered</b>" in page
+
+
+def test_a_baseline_cut_short_is_queued_again_as_the_baseline(tmp_path, engine):
+    s = searching.Search(STEP, SPACES["lr"], tmp_path / "search" / STEP.name, max_params=6_000)
+    study = searching.open_study(s, create=True)
+    searching.queue_as_registered(study, s)
+    killed = study.ask()  # the baseline, taken and left running before it drew its values, as by a killed process
+    assert searching.requeue_stale(study, s) == [killed.number]
+    searching.queue_as_registered(study, s)  # queued again already: nothing more
+    again = study.ask()
+    assert again.user_attrs == {"as_registered": True, "requeued_from": killed.number}
+    assert suggest(again, s.space) == {"lr": STEP.lr}
+    assert len(study.get_trials(deepcopy=False)) == 2

@@ -69,6 +69,8 @@ def search_view(folder: Path, study, folds: dict[int, dict[str, list[dict]]] | N
     space = SPACES.get(settings.get("space"))
     count = lambda outcome: sum(r["outcome"] == outcome for r in found)
     seconds = sum(r["seconds"] or 0.0 for r in found if r["outcome"] in journal.TRAINED)
+    # the step's own recipe, trained and scored as the trials are (the last such trial: an earlier one was cut short)
+    baseline = next((r for r in reversed(found) if r["as_registered"]), None)
     return {"name": folder.name, "step": settings.get("step", folder.name), "space": settings.get("space", "?"),
             "dimensions": [describe(d) for d in space.dimensions] if space else [],
             "max_params": settings.get("max_params"), "holdout": settings.get("holdout"), "fold": settings.get("fold"),
@@ -76,7 +78,11 @@ def search_view(folder: Path, study, folds: dict[int, dict[str, list[dict]]] | N
             "trained": sum(r["outcome"] in journal.TRAINED for r in found), "complete": count("complete"),
             "pruned": count("pruned"), "over_budget": count("over budget"), "failed": count("failed"),
             "hours": f"{seconds / 3600:.2f}",
+            "baseline": None if baseline is None else {
+                "number": baseline["number"], "outcome": baseline["outcome"],
+                "value": f"{baseline['value']:.2f}" if baseline["outcome"] == "complete" else None},
             "best": [{"number": r["number"], "value": f"{r['value']:.2f}", "set": " ".join(r["set"]),
+                      "as_registered": r["as_registered"],
                       "params": f"{r['params']:,}" if r["params"] is not None else "",
                       **screen_of(settings.get("step", folder.name), r["values"], folds or {})}
                      for r in journal.best(found)[:5]],

@@ -70,7 +70,8 @@ def rows(study) -> list[dict]:
                     "set": t.user_attrs.get("set", []),
                     "params": t.user_attrs.get("params"), "pruned_at": t.user_attrs.get("pruned_at"),
                     "error": t.user_attrs.get("error"), "reused": t.user_attrs.get("reused", False),
-                    "variant": t.user_attrs.get("variant"), "finished": t.datetime_complete, "seconds": seconds})
+                    "variant": t.user_attrs.get("variant"), "finished": t.datetime_complete, "seconds": seconds,
+                    "as_registered": bool(t.user_attrs.get("as_registered"))})
     return out
 
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from ..engine import train as training  # through the module: tests replace train_many
 from ..engine.data import MNIST, load_mnist_checked
 from ..study.registry import with_overrides
-from ..study.spaces import SEARCH_FOLD, SEARCH_SEEDS, Space, assignments, objective, suggest
+from ..study.spaces import SEARCH_FOLD, SEARCH_SEEDS, Space, assignments, objective, registered_values, suggest
 from ..study.step import Step
 from . import journal, records
 
@@ -65,6 +65,7 @@ PRUNE_STARTUP = 5  # ... and no trial before this many have finished
 # A call of run_trial draws until a trial fits the budget (an over-budget draw costs a network built and counted,
 # under a second) and trains that one; this many refusals in a row end it: the space is mostly over the budget.
 MAX_REFUSALS = 50
+AS_REGISTERED = "as_registered"  # the user attribute of the trial that trains the step's own recipe
 
 
 @dataclass(frozen=True)
@@ -153,19 +154,30 @@ def open_study(search: Search, sampler_seed: int = SAMPLER_SEED, create: bool = 
     return study
 
 
-def requeue(study, number: int, values: dict) -> None:
-    """Trial `number`, cut short: told FAIL, and its values queued again for the next trial to take."""
-    study.tell(number, state=journal.import_optuna().trial.TrialState.FAIL)
-    study.enqueue_trial(values, user_attrs={"requeued_from": number})
+def requeue(study, trial, search: Search) -> None:
+    """`trial`, cut short: told FAIL, and its values queued again for the next trial to take (the step's own recipe
+    as such, with its values even when it was cut short before it drew them)."""
+    study.tell(trial.number, state=journal.import_optuna().trial.TrialState.FAIL)
+    baseline = {AS_REGISTERED: True} if trial.user_attrs.get(AS_REGISTERED) else {}
+    values = registered_values(search.step, search.space) if baseline else trial.params
+    study.enqueue_trial(values, user_attrs={"requeued_from": trial.number, **baseline})
 
 
-def requeue_stale(study) -> list[int]:
+def requeue_stale(study, search: Search) -> list[int]:
     """Trials left RUNNING by a process that is gone (killed, or a pool worker stopped by Ctrl-C): failed and queued
     again. Called before a command starts its own trials, so every RUNNING trial then is another process's."""
     stale = study.get_trials(deepcopy=False, states=(journal.import_optuna().trial.TrialState.RUNNING,))
     for t in stale:
-        requeue(study, t.number, t.params)
+        requeue(study, t, search)
     return [t.number for t in stale]
+
+
+def queue_as_registered(study, search: Search) -> None:
+    """Queue the step's own recipe as a trial, once per study (a study begun without it gets it when continued): the
+    baseline every other trial is read against, on the same seeds, fold and objective."""
+    values = registered_values(search.step, search.space)
+    if values is not None and not any(t.user_attrs.get(AS_REGISTERED) for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(values, user_attrs={AS_REGISTERED: True})
 
 
 def finished(study) -> int:
@@ -250,7 +262,7 @@ def one_trial(study, search: Search, data: MNIST | None = None, say=None) -> dic
         found = [record for record, _ in written]
         return told("complete", objective([r["history"] for r in found], any(r["diverged_at"] for r in found)))
     except KeyboardInterrupt:
-        requeue(study, trial.number, trial.params)
+        requeue(study, trial, search)
         raise
     except Exception as e:  # noqa: BLE001 - a trial's own failure (a value the step refuses, say) is told and shown
         trial.set_user_attr("error", f"{type(e).__name__}: {e}")
@@ -383,8 +395,12 @@ def search(s: Search, trials: int, *, jobs: int = 1, backend: str = "process", a
     """Run the search until the study holds `trials` finished trials; 0, or 130 after a Ctrl-C (what is done stays)."""
     records.probe_output(s.out)
     study = open_study(s, create=True)
-    for number in requeue_stale(study):
+    for number in requeue_stale(study, s):
         print(f"trial {number} was left running by an earlier command: failed and queued again", file=sys.stderr)
+    # each call of run_trial seeds the sampler anew, with a seed no trial of this folder drew with: counted before the
+    # baseline is queued, since the call that takes it creates no trial of its own
+    first = SAMPLER_SEED + len(study.get_trials(deepcopy=False))
+    queue_as_registered(study, s)
     progress = Progress(study, trials, finished(study))
     todo = trials - progress.done
     print(f"search {s.step.name}, space {s.space.name} ({len(s.space.dimensions)} dimensions), ≤ {s.max_params:,} params, "
@@ -393,7 +409,6 @@ def search(s: Search, trials: int, *, jobs: int = 1, backend: str = "process", a
     if todo <= 0:
         print(progress.best(), file=sys.stderr)
         return 0
-    first = SAMPLER_SEED + len(study.get_trials(deepcopy=False))  # a seed no trial of this folder drew with
     seeds = list(range(first, first + todo))
     try:
         if backend == "ray":

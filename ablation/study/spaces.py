@@ -92,6 +92,23 @@ def suggest(trial, space: Space) -> dict:
     return values
 
 
+def registered_values(step: Step, space: Space) -> dict | None:
+    """The step's own value of each of the space's dimensions: its recipe as a trial, which a search trains first
+    (runs/search.py), so that what it finds is read against the step trained and scored the same way. None when
+    one of the values lies outside its dimension."""
+    values = {}
+    for d in space.dimensions:
+        if (k := d.width_of) is not None:
+            value = int(step.layout[k].partition(":")[2])
+        else:
+            head, _, sub = d.field.partition(".")
+            value = getattr(getattr(step, head), sub) if sub else getattr(step, head)
+        if not (value in d.choices if d.kind == "choice" else d.low <= value <= d.high):
+            return None
+        values[d.field] = value
+    return values
+
+
 def rounded(value):
     """A drawn float to three significant digits: what is trained, and what names the variant ('lr=0.0512'), so
     a name stays readable and two draws that round alike are one variant, trained once."""
