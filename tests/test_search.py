@@ -6,6 +6,7 @@ The engine is faked (a history made up per call) except where a test says it tra
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from ablation.cli import main
 from ablation.engine import RunResult
 from ablation.engine.data import MNIST, TRAIN_LABEL_COUNTS, evaluation_label
 from ablation.report import render_html
-from ablation.report.search import searches_view
+from ablation.report.search import screen_of, searches_view
 from ablation.runs import journal, records
 from ablation.runs import search as searching
 from ablation.study.registry import SEEDS, STEPS, CONFIRMATION_SEEDS, with_overrides
@@ -350,6 +351,12 @@ def test_the_report_gives_each_best_trials_screen_verdict_or_the_command_that_sc
     assert best[not_screened["number"]]["command"] == f"python -m ablation screen {STEP.name} --set lr={other_lr!r}"
     page = render_html({}, searches=searches_view(tmp_path / "search", folds))
     assert "<b>passes (6 (fold, seed) pairs" in page and "not screened: <code" in page
+    # the command sets only what differs from the step, a layout in double quotes, as a shell reads it back
+    widths = {"layout[4]": 8, "layout[5]": 12, "layout[6]": 14, "layout[7]": 12}  # the step's but one (14 -> 12)
+    command = screen_of(STEP.name, {**registered_values(STEP, SPACES["6k"]), **widths, "lr": 0.1}, {})["command"]
+    layout = ("conv3:8", "conv3:10", "conv1:8", "pool", "conv3:8", "conv3:12", "conv3:14", "conv3p:12", "gap", "conv1:10")
+    assert shlex.split(command) == ["python", "-m", "ablation", "screen", STEP.name, "--set", "lr=0.1",
+                                    "--set", f"layout={layout!r}"] and f'"layout={layout!r}"' in command
 
 
 def test_the_steps_own_recipe_is_the_first_trial_and_the_reports_baseline(tmp_path, engine):

@@ -15,6 +15,7 @@ from ..runs import journal
 from ..study.registry import STEPS, with_overrides
 from ..study.screen import pairs, verdict
 from ..study.spaces import LAST_EPOCHS, SPACES, assignments
+from ..study.step import config_diff
 from .charts import TEST_COLOR, Series, line_chart, nice_range
 from .format import signed
 
@@ -46,6 +47,14 @@ def trials_chart(step: str, found: list[dict]) -> str:
                       y_label=f"lowest of the last {LAST_EPOCHS}, %", hover="{:.2f}", unit=" %")
 
 
+def shell_word(text: str) -> str:
+    """`text` as one word of a shell command: in double quotes where it needs quoting and holds nothing a shell
+    reads inside them (a layout's single quotes and spaces), else as shlex quotes it."""
+    if shlex.quote(text) == text or set(text) & set('"$`\\!'):
+        return shlex.quote(text)
+    return f'"{text}"'
+
+
 def screen_of(step_name: str, values: dict, folds: dict[int, dict[str, list[dict]]]) -> dict:
     """What became of a trial's recipe: {"screened": whether held-out folds hold runs of its config (however their
     --set were written: screen.pairs matches configs), "verdict": the screen's verdict in a few words, "passed",
@@ -60,7 +69,8 @@ def screen_of(step_name: str, values: dict, folds: dict[int, dict[str, list[dict
         return {"screened": True, "passed": v["passed"], "command": "",
                 "verdict": f"{v['text'].partition(':')[0]} ({v['n']} (fold, seed) pairs, mean {signed(v['mean'])} %)"}
     return {"screened": False, "verdict": "", "passed": False,
-            "command": f"python -m ablation screen {step.name} " + " ".join(f"--set {shlex.quote(o)}" for o in overrides)}
+            "command": f"python -m ablation screen {step.name} " + " ".join(
+                f"--set {shell_word(o)}" for o in overrides if config_diff(step, with_overrides(step, [o])))}
 
 
 def search_view(folder: Path, study, folds: dict[int, dict[str, list[dict]]] | None = None) -> dict:
