@@ -181,8 +181,10 @@ def test_the_pruner_is_told_the_lowest_seed_each_epoch_and_stops_a_hopeless_tria
 
 def test_the_same_command_again_continues_to_the_total_and_refuses_another_search_in_the_folder(tmp_path, engine):
     s = a_search(tmp_path)
-    assert searching.search(s, 2, data=DATA) == 0 and len(engine) == 2
+    seeds = lambda: journal.load(s.out).user_attrs[searching.NEXT_SEED]  # each command's block of sampler seeds
+    assert searching.search(s, 2, data=DATA) == 0 and len(engine) == 2 and seeds() == searching.SAMPLER_SEED + 2
     assert searching.search(s, 3, data=DATA) == 0 and len(engine) == 3  # one more, not three
+    assert seeds() == searching.SAMPLER_SEED + 3  # the next block starts after the seeds used, whatever the trials
     assert searching.search(s, 3, data=DATA) == 0 and len(engine) == 3
     with pytest.raises(ValueError, match="holds another search .*max_params 6000 there, 7000 here"):
         searching.search(a_search(tmp_path, max_params=7_000), 3, data=DATA)

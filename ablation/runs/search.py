@@ -58,7 +58,7 @@ from ..study.step import Step
 from . import journal, records
 
 DEFAULT_OUT = Path("reports/search")
-SAMPLER_SEED = 31  # the TPE sampler's; trial i of a folder draws with SAMPLER_SEED + i, so no two trials draw alike
+SAMPLER_SEED = 31  # the TPE sampler's first; each call of run_trial draws with its own (search), so no two draw alike
 STARTUP_TRIALS = 10  # TPE draws at random until this many trials are finished
 PRUNE_AFTER = 7  # epochs: the pruner judges no earlier epoch (the one-cycle schedules differ most before it)
 PRUNE_STARTUP = 5  # ... and no trial before this many have finished
@@ -66,6 +66,7 @@ PRUNE_STARTUP = 5  # ... and no trial before this many have finished
 # under a second) and trains that one; this many refusals in a row end it: the space is mostly over the budget.
 MAX_REFUSALS = 50
 AS_REGISTERED = "as_registered"  # the user attribute of the trial that trains the step's own recipe
+NEXT_SEED = "next_sampler_seed"  # the study's user attribute: the first sampler seed the next command may use
 
 
 @dataclass(frozen=True)
@@ -397,12 +398,14 @@ def search(s: Search, trials: int, *, jobs: int = 1, backend: str = "process", a
     study = open_study(s, create=True)
     for number in requeue_stale(study, s):
         print(f"trial {number} was left running by an earlier command: failed and queued again", file=sys.stderr)
-    # each call of run_trial seeds the sampler anew, with a seed no trial of this folder drew with: counted before the
-    # baseline is queued, since the call that takes it creates no trial of its own
-    first = SAMPLER_SEED + len(study.get_trials(deepcopy=False))
+    # Each call of run_trial seeds the sampler anew; each command takes the next block of seeds, kept in the study,
+    # so that no call draws with an earlier one's seed (a count of trials would not do: a call that takes a queued
+    # trial makes none). A study from before the block was kept starts after twice its trials, a safe margin.
+    first = study.user_attrs.get(NEXT_SEED, SAMPLER_SEED + 2 * len(study.get_trials(deepcopy=False)))
     queue_as_registered(study, s)
     progress = Progress(study, trials, finished(study))
     todo = trials - progress.done
+    study.set_user_attr(NEXT_SEED, first + max(todo, 0))
     print(f"search {s.step.name}, space {s.space.name} ({len(s.space.dimensions)} dimensions), ≤ {s.max_params:,} params, "
           f"held-out fold {s.fold} of {s.holdout:,} images, seeds {', '.join(map(str, s.seeds))}: {progress.done} of "
           f"{trials} trials done, {max(todo, 0)} to run, in {s.out}", file=sys.stderr, flush=True)
