@@ -200,6 +200,8 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_queued_again(tmp
     assert [t.state.name for t in found] == ["FAIL", "COMPLETE", "WAITING"]  # the step's own recipe queued next
     assert found[1].params == {"lr": lr} and found[1].user_attrs["requeued_from"] == 0
     assert [r["outcome"] for r in trials(s.out)] == ["interrupted", "complete", "waiting"]
+    assert "1 more left running or queued: the same command continues the search." in \
+        render_html({}, searches=searches_view(s.out.parent))
     assert "trial 0 was left running by an earlier command: failed and queued again" in capsys.readouterr().err
 
 

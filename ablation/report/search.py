@@ -87,6 +87,8 @@ def search_view(folder: Path, study, folds: dict[int, dict[str, list[dict]]] | N
             "seeds": ", ".join(map(str, settings.get("seeds", []))), "quick": bool(settings.get("quick")),
             "trained": sum(r["outcome"] in journal.TRAINED for r in found), "complete": count("complete"),
             "pruned": count("pruned"), "over_budget": count("over budget"), "failed": count("failed"),
+            # left running by a command stopped (or still at work), or queued: the same command trains them
+            "unfinished": count("running") + count("waiting"),
             "hours": f"{seconds / 3600:.2f}",
             "baseline": None if baseline is None else {
                 "number": baseline["number"], "outcome": baseline["outcome"],
