@@ -377,6 +377,7 @@ def test_the_steps_own_recipe_is_the_first_trial_and_the_reports_baseline(tmp_pa
     page = render_html({}, searches=searches_view(tmp_path / "search"))
     assert f"The step as registered, trained and scored the same way (trial {first['number']}): <b>" in page
     assert "<b>the step as registered</b>" in page
+    assert screen_of(STEP.name, first["values"], {}) == {"screened": False, "verdict": "", "passed": False, "command": ""}
 
 
 def test_a_baseline_cut_short_is_queued_again_as_the_baseline(tmp_path, engine):

@@ -60,16 +60,19 @@ def screen_of(step_name: str, values: dict, folds: dict[int, dict[str, list[dict
     --set were written: screen.pairs matches configs), "verdict": the screen's verdict in a few words, "passed",
     "command": the screen to run when there is none}."""
     step = STEPS.get(step_name)
+    nothing = {"screened": False, "verdict": "", "passed": False, "command": ""}
     if step is None:  # a search of a step since renamed or removed: nothing to pair it with
-        return {"screened": False, "verdict": "", "passed": False, "command": ""}
+        return nothing
     overrides, _ = assignments(step, values)
-    if found := pairs(step, with_overrides(step, overrides), folds):
+    variant = with_overrides(step, overrides)
+    if not config_diff(step, variant):  # the step's own recipe (the baseline): nothing to screen
+        return nothing
+    if found := pairs(step, variant, folds):
         v = verdict(found)
         # the rule's first word (passes, fails, incomplete), then what it judged
         return {"screened": True, "passed": v["passed"], "command": "",
                 "verdict": f"{v['text'].partition(':')[0]} ({v['n']} (fold, seed) pairs, mean {signed(v['mean'])} %)"}
-    return {"screened": False, "verdict": "", "passed": False,
-            "command": f"python -m ablation screen {step.name} " + " ".join(
+    return {**nothing, "command": f"python -m ablation screen {step.name} " + " ".join(
                 f"--set {shell_word(o)}" for o in overrides if config_diff(step, with_overrides(step, [o])))}
 
 
