@@ -13,6 +13,7 @@ from pathlib import Path
 INSTALL = "pip install -e '.[search]'"
 JOURNAL = "journal.log"
 STUDY = "search"
+AS_REGISTERED = "as_registered"  # the user attribute of the trial that trains the step's own recipe
 
 
 class OptunaMissing(ImportError):
@@ -71,7 +72,7 @@ def rows(study) -> list[dict]:
                     "params": t.user_attrs.get("params"), "pruned_at": t.user_attrs.get("pruned_at"),
                     "error": t.user_attrs.get("error"), "reused": t.user_attrs.get("reused", False),
                     "variant": t.user_attrs.get("variant"), "finished": t.datetime_complete, "seconds": seconds,
-                    "as_registered": bool(t.user_attrs.get("as_registered"))})
+                    "as_registered": bool(t.user_attrs.get(AS_REGISTERED))})
     return out
 
 

@@ -65,7 +65,6 @@ PRUNE_STARTUP = 5  # ... and no trial before this many have finished
 # A call of run_trial draws until a trial fits the budget (an over-budget draw costs a network built and counted,
 # under a second) and trains that one; this many refusals in a row end it: the space is mostly over the budget.
 MAX_REFUSALS = 50
-AS_REGISTERED = "as_registered"  # the user attribute of the trial that trains the step's own recipe
 NEXT_SEED = "next_sampler_seed"  # the study's user attribute: the first sampler seed the next command may use
 
 
@@ -159,7 +158,7 @@ def requeue(study, trial, search: Search) -> None:
     """`trial`, cut short: told FAIL, and its values queued again for the next trial to take (the step's own recipe
     as such, with its values even when it was cut short before it drew them)."""
     study.tell(trial.number, state=journal.import_optuna().trial.TrialState.FAIL)
-    baseline = {AS_REGISTERED: True} if trial.user_attrs.get(AS_REGISTERED) else {}
+    baseline = {journal.AS_REGISTERED: True} if trial.user_attrs.get(journal.AS_REGISTERED) else {}
     values = registered_values(search.step, search.space) if baseline else trial.params
     study.enqueue_trial(values, user_attrs={"requeued_from": trial.number, **baseline})
 
@@ -177,8 +176,8 @@ def queue_as_registered(study, search: Search) -> None:
     """Queue the step's own recipe as a trial, once per study (a study begun without it gets it when continued): the
     baseline every other trial is read against, on the same seeds, fold and objective."""
     values = registered_values(search.step, search.space)
-    if values is not None and not any(t.user_attrs.get(AS_REGISTERED) for t in study.get_trials(deepcopy=False)):
-        study.enqueue_trial(values, user_attrs={AS_REGISTERED: True})
+    if values is not None and not any(t.user_attrs.get(journal.AS_REGISTERED) for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(values, user_attrs={journal.AS_REGISTERED: True})
 
 
 def finished(study) -> int:
