@@ -96,10 +96,10 @@ def registered_values(step: Step, space: Space) -> dict | None:
     """The step's own value of each of the space's dimensions: its recipe as a trial, which a search trains first
     (runs/search.py), so that what it finds is read against the step trained and scored the same way. None when
     one of the values lies outside its dimension."""
-    values = {}
+    values, layers = {}, parse_layout(step.layout)
     for d in space.dimensions:
         if (k := d.width_of) is not None:
-            value = int(step.layout[k].partition(":")[2])
+            value = layers[k].out_channels
         else:
             head, _, sub = d.field.partition(".")
             value = getattr(getattr(step, head), sub) if sub else getattr(step, head)
