@@ -26,8 +26,10 @@ STEP = "3-gap"
 VARIANT = with_overrides(STEPS[STEP], ["lr=0.05"])
 
 
-def held_out(step_name: str, seed: int, fold: int, top: float, *, config: dict | None = None, **kw) -> dict:
-    r = make_record(STEP, seed, top=top, **kw)
+def held_out(step_name: str, seed: int, fold: int, top: float, *, config: dict | None = None, base: str = STEP,
+             **kw) -> dict:
+    """A held-out record of `base`'s config (with `config` changed) filed under `step_name`."""
+    r = make_record(base, seed, top=top, **kw)
     r["step"] = step_name
     r["config"].update(config or {})
     r["evaluated_on"] = f"validation (10000 held out of train{f', fold {fold}' if fold else ''})"

@@ -330,24 +330,21 @@ def test_the_report_without_optuna_says_it_cannot_show_the_searches(tmp_path, en
 
 
 def test_the_report_gives_each_best_trials_screen_verdict_or_the_command_that_screens_it(tmp_path, engine):
-    from test_report import make_record
+    from test_screen import held_out
 
     s = searching.Search(STEP, SPACES["lr"], tmp_path / "search" / STEP.name, max_params=6_000)
     assert searching.search(s, 3, data=DATA) == 0
     baseline, screened, not_screened = trials(s.out)  # the first trains the step's own recipe
     lr = screened["values"]["lr"]
 
-    def held_out(name: str, fold: int, top: float, config: dict | None = None) -> dict:
-        r = make_record(STEP.name, 0, epochs=15, top=top)
-        r["step"], r["evaluated_on"] = name, f"validation (10000 held out of train, fold {fold})"
-        r["config"].update(config or {})
-        return r
+    def run(name: str, fold: int, top: float, config: dict | None = None) -> dict:
+        return held_out(name, 0, fold, top, config=config, base=STEP.name, epochs=15)
 
     # the trial's recipe screened on six folds, filed under a name that writes its --set otherwise than the search
     # (a screen pairs configs, not names), 0.1 % ahead on each; a decoy at another lr must not count
-    folds = {k: {STEP.name: [held_out(STEP.name, k, 99.2)],
-                 f"{STEP.name}[lr={lr:.6f}]": [held_out("x", k, 99.3, {"lr": float(f"{lr:.3g}")})],
-                 f"{STEP.name}[lr=0.5]": [held_out("y", k, 98.0, {"lr": 0.5})]} for k in range(6)}
+    folds = {k: {STEP.name: [run(STEP.name, k, 99.2)],
+                 f"{STEP.name}[lr={lr:.6f}]": [run("x", k, 99.3, {"lr": float(f"{lr:.3g}")})],
+                 f"{STEP.name}[lr=0.5]": [run("y", k, 98.0, {"lr": 0.5})]} for k in range(6)}
     best = {b["number"]: b for b in searches_view(tmp_path / "search", folds)["searches"][0]["best"]}
     assert best[screened["number"]]["verdict"] == "passes (6 (fold, seed) pairs, mean +0.10 %)"
     assert best[screened["number"]]["passed"] and not best[not_screened["number"]]["screened"]
