@@ -93,6 +93,24 @@ def test_a_variant_config_screened_before_under_another_name_is_paired_not_retra
     assert to_train(STEPS[STEP], VARIANT, loaded, [3], [0]) == []
 
 
+def test_a_variant_paired_with_the_steps_runs_of_an_older_engine_says_so(tmp_path):
+    """The screens pair today's variants with fold runs of the step that an older engine generation made (they
+    were kept, not retrained): the verdict names both generations; pairs of one generation say nothing."""
+    validation = tmp_path / "validation"
+    for k in range(6):
+        old = held_out(STEP, 0, k, 99.20)
+        old["provenance"]["generation"] = 1
+        write_records(fold_dir(validation, k), [old, held_out(VARIANT.name, 0, k, 99.30, config={"lr": 0.05})])
+    v = verdict(pairs(STEPS[STEP], VARIANT, load_folds(validation)))
+    assert {p.generations for p in pairs(STEPS[STEP], VARIANT, load_folds(validation))} == {(1, records.GENERATION)}
+    assert v["across"] == f"the step's runs engine generation 1, the variant's {records.GENERATION}"
+    assert v["text"].endswith("; paired across engines: " + v["across"])
+    assert v["passed"]  # said, not judged: the rule is the same
+    same = pairs(STEPS[STEP], VARIANT.name, {0: {STEP: [held_out(STEP, 0, 0, 99.2)],
+                                                VARIANT.name: [held_out(VARIANT.name, 0, 0, 99.3, config={"lr": 0.05})]}})
+    assert verdict(same)["across"] == "" and "engines" not in verdict(same)["text"]
+
+
 def test_what_is_missing_is_what_gets_trained(folds):
     validation, _ = folds
     todo = to_train(STEPS[STEP], VARIANT, load_folds(validation), [0, 1, 2, 3], [0, 1])

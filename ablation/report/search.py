@@ -71,7 +71,8 @@ def screen_of(step_name: str, values: dict, folds: dict[int, dict[str, list[dict
         v = verdict(found)
         # the rule's first word (passes, fails, incomplete), then what it judged
         return {"screened": True, "passed": v["passed"], "command": "",
-                "verdict": f"{v['text'].partition(':')[0]} ({v['n']} (fold, seed) pairs, mean {signed(v['mean'])} %)"}
+                "verdict": f"{v['text'].partition(':')[0]} ({v['n']} (fold, seed) pairs, mean {signed(v['mean'])} %"
+                           + (f"; {v['across']})" if v["across"] else ")")}
     return {**nothing, "command": f"python -m ablation screen {step.name} " + " ".join(
                 f"--set {shell_word(o)}" for o in overrides if config_diff(step, with_overrides(step, [o])))}
 

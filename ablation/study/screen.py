@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .analysis import at_least, confidence_interval95, final_accuracies, lowest_of_last, text_table
 from .step import Goals, Step, changed_run_fields, check, config_diff, in_range, is_whole
+from .survival import record_generation
 
 VALIDATION = Path("reports/validation")
 LAST_EPOCHS = Goals().last_epochs  # the mission's window, for the lowest accuracy of a run's last epochs
@@ -83,6 +84,9 @@ class Pair:
     variant: float  # the variant's, same fold and seed; nan when the variant diverged
     base_min: float = math.nan  # the step's lowest held-out accuracy over the last LAST_EPOCHS epochs
     variant_min: float = math.nan  # the variant's: a gain that comes with dips would break the mission's floor
+    # The engine generations the two runs were made under (survival.record_generation). A screen may pair a
+    # variant trained today with the step's fold runs of an older engine: rounding apart, the same recipe.
+    generations: tuple[int | None, int | None] = (None, None)
 
     @property
     def delta(self) -> float:
@@ -95,18 +99,18 @@ def pairs(step: Step, variant: Step | str, folds: dict[int, dict[str, list[dict]
     A variant given as a Step pairs its runs wherever they are filed (matched by config, like the step's),
     so the same config screened against another step is not trained twice; given as a name, the runs
     filed under that name."""
-    def by_seed(records: list[dict]) -> dict[int, tuple[float, float]]:
+    def by_seed(records: list[dict]) -> dict[int, tuple[float, float, int | None]]:
         # A run that diverged has no final accuracy: nan, which fails the variant's screen (verdict).
         finals = final_accuracies(records)
-        return {r["seed"]: (finals[r["seed"]], lowest_of_last(r["history"], LAST_EPOCHS)) if r["seed"] in finals
-                else (math.nan, math.nan) for r in records}
+        return {r["seed"]: (finals[r["seed"]], lowest_of_last(r["history"], LAST_EPOCHS), record_generation(r))
+                if r["seed"] in finals else (math.nan, math.nan, record_generation(r)) for r in records}
 
     out = []
     for k, runs in sorted(folds.items()):
         base = by_seed(as_registered(step, runs))
         theirs = by_seed(as_registered(variant, runs) if isinstance(variant, Step) else
                          [r for r in runs.get(variant, []) if str(r.get("evaluated_on")).startswith("validation")])
-        out += [Pair(k, s, base[s][0], theirs[s][0], base[s][1], theirs[s][1])
+        out += [Pair(k, s, base[s][0], theirs[s][0], base[s][1], theirs[s][1], (base[s][2], theirs[s][2]))
                 for s in sorted(base.keys() & theirs.keys()) if not math.isnan(base[s][0])]
     return out
 
@@ -134,9 +138,21 @@ def verdict(found: list[Pair], rule: Rule = Rule()) -> dict:
         text = f"incomplete: {len(deltas)} of the {rule.min_pairs} pairs the rule needs"
     else:
         text = f"{'passes' if passed else 'fails'}: {rule.describe()} (needs {rule.ahead_needed(len(deltas))} of {len(deltas)} ahead)"
+    if across := across_generations(found):
+        text += f"; paired across engines: {across}"
     return {"n": len(found), "mean": mean, "ci95": confidence_interval95(deltas), "ahead": ahead,
             "floor_change": floor_change, "passed": passed,
-            "folds": sorted({p.fold for p in found}), "text": text}
+            "folds": sorted({p.fold for p in found}), "text": text, "across": across}
+
+
+def across_generations(found: list[Pair]) -> str:
+    """'' when every pair's two runs were made under one engine generation; else what the step's and the
+    variant's runs were made under, e.g. "the step's runs engine generation 1, the variant's 2"."""
+    if all(a == b for a, b in (p.generations for p in found)):
+        return ""
+    named = lambda gens: ", ".join(sorted({"unknown" if g is None else str(g) for g in gens}))
+    return (f"the step's runs engine generation {named(p.generations[0] for p in found)}, "
+            f"the variant's {named(p.generations[1] for p in found)}")
 
 
 def to_train(step: Step, variant: Step, folds: dict[int, dict[str, list[dict]]], fold_ids: list[int],
