@@ -17,7 +17,7 @@ import torch
 from ablation.cli import main
 from ablation.engine import RunResult
 from ablation.engine.data import MNIST, TRAIN_LABEL_COUNTS, evaluation_label
-from ablation.report import render_html
+from ablation.report import render_html, render_markdown
 from ablation.report.search import screen_of, searches_view
 from ablation.runs import journal, records
 from ablation.runs import search as searching
@@ -320,6 +320,11 @@ def test_the_report_shows_each_search_and_says_when_none_ran(tmp_path, engine):
     assert "13-wide-end-6k, space lr" in page and "<b>3 trials trained</b>: 3 complete, 0 pruned, 0 failed" in page
     assert "lr: log-uniform 0.05–0.5" in page and page.count('<td class="n">98.96</td>') == 3  # 99 - 0.04 - 0.001
     assert render_html({}, searches=searches_view(tmp_path / "search")) == page  # deterministic
+    # ablation.md: the same figures in Markdown
+    assert "No search was run (`python -m ablation search STEP`)" in render_markdown({})
+    md = render_markdown({}, searches=view)
+    assert "### 13-wide-end-6k, space lr" in md and "**3 trials trained**: 3 complete, 0 pruned, 0 failed" in md
+    assert md.count("| 98.96 |") == 3 and "(trial 0): **98.96 %**" in md
 
 
 def test_the_report_without_optuna_says_it_cannot_show_the_searches(tmp_path, engine, monkeypatch):

@@ -99,9 +99,12 @@ def render_html(records_by_step: dict[str, list[dict]], mistakes: dict | None = 
 
 def render_markdown(records_by_step: dict[str, list[dict]], confirmations: dict[str, list[dict]] | None = None,
                     other_setups: dict[str, dict[str, list[dict]]] | None = None,
-                    layers: dict[str, list[dict]] | None = None) -> str:
-    """The verdict with its conditions, the summary table and each step's numbers as Markdown."""
-    return _env(False).get_template("report.md.j2").render(build_views(records_by_step, confirmations, other_setups, layers))
+                    layers: dict[str, list[dict]] | None = None, searches: dict | None = None) -> str:
+    """The verdict with its conditions, the summary table, each step's numbers and the searches as Markdown;
+    `searches` searches_view(...)'s (None: no search)."""
+    ctx = build_views(records_by_step, confirmations, other_setups, layers)
+    ctx["search"] = searches or {"searches": [], "note": None}
+    return _env(False).get_template("report.md.j2").render(ctx)
 
 
 def report_path(runs: Path, fmt: str = "html") -> Path:
@@ -130,10 +133,11 @@ def render_files(runs: Path, out: Path | None = None, fmt: str = "html", bench: 
     # The final step trained elsewhere (another CPU, a capped float path): one records folder each.
     other = {f"{path.parent.name}/{path.name}": load_all(path) for path in sorted((runs.parent / OTHER_SETUPS).glob("*/"))}
     measured = load_measured(runs)
+    folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
     if fmt == "md":
-        text = render_markdown(records_by_step, confirmations, other, measured.get("layers"))
+        text = render_markdown(records_by_step, confirmations, other, measured.get("layers"),
+                               searches_view(runs.parent / "search", folds))
     else:
-        folds = load_folds(Path(validation) if validation is not None else runs.parent / "validation")
         text = render_html(records_by_step, mistakes_view(measured.get("mistakes")),
                            load_bench(bench if bench is not None else runs.parent / "bench.json"),
                            validation_view(folds[0]), fold_view(folds, records_by_step), screen_view(folds),
