@@ -101,8 +101,9 @@ def test_a_variant_paired_with_the_steps_runs_of_an_older_engine_says_so(tmp_pat
         old = held_out(STEP, 0, k, 99.20)
         old["provenance"]["generation"] = 1
         write_records(fold_dir(validation, k), [old, held_out(VARIANT.name, 0, k, 99.30, config={"lr": 0.05})])
-    v = verdict(pairs(STEPS[STEP], VARIANT, load_folds(validation)))
-    assert {p.generations for p in pairs(STEPS[STEP], VARIANT, load_folds(validation))} == {(1, records.GENERATION)}
+    found = pairs(STEPS[STEP], VARIANT, load_folds(validation))
+    v = verdict(found)
+    assert {p.generations for p in found} == {(1, records.GENERATION)}
     assert v["across"] == f"the step's runs engine generation 1, the variant's {records.GENERATION}"
     assert v["text"].endswith("; paired across engines: " + v["across"])
     assert v["passed"]  # said, not judged: the rule is the same
