@@ -121,7 +121,7 @@ def verdict(found: list[Pair], rule: Rule = Rule()) -> dict:
     The statistics are over the pairs in which the variant finished; a variant that diverged in any
     pair fails, however the others went."""
     if not found:
-        return {"n": 0, "passed": False, "text": "no (fold, seed) ran both", "across": ""}
+        return {"n": 0, "passed": False, "text": "no (fold, seed) ran both"}
     diverged = [p for p in found if math.isnan(p.variant)]
     finished = [p for p in found if not math.isnan(p.variant)]
     deltas = [p.delta for p in finished]
