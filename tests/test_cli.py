@@ -127,6 +127,28 @@ def test_interrupt_keeps_finished_records_and_writes_no_partial_one(data_dir, tm
     assert sorted(p.name for p in (out / "5-lr-schedule").iterdir()) == ["seed-0.json", "seed-0.pt"]
 
 
+def test_kill_stops_a_command_as_ctrl_c_does_and_puts_the_handler_back(data_dir, tmp_path, monkeypatch, capsys):
+    """SIGTERM (`kill PID`) is how a command started in the background of a script, which ignores SIGINT, is
+    stopped: it must end as Ctrl-C does, not die mid-write."""
+    import os
+    import signal
+    import sys
+    import time
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises in here; without it the test process would be gone
+        raise AssertionError("SIGTERM went unnoticed")
+
+    monkeypatch.setattr(sys.modules["ablation.engine.train"], "train_many", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    code = main(["run", "--quick", "--steps", "5-lr-schedule", "--seeds", "0", "--out", str(tmp_path / "runs"),
+                 "--data-dir", str(data_dir), "--no-report", "--jobs", "1"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert not list((tmp_path / "runs").glob("*/seed-*"))
+
+
 @pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,2,7", [0, 2, 7]), ("1-2,5", [1, 2, 5])])
 def test_seed_syntax(text, seeds):
     assert parse_seeds(text) == seeds

@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .. import build_model, count_parameters
@@ -524,10 +526,19 @@ def build_parser() -> Parser:
     return parser
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.parser = parser
+    # `kill PID` (SIGTERM) stops a command as Ctrl-C does: the records written are kept and named, a search's trials
+    # cut short are queued again. A command started in the background of a script (`cmd &`) ignores SIGINT, so
+    # SIGTERM is the way to stop it cleanly. The handler is put back on return (tests call main in-process).
+    on_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works there only
+    previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         return args.func(args)
     except KeyboardInterrupt:  # the runner has said which records were written and which runs were lost
@@ -536,3 +547,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
